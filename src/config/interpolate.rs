@@ -1,0 +1,147 @@
+//! `${NAME}` (environment variable) and `${file:PATH}` (file content, trailing
+//! newline trimmed) in any string of the config.
+
+use std::path::Path;
+
+/// Where interpolated values come from; a trait so tests and reloads can use
+/// a fixed environment.
+pub trait Env {
+    fn var(&self, name: &str) -> Option<String>;
+}
+
+/// The process environment.
+pub struct ProcessEnv;
+
+impl Env for ProcessEnv {
+    fn var(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok()
+    }
+}
+
+/// Why a `${...}` could not be resolved. The message never contains the
+/// value, only the reference.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum InterpolateError {
+    #[error("environment variable `{0}` is not set (export it, or write the value in the file)")]
+    MissingVar(String),
+    #[error("cannot read file `{path}` named by `${{file:...}}`: {reason}")]
+    File { path: String, reason: String },
+    #[error("has an unclosed `${{` (write `$${{` for a literal `${{`)")]
+    Unclosed,
+    #[error("has an empty `${{}}` reference")]
+    Empty,
+}
+
+/// Expands every reference in `input`. Each substituted value is pushed to
+/// `substituted` so that later error messages can be scrubbed of them.
+/// `$${` stands for a literal `${`.
+pub fn interpolate(
+    input: &str,
+    env: &dyn Env,
+    base_dir: &Path,
+    substituted: &mut Vec<String>,
+) -> Result<String, InterpolateError> {
+    let mut out = String::with_capacity(input.len());
+    let mut rest = input;
+    while let Some(pos) = rest.find('$') {
+        out.push_str(&rest[..pos]);
+        let after = &rest[pos..];
+        if let Some(tail) = after.strip_prefix("$${") {
+            out.push_str("${");
+            rest = tail;
+        } else if let Some(body) = after.strip_prefix("${") {
+            let end = body.find('}').ok_or(InterpolateError::Unclosed)?;
+            let reference = body[..end].trim();
+            let value = resolve(reference, env, base_dir)?;
+            if !value.is_empty() {
+                substituted.push(value.clone());
+            }
+            out.push_str(&value);
+            rest = &body[end + 1..];
+        } else {
+            out.push('$');
+            rest = &after[1..];
+        }
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+fn resolve(reference: &str, env: &dyn Env, base_dir: &Path) -> Result<String, InterpolateError> {
+    if reference.is_empty() {
+        return Err(InterpolateError::Empty);
+    }
+    if let Some(path) = reference.strip_prefix("file:") {
+        let path = path.trim();
+        let full = base_dir.join(path);
+        let content = std::fs::read_to_string(&full).map_err(|e| InterpolateError::File {
+            path: full.display().to_string(),
+            reason: e.kind().to_string(),
+        })?;
+        let trimmed = content
+            .strip_suffix("\r\n")
+            .or_else(|| content.strip_suffix('\n'))
+            .unwrap_or(&content);
+        return Ok(trimmed.to_string());
+    }
+    env.var(reference)
+        .ok_or_else(|| InterpolateError::MissingVar(reference.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    struct MapEnv(HashMap<&'static str, &'static str>);
+    impl Env for MapEnv {
+        fn var(&self, name: &str) -> Option<String> {
+            self.0.get(name).map(|s| s.to_string())
+        }
+    }
+
+    fn env() -> MapEnv {
+        MapEnv(HashMap::from([("A", "alpha"), ("B", "beta")]))
+    }
+
+    #[test]
+    fn expands_vars() {
+        let mut subs = vec![];
+        let out = interpolate("Token ${A}-${ B }", &env(), Path::new("."), &mut subs).unwrap();
+        assert_eq!(out, "Token alpha-beta");
+        assert_eq!(subs, vec!["alpha", "beta"]);
+    }
+
+    #[test]
+    fn literal_dollar_and_escape() {
+        let mut subs = vec![];
+        assert_eq!(
+            interpolate("cost $5 $${A}", &env(), Path::new("."), &mut subs).unwrap(),
+            "cost $5 ${A}"
+        );
+    }
+
+    #[test]
+    fn missing_and_unclosed() {
+        let mut subs = vec![];
+        assert_eq!(
+            interpolate("${NOPE}", &env(), Path::new("."), &mut subs),
+            Err(InterpolateError::MissingVar("NOPE".into()))
+        );
+        assert_eq!(
+            interpolate("${A", &env(), Path::new("."), &mut subs),
+            Err(InterpolateError::Unclosed)
+        );
+    }
+
+    #[test]
+    fn file_reference_trims_newline() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("tok"), "s3cret\n").unwrap();
+        let mut subs = vec![];
+        let out = interpolate("${file:tok}", &env(), dir.path(), &mut subs).unwrap();
+        assert_eq!(out, "s3cret");
+        let err = interpolate("${file:missing}", &env(), dir.path(), &mut subs).unwrap_err();
+        assert!(err.to_string().contains("missing"));
+    }
+}

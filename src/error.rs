@@ -1,0 +1,117 @@
+//! Errors the proxy itself answers with, and their one mapping to HTTP.
+//! Every body is `{"error": code, "message": text, "provider": name?}`.
+
+use axum::response::{IntoResponse, Response};
+use http::{HeaderValue, StatusCode};
+
+/// A failure while handling a request. Messages never contain secrets.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("no route matches path {path}")]
+    NoRoute { path: String },
+    #[error("no local endpoint at {path}")]
+    NoLocalEndpoint { path: String },
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("request body is larger than the limit of {limit} bytes")]
+    PayloadTooLarge { limit: u64 },
+    #[error("missing or wrong Proxy-Authorization (send `Proxy-Authorization: Bearer <server.inbound_token>`)")]
+    Unauthorized,
+    #[error("requests with Origin {origin} are refused: browsers may not use this proxy's credentials (add the origin to server.allowed_origins if this is intended)")]
+    ForbiddenOrigin { origin: String },
+    #[error("Host {host} is not served here (add it to server.allowed_hosts if this is intended)")]
+    ForbiddenHost { host: String },
+    #[error("upstream {upstream} is unreachable: {detail}")]
+    UpstreamUnreachable {
+        provider: Option<String>,
+        upstream: String,
+        detail: String,
+    },
+    #[error("upstream {upstream} did not answer within {seconds:.1}s")]
+    UpstreamTimeout {
+        provider: Option<String>,
+        upstream: String,
+        seconds: f64,
+    },
+    #[error("token endpoint failed: {detail}")]
+    TokenEndpoint { provider: String, detail: String },
+    #[error("could not obtain a valid credential: {detail}")]
+    ReauthenticationFailed { provider: String, detail: String },
+    #[error("no token yet: log in at {login_url}")]
+    LoginRequired { provider: String, login_url: String },
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ProxyError {
+    fn parts(&self) -> (StatusCode, &'static str, Option<&str>) {
+        use ProxyError::*;
+        match self {
+            NoRoute { .. } => (StatusCode::NOT_FOUND, "no_route", None),
+            NoLocalEndpoint { .. } => (StatusCode::NOT_FOUND, "no_route", None),
+            BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request", None),
+            PayloadTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "bad_request", None),
+            Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized", None),
+            ForbiddenOrigin { .. } => (StatusCode::FORBIDDEN, "forbidden_origin", None),
+            ForbiddenHost { .. } => (StatusCode::FORBIDDEN, "forbidden_host", None),
+            UpstreamUnreachable { provider, .. } => (
+                StatusCode::BAD_GATEWAY,
+                "upstream_unreachable",
+                provider.as_deref(),
+            ),
+            UpstreamTimeout { provider, .. } => (
+                StatusCode::GATEWAY_TIMEOUT,
+                "upstream_timeout",
+                provider.as_deref(),
+            ),
+            TokenEndpoint { provider, .. } => (
+                StatusCode::BAD_GATEWAY,
+                "token_endpoint_error",
+                Some(provider.as_str()),
+            ),
+            ReauthenticationFailed { provider, .. } => (
+                StatusCode::BAD_GATEWAY,
+                "reauthentication_failed",
+                Some(provider.as_str()),
+            ),
+            LoginRequired { provider, .. } => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "login_required",
+                Some(provider.as_str()),
+            ),
+            Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal", None),
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        self.parts().0
+    }
+
+    pub fn code(&self) -> &'static str {
+        self.parts().1
+    }
+}
+
+impl IntoResponse for ProxyError {
+    fn into_response(self) -> Response {
+        let (status, code, provider) = self.parts();
+        let mut body = serde_json::json!({
+            "error": code,
+            "message": self.to_string(),
+        });
+        if let Some(p) = provider {
+            body["provider"] = serde_json::Value::String(p.to_string());
+        }
+        let mut response = (status, axum::Json(body)).into_response();
+        if matches!(self, ProxyError::Unauthorized) {
+            response.headers_mut().insert(
+                http::header::PROXY_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"authproxy\""),
+            );
+        }
+        response
+            .headers_mut()
+            .insert("x-authproxy-error", HeaderValue::from_static(code));
+        response
+    }
+}

@@ -1,0 +1,81 @@
+//! authproxy: a local reverse proxy that injects credentials (static
+//! headers, OAuth2 tokens kept fresh) into requests to upstream APIs.
+//!
+//! The request path: [`server`] accepts, [`telemetry::access_log`] and
+//! [`security::guard`] wrap everything, [`admin`] answers `/_authproxy/`,
+//! and [`proxy`] forwards the rest using the [`routes`] table and the
+//! [`credentials`] of the current [`runtime::Runtime`].
+
+pub mod admin;
+pub mod cli;
+pub mod config;
+pub mod credentials;
+pub mod demo;
+pub mod error;
+pub mod headers;
+pub mod oauth;
+pub mod proxy;
+pub mod routes;
+pub mod runtime;
+pub mod secret;
+pub mod security;
+pub mod server;
+pub mod store;
+pub mod telemetry;
+pub mod timefmt;
+pub mod upstream;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use tokio::net::TcpListener;
+
+pub use config::Config;
+pub use runtime::{AppState, StartupError};
+
+/// rustls needs one process-wide crypto provider; ring it is.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// The whole HTTP app.
+pub fn app(state: Arc<AppState>) -> Router {
+    // Layers wrap what comes before them: access_log is outermost, so it
+    // also logs requests the guard refuses.
+    Router::new()
+        .merge(admin::router())
+        .fallback(proxy::handle)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            security::guard,
+        ))
+        .layer(axum::middleware::from_fn(telemetry::access_log))
+        .with_state(state)
+}
+
+/// Serves until `shutdown` resolves, then drains. Also retries pending
+/// token-store writes in the background.
+pub async fn run(state: Arc<AppState>, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+    let drain = state.runtime().config.server.drain_timeout;
+    let flusher = tokio::spawn(flush_store_periodically(state.clone()));
+    server::serve(listener, app(state.clone()), shutdown, drain).await;
+    flusher.abort();
+    if let Err(e) = state.store.flush().await {
+        tracing::error!(error = %e, "token store still not written at shutdown");
+    }
+}
+
+async fn flush_store_periodically(state: Arc<AppState>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tick.tick().await;
+        if state.store.pending_error().is_some() {
+            match state.store.flush().await {
+                Ok(()) => tracing::info!("token store written again after an earlier failure"),
+                Err(e) => tracing::error!(error = %e, "token store write still failing"),
+            }
+        }
+    }
+}

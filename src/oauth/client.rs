@@ -1,0 +1,307 @@
+//! Talks to token endpoints: builds the grant request (form or JSON body,
+//! client credentials in the body or as HTTP Basic), never follows
+//! redirects, retries passing faults a bounded number of times.
+
+use std::time::Duration;
+
+use base64::Engine;
+use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
+use rand::Rng;
+
+use super::error::TokenError;
+use super::token::{parse_error_answer, parse_token_answer, unix_now, TokenSet};
+use crate::config::{BodyEncoding, ClientAuth, Grant, OAuth2Config};
+use crate::secret::Secret;
+
+/// Which grant to run.
+#[derive(Debug, Clone, Copy)]
+pub enum GrantRequest<'a> {
+    /// The provider's own grant (`password` or `client_credentials`).
+    Primary,
+    /// RFC 6749 §6 refresh with this refresh token.
+    Refresh(&'a Secret),
+}
+
+/// Retry policy for passing faults (5xx, 429, network, timeout).
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    /// Total tries, the first included.
+    pub attempts: u32,
+    pub base_delay: Duration,
+    pub max_delay: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            attempts: 4,
+            base_delay: Duration::from_millis(200),
+            max_delay: Duration::from_secs(5),
+        }
+    }
+}
+
+/// The token endpoint client, shared by all providers.
+#[derive(Clone)]
+pub struct TokenClient {
+    http: reqwest::Client,
+    retry: RetryPolicy,
+}
+
+/// The outcome of one try, for metrics.
+pub type AttemptObserver<'a> = &'a (dyn Fn(&Result<TokenSet, TokenError>) + Send + Sync);
+
+impl TokenClient {
+    pub fn new(retry: RetryPolicy) -> Result<TokenClient, String> {
+        crate::install_crypto_provider();
+        let http = reqwest::Client::builder()
+            // A redirect would carry the client secret / password elsewhere.
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(Duration::from_secs(10))
+            .user_agent(concat!("authproxy/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| format!("cannot build the token client: {e}"))?;
+        Ok(TokenClient { http, retry })
+    }
+
+    /// Runs a grant, retrying passing faults with exponential backoff and
+    /// jitter. `invalid_grant` and other refusals return at once.
+    pub async fn request(
+        &self,
+        cfg: &OAuth2Config,
+        grant: GrantRequest<'_>,
+        previous_refresh: Option<&Secret>,
+        observe: AttemptObserver<'_>,
+    ) -> Result<TokenSet, TokenError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let result = self.request_once(cfg, grant, previous_refresh).await;
+            observe(&result);
+            match result {
+                Err(e) if e.is_transient() && attempt < self.retry.attempts => {
+                    let delay = self.backoff(attempt, &e);
+                    tracing::warn!(attempt, error = %e, retry_in_ms = delay.as_millis() as u64, "token request failed, retrying");
+                    tokio::time::sleep(delay).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn backoff(&self, attempt: u32, error: &TokenError) -> Duration {
+        if let TokenError::Status {
+            retry_after: Some(secs),
+            ..
+        } = error
+        {
+            return Duration::from_secs(*secs).min(self.retry.max_delay);
+        }
+        let exp = self.retry.base_delay * 2u32.saturating_pow(attempt - 1);
+        let capped = exp.min(self.retry.max_delay);
+        // Full jitter in [50%, 100%] so replicas do not retry in lockstep.
+        let factor = rand::rng().random_range(0.5..=1.0);
+        capped.mul_f64(factor)
+    }
+
+    async fn request_once(
+        &self,
+        cfg: &OAuth2Config,
+        grant: GrantRequest<'_>,
+        previous_refresh: Option<&Secret>,
+    ) -> Result<TokenSet, TokenError> {
+        let url = cfg
+            .token_url
+            .as_ref()
+            .ok_or(TokenError::NotConfigured("provider has no token_url"))?;
+        let fields = grant_fields(cfg, grant)?;
+        let mut req = self
+            .http
+            .post(url.clone())
+            .timeout(cfg.token_timeout)
+            .header(http::header::ACCEPT, "application/json");
+        if cfg.client_auth == ClientAuth::Basic {
+            req = req.header(http::header::AUTHORIZATION, basic_auth(cfg));
+        }
+        req = match cfg.body {
+            BodyEncoding::Json => {
+                let map: serde_json::Map<String, serde_json::Value> = fields
+                    .iter()
+                    .map(|(k, v)| {
+                        (
+                            k.to_string(),
+                            serde_json::Value::String(v.expose().to_string()),
+                        )
+                    })
+                    .collect();
+                req.json(&map)
+            }
+            BodyEncoding::Form => {
+                let pairs: Vec<(&str, &str)> = fields
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.expose()))
+                    .collect();
+                let body = serde_urlencoded::to_string(pairs)
+                    .map_err(|_| TokenError::NotConfigured("cannot encode the form body"))?;
+                req.header(
+                    http::header::CONTENT_TYPE,
+                    "application/x-www-form-urlencoded",
+                )
+                .body(body)
+            }
+        };
+        let response = req.send().await.map_err(|e| {
+            if e.is_timeout() {
+                TokenError::Timeout(cfg.token_timeout.as_secs_f64())
+            } else {
+                TokenError::Network(describe_reqwest(&e))
+            }
+        })?;
+        let status = response.status();
+        let retry_after = response
+            .headers()
+            .get(http::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        // Token answers are small; refuse to read a runaway body.
+        let body = read_limited(response, 256 * 1024, cfg.token_timeout).await?;
+        if status.is_redirection() {
+            return Err(TokenError::Redirect {
+                status: status.as_u16(),
+            });
+        }
+        if !status.is_success() {
+            if let Some(e) = parse_error_answer(status.as_u16(), &body) {
+                return Err(e);
+            }
+            return Err(TokenError::Status {
+                status: status.as_u16(),
+                retry_after,
+            });
+        }
+        parse_token_answer(&body, unix_now(), previous_refresh)
+    }
+}
+
+async fn read_limited(
+    mut response: reqwest::Response,
+    limit: usize,
+    timeout: Duration,
+) -> Result<Vec<u8>, TokenError> {
+    let mut body = Vec::new();
+    loop {
+        let chunk = tokio::time::timeout(timeout, response.chunk())
+            .await
+            .map_err(|_| TokenError::Timeout(timeout.as_secs_f64()))?
+            .map_err(|e| TokenError::Network(describe_reqwest(&e)))?;
+        match chunk {
+            Some(c) => {
+                body.extend_from_slice(&c);
+                if body.len() > limit {
+                    return Err(TokenError::BadResponse(format!(
+                        "answer is larger than {limit} bytes"
+                    )));
+                }
+            }
+            None => return Ok(body),
+        }
+    }
+}
+
+/// The body fields of a grant request, in a stable order.
+fn grant_fields(
+    cfg: &OAuth2Config,
+    grant: GrantRequest<'_>,
+) -> Result<Vec<(String, Secret)>, TokenError> {
+    let mut fields: Vec<(String, Secret)> = Vec::new();
+    let mut push = |k: &str, v: &Secret| fields.push((k.to_string(), v.clone()));
+    match grant {
+        GrantRequest::Refresh(token) => {
+            push("grant_type", &Secret::new("refresh_token"));
+            push("refresh_token", token);
+        }
+        GrantRequest::Primary => match cfg.grant {
+            Grant::Password => {
+                push("grant_type", &Secret::new("password"));
+                let user = cfg
+                    .username
+                    .as_ref()
+                    .ok_or(TokenError::NotConfigured("password grant without username"))?;
+                let pass = cfg
+                    .password
+                    .as_ref()
+                    .ok_or(TokenError::NotConfigured("password grant without password"))?;
+                push("username", user);
+                push("password", pass);
+            }
+            Grant::ClientCredentials => push("grant_type", &Secret::new("client_credentials")),
+            Grant::RefreshToken => {
+                return Err(TokenError::NotConfigured(
+                    "grant = \"refresh_token\" has no primary grant; it needs a refresh token",
+                ))
+            }
+            Grant::Implicit => {
+                return Err(TokenError::NotConfigured(
+                    "implicit grant tokens come from a browser login, not the token endpoint",
+                ))
+            }
+        },
+    }
+    if cfg.client_auth == ClientAuth::Body {
+        if let Some(id) = &cfg.client_id {
+            push("client_id", id);
+        }
+        if let Some(secret) = &cfg.client_secret {
+            push("client_secret", secret);
+        }
+    }
+    if let Some(scope) = &cfg.scope {
+        push("scope", &Secret::new(scope.clone()));
+    }
+    for (k, v) in &cfg.extra {
+        push(k, v);
+    }
+    Ok(fields)
+}
+
+/// RFC 6749 §2.3.1: id and secret are form-url-encoded before Basic encoding.
+fn basic_auth(cfg: &OAuth2Config) -> http::HeaderValue {
+    let enc = |s: Option<&Secret>| {
+        utf8_percent_encode(s.map(Secret::expose).unwrap_or(""), NON_ALPHANUMERIC).to_string()
+    };
+    let raw = format!(
+        "{}:{}",
+        enc(cfg.client_id.as_ref()),
+        enc(cfg.client_secret.as_ref())
+    );
+    let mut value = http::HeaderValue::from_str(&format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(raw)
+    ))
+    .expect("base64 is a valid header value");
+    value.set_sensitive(true);
+    value
+}
+
+/// Describes a reqwest error by its kind and cause chain, without the URL's
+/// query (which could hold a key).
+fn describe_reqwest(e: &reqwest::Error) -> String {
+    use std::error::Error;
+    let mut parts = Vec::new();
+    let mut source = e.source();
+    while let Some(s) = source {
+        parts.push(s.to_string());
+        source = s.source();
+    }
+    let kind = if e.is_connect() {
+        "connect failed"
+    } else if e.is_body() || e.is_decode() {
+        "reading the answer failed"
+    } else {
+        "request failed"
+    };
+    match parts.last() {
+        Some(cause) => format!("{kind}: {cause}"),
+        None => kind.to_string(),
+    }
+}

@@ -1,0 +1,406 @@
+//! The forwarding handler: match the route, strip hop-by-hop headers,
+//! inject the credential, send, stream the answer back; on an oauth2 route
+//! turn a 401 into one renewal and one replay.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::response::{IntoResponse, Response};
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
+use http::header::{self, HeaderMap, HeaderName};
+use http::{HeaderValue, Method, StatusCode, Uri, Version};
+use http_body::Body as _;
+use http_body_util::BodyExt;
+use hyper_util::rt::TokioIo;
+
+use crate::credentials::{Credential, CredentialError, OAuthProvider, Trigger};
+use crate::error::ProxyError;
+use crate::headers::{strip_hop_by_hop, upgrade_requested};
+use crate::routes::{has_dot_segment, Route};
+use crate::runtime::{AppState, Runtime};
+
+/// What the access log needs to know about a proxied request; put in the
+/// response's extensions.
+#[derive(Clone, Debug)]
+pub struct AccessInfo {
+    pub route: String,
+    pub upstream_latency: Option<Duration>,
+    pub replayed: bool,
+}
+
+const X_API_EXPIRED: HeaderName = HeaderName::from_static("x-api-expired");
+const X_API_REVOKED: HeaderName = HeaderName::from_static("x-api-revoked");
+
+/// Fallback handler for every path that is not a local endpoint.
+pub async fn handle(State(state): State<Arc<AppState>>, req: Request) -> Response {
+    if req.uri().path().starts_with("/_authproxy/") || req.uri().path() == "/_authproxy" {
+        return ProxyError::NoLocalEndpoint {
+            path: req.uri().path().to_string(),
+        }
+        .into_response();
+    }
+    let runtime = state.runtime();
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("127.0.0.1")
+        .to_string();
+    let mut info = None;
+    let result = forward(&runtime, req, &mut info).await;
+    let mut response = match result {
+        Ok(r) => r,
+        Err(ProxyError::LoginRequired {
+            provider,
+            login_url,
+        }) if login_url.starts_with('/') => ProxyError::LoginRequired {
+            provider,
+            login_url: format!("http://{host}{login_url}"),
+        }
+        .into_response(),
+        Err(e) => e.into_response(),
+    };
+    if let Some(info) = info {
+        response.extensions_mut().insert(info);
+    }
+    response
+}
+
+/// A request body that can be sent again (small enough to keep) or only once.
+enum OutBody {
+    Buffered(Bytes),
+    Stream(Body),
+}
+
+async fn forward(
+    runtime: &Runtime,
+    req: Request,
+    info: &mut Option<AccessInfo>,
+) -> Result<Response, ProxyError> {
+    let path = req.uri().path();
+    if has_dot_segment(path) {
+        return Err(ProxyError::BadRequest(
+            "path contains `.` or `..` segments (also percent-encoded); send the normalised path"
+                .into(),
+        ));
+    }
+    let route = runtime
+        .routes
+        .lookup(path)
+        .ok_or_else(|| ProxyError::NoRoute {
+            path: path.to_string(),
+        })?;
+    *info = Some(AccessInfo {
+        route: route.prefix.as_str().to_string(),
+        upstream_latency: None,
+        replayed: false,
+    });
+    let uri: Uri = route
+        .upstream_uri(path, req.uri().query())
+        .parse()
+        .map_err(|_| ProxyError::BadRequest("request path is not a valid URI".into()))?;
+
+    let (mut parts, body) = req.into_parts();
+    let client_upgrade = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
+    let upgrade = upgrade_requested(&parts.headers);
+    strip_hop_by_hop(&mut parts.headers, upgrade.clone());
+    parts.headers.insert(
+        header::HOST,
+        HeaderValue::from_str(&route.authority)
+            .map_err(|_| ProxyError::Internal("bad upstream authority".into()))?,
+    );
+
+    let credential = match &route.provider {
+        None => None,
+        Some(name) => Some(
+            runtime
+                .credentials
+                .get(name)
+                .ok_or_else(|| ProxyError::Internal(format!("provider {name} missing")))?
+                .clone(),
+        ),
+    };
+    let ctx = Forward {
+        runtime,
+        route,
+        method: parts.method,
+        uri,
+        client_upgrade,
+        upgrade_requested: upgrade.is_some(),
+    };
+
+    match credential.as_deref() {
+        None => ctx.send_plain(parts.headers, body, info).await,
+        Some(Credential::Static(s)) => {
+            // Any client Authorization is dropped; injected names replaced.
+            parts.headers.remove(header::AUTHORIZATION);
+            s.apply(&mut parts.headers);
+            ctx.send_plain(parts.headers, body, info).await
+        }
+        Some(Credential::OAuth2(p)) => {
+            parts.headers.remove(header::AUTHORIZATION);
+            parts.headers.remove(p.header_name());
+            ctx.send_oauth(p, parts.headers, body, info).await
+        }
+    }
+}
+
+struct Forward<'a> {
+    runtime: &'a Runtime,
+    route: &'a Route,
+    method: Method,
+    uri: Uri,
+    client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    upgrade_requested: bool,
+}
+
+impl Forward<'_> {
+    async fn send_plain(
+        self,
+        headers: HeaderMap,
+        body: Body,
+        info: &mut Option<AccessInfo>,
+    ) -> Result<Response, ProxyError> {
+        let started = Instant::now();
+        let response = self.send(headers, body).await;
+        set_latency(info, started);
+        Ok(self.finish(response?))
+    }
+
+    async fn send_oauth(
+        self,
+        provider: &Arc<OAuthProvider>,
+        mut headers: HeaderMap,
+        body: Body,
+        info: &mut Option<AccessInfo>,
+    ) -> Result<Response, ProxyError> {
+        let token = provider
+            .token()
+            .await
+            .map_err(|e| credential_error(provider, e))?;
+        let header_value = token
+            .header_value()
+            .ok_or_else(|| ProxyError::Internal("renewed token has no access token".into()))?;
+        headers.insert(provider.header_name().clone(), header_value.clone());
+
+        let limit = self.runtime.config.server.max_replay_body;
+        let body = prepare_body(body, &headers, limit).await?;
+        let (first_body, replay_body) = match body {
+            OutBody::Buffered(b) => (Body::from(b.clone()), Some(b)),
+            OutBody::Stream(s) => (s, None),
+        };
+
+        let started = Instant::now();
+        let response = self.send(headers.clone(), first_body).await?;
+        set_latency(info, started);
+        if response.status() != StatusCode::UNAUTHORIZED {
+            return Ok(self.finish(response));
+        }
+        let trigger = if response.headers().contains_key(X_API_REVOKED) {
+            Trigger::Revoked
+        } else if response.headers().contains_key(X_API_EXPIRED) {
+            Trigger::Expired
+        } else if provider.config().refresh_on_401 {
+            Trigger::Unauthorized
+        } else {
+            return Ok(self.finish(response));
+        };
+        tracing::info!(
+            provider = provider.name(),
+            reason = trigger.as_str(),
+            "upstream answered 401; renewing the credential"
+        );
+
+        let Some(replay_body) = replay_body else {
+            // The body streamed and is gone: renew for the next request and
+            // hand this 401 back.
+            if let Err(e) = provider.renew_after_401(token.generation, trigger).await {
+                tracing::warn!(provider = provider.name(), error = %e, "renewal after 401 failed");
+            }
+            tracing::info!(
+                provider = provider.name(),
+                "request body was too large to replay; returning the 401"
+            );
+            return Ok(self.finish(response));
+        };
+        drain(response).await;
+        let renewed = provider
+            .renew_after_401(token.generation, trigger)
+            .await
+            .map_err(|e| credential_error(provider, e))?;
+        let value = renewed
+            .header_value()
+            .ok_or_else(|| ProxyError::Internal("renewed token has no access token".into()))?;
+        headers.insert(provider.header_name().clone(), value.clone());
+        let started = Instant::now();
+        let response = self.send(headers, Body::from(replay_body)).await;
+        set_latency(info, started);
+        if let Some(i) = info.as_mut() {
+            i.replayed = true;
+        }
+        // A second 401 goes back to the client as it is.
+        Ok(self.finish(response?))
+    }
+
+    async fn send(
+        &self,
+        headers: HeaderMap,
+        body: Body,
+    ) -> Result<hyper::Response<hyper::body::Incoming>, ProxyError> {
+        let mut req = hyper::Request::new(body);
+        *req.method_mut() = self.method.clone();
+        *req.uri_mut() = self.uri.clone();
+        *req.version_mut() = Version::HTTP_11;
+        *req.headers_mut() = headers;
+        let client = self.runtime.upstreams.for_route(self.route.index);
+        let timeout = self.runtime.config.server.upstream_timeout;
+        match tokio::time::timeout(timeout, client.request(req)).await {
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(e)) => Err(ProxyError::UpstreamUnreachable {
+                provider: self.route.provider.clone(),
+                upstream: self.route.upstream.origin().ascii_serialization(),
+                detail: describe_client_error(&e),
+            }),
+            Err(_) => Err(ProxyError::UpstreamTimeout {
+                provider: self.route.provider.clone(),
+                upstream: self.route.upstream.origin().ascii_serialization(),
+                seconds: timeout.as_secs_f64(),
+            }),
+        }
+    }
+
+    /// Turns the upstream's answer into ours: hop-by-hop headers out, body
+    /// streamed, protocol upgrades spliced.
+    fn finish(self, mut response: hyper::Response<hyper::body::Incoming>) -> Response {
+        let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
+        let upgrade = if switching && self.upgrade_requested {
+            upgrade_requested(response.headers())
+        } else {
+            None
+        };
+        if upgrade.is_some() {
+            if let Some(client_upgrade) = self.client_upgrade {
+                let upstream_upgrade = hyper::upgrade::on(&mut response);
+                tokio::spawn(async move {
+                    match tokio::try_join!(client_upgrade, upstream_upgrade) {
+                        Ok((client, upstream)) => {
+                            let mut client = TokioIo::new(client);
+                            let mut upstream = TokioIo::new(upstream);
+                            let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+                        }
+                        Err(e) => tracing::debug!(error = %e, "upgrade failed"),
+                    }
+                });
+            }
+        }
+        let (mut parts, body) = response.into_parts();
+        strip_hop_by_hop(&mut parts.headers, upgrade);
+        Response::from_parts(parts, Body::new(body))
+    }
+}
+
+fn set_latency(info: &mut Option<AccessInfo>, started: Instant) {
+    if let Some(i) = info.as_mut() {
+        i.upstream_latency = Some(started.elapsed());
+    }
+}
+
+fn credential_error(provider: &OAuthProvider, e: CredentialError) -> ProxyError {
+    let name = provider.name().to_string();
+    match e {
+        CredentialError::TokenEndpoint(t) => ProxyError::TokenEndpoint {
+            provider: name,
+            detail: t.to_string(),
+        },
+        CredentialError::WaitTimeout(_) => ProxyError::TokenEndpoint {
+            provider: name,
+            detail: e.to_string(),
+        },
+        CredentialError::Reauthentication(detail) => ProxyError::ReauthenticationFailed {
+            provider: name,
+            detail,
+        },
+        CredentialError::LoginRequired { login_url } => ProxyError::LoginRequired {
+            provider: name,
+            login_url,
+        },
+    }
+}
+
+/// Reads a small 401 body so the upstream connection can be reused; gives
+/// up quietly on a large or slow one (the connection is then dropped).
+async fn drain(response: hyper::Response<hyper::body::Incoming>) {
+    let body = http_body_util::Limited::new(response.into_body(), 64 * 1024);
+    let _ = tokio::time::timeout(Duration::from_secs(2), body.collect()).await;
+}
+
+/// Buffers a body up to `limit` bytes so it can be replayed; a larger one
+/// (by `Content-Length`, or found while reading) streams on unbuffered.
+async fn prepare_body(body: Body, headers: &HeaderMap, limit: u64) -> Result<OutBody, ProxyError> {
+    if body.is_end_stream() {
+        return Ok(OutBody::Buffered(Bytes::new()));
+    }
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Ok(OutBody::Stream(body));
+    }
+    let mut body = body;
+    let mut buf = BytesMut::new();
+    let mut chunks: Vec<Bytes> = Vec::new();
+    loop {
+        match body.frame().await {
+            None => break,
+            Some(Err(e)) => {
+                return Err(ProxyError::BadRequest(format!(
+                    "reading the request body failed: {e}"
+                )))
+            }
+            Some(Ok(frame)) => {
+                if let Ok(data) = frame.into_data() {
+                    if (buf.len() + data.len()) as u64 > limit {
+                        // Too big to keep: send what we have, then the rest.
+                        chunks.push(buf.freeze());
+                        chunks.push(data);
+                        let prefix = futures_util::stream::iter(
+                            chunks.into_iter().map(Ok::<_, axum::Error>),
+                        );
+                        let rest = body.into_data_stream();
+                        return Ok(OutBody::Stream(Body::from_stream(prefix.chain(rest))));
+                    }
+                    buf.extend_from_slice(&data);
+                }
+            }
+        }
+    }
+    Ok(OutBody::Buffered(buf.freeze()))
+}
+
+/// The cause chain of a client error, e.g. "tcp connect error: Connection
+/// refused (os error 111)".
+fn describe_client_error(e: &hyper_util::client::legacy::Error) -> String {
+    use std::error::Error;
+    let mut parts = Vec::new();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if parts.last() != Some(&text) {
+            parts.push(text);
+        }
+        source = s.source();
+    }
+    if parts.is_empty() {
+        if e.is_connect() {
+            "connect failed".into()
+        } else {
+            "request failed".into()
+        }
+    } else {
+        parts.join(": ")
+    }
+}

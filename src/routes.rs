@@ -1,0 +1,322 @@
+//! The route table: path prefix → upstream, longest prefix wins, matching on
+//! whole path segments, with optional prefix stripping.
+
+use std::fmt;
+
+use percent_encoding::percent_decode_str;
+use url::Url;
+
+use crate::config::RouteConfig;
+
+/// A checked route prefix. `/api/` and `/api` are the same prefix; it matches
+/// `/api`, `/api/` and `/api/…`, never `/apix`.
+#[derive(Clone)]
+pub struct PathPrefix {
+    /// Without trailing slash, except the root prefix `/`.
+    normalized: String,
+    written: String,
+}
+
+impl PathPrefix {
+    pub fn parse(text: &str) -> Result<PathPrefix, String> {
+        if !text.starts_with('/') {
+            return Err("must start with `/`, e.g. \"/api/\"".into());
+        }
+        if text.contains(['?', '#']) {
+            return Err("must be a path only (no `?` or `#`)".into());
+        }
+        if text.chars().any(|c| c.is_control() || c == ' ') {
+            return Err("must not contain spaces or control characters".into());
+        }
+        if has_dot_segment(text) {
+            return Err("must not contain `.` or `..` segments".into());
+        }
+        if text.starts_with("/_authproxy") && PathPrefix::segment_match("/_authproxy", text) {
+            return Err("is reserved for authproxy's own endpoints; choose another prefix".into());
+        }
+        let trimmed = text.trim_end_matches('/');
+        let normalized = if trimmed.is_empty() {
+            "/".to_string()
+        } else {
+            trimmed.to_string()
+        };
+        Ok(PathPrefix {
+            normalized,
+            written: text.to_string(),
+        })
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.written
+    }
+
+    fn segment_match(prefix: &str, path: &str) -> bool {
+        path.starts_with(prefix)
+            && (path.len() == prefix.len() || path.as_bytes()[prefix.len()] == b'/')
+    }
+
+    /// The rest of `path` after this prefix (`""` or starting with `/`), if
+    /// the prefix matches on whole segments.
+    pub fn strip<'a>(&self, path: &'a str) -> Option<&'a str> {
+        if self.normalized == "/" {
+            return Some(path);
+        }
+        if Self::segment_match(&self.normalized, path) {
+            Some(&path[self.normalized.len()..])
+        } else {
+            None
+        }
+    }
+
+    fn depth(&self) -> usize {
+        self.normalized.len()
+    }
+}
+
+// Equal when they match the same paths: `/api` == `/api/`.
+impl PartialEq for PathPrefix {
+    fn eq(&self, other: &Self) -> bool {
+        self.normalized == other.normalized
+    }
+}
+
+impl Eq for PathPrefix {}
+
+impl fmt::Display for PathPrefix {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.written)
+    }
+}
+
+impl fmt::Debug for PathPrefix {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PathPrefix({:?})", self.written)
+    }
+}
+
+/// One route, with everything precomputed that the hot path needs.
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub index: usize,
+    pub prefix: PathPrefix,
+    pub upstream: Url,
+    pub provider: Option<String>,
+    pub strip_prefix: bool,
+    /// `scheme://host[:port]` of the upstream.
+    origin: String,
+    /// The upstream's path without its trailing slash (may be empty).
+    base_path: String,
+    /// The upstream's path exactly as configured (used when nothing follows the prefix).
+    full_base_path: String,
+    /// Value for the `Host` header.
+    pub authority: String,
+}
+
+impl Route {
+    pub fn new(index: usize, cfg: &RouteConfig) -> Route {
+        let up = &cfg.upstream;
+        let host = up.host_str().unwrap_or_default();
+        let authority = match up.port() {
+            Some(p) => format!("{}:{p}", host_for_authority(up)),
+            None => host_for_authority(up).to_string(),
+        };
+        let _ = host;
+        Route {
+            index,
+            prefix: cfg.prefix.clone(),
+            upstream: up.clone(),
+            provider: cfg.provider.clone(),
+            strip_prefix: cfg.strip_prefix,
+            origin: format!("{}://{}", up.scheme(), authority),
+            base_path: up.path().trim_end_matches('/').to_string(),
+            full_base_path: up.path().to_string(),
+            authority,
+        }
+    }
+
+    /// The upstream URI for a request path (already matched) and query.
+    pub fn upstream_uri(&self, path: &str, query: Option<&str>) -> String {
+        let rest = if self.strip_prefix {
+            self.prefix.strip(path).unwrap_or(path)
+        } else {
+            path
+        };
+        let mut uri = String::with_capacity(
+            self.origin.len()
+                + self.full_base_path.len()
+                + rest.len()
+                + query.map_or(0, |q| q.len() + 1),
+        );
+        uri.push_str(&self.origin);
+        if rest.is_empty() {
+            uri.push_str(&self.full_base_path);
+        } else {
+            uri.push_str(&self.base_path);
+            uri.push_str(rest);
+        }
+        if let Some(q) = query {
+            uri.push('?');
+            uri.push_str(q);
+        }
+        uri
+    }
+}
+
+fn host_for_authority(url: &Url) -> String {
+    match url.host() {
+        Some(url::Host::Ipv6(ip)) => format!("[{ip}]"),
+        Some(h) => h.to_string(),
+        None => String::new(),
+    }
+}
+
+/// Routes sorted longest prefix first, so the first match is the best one.
+#[derive(Debug, Clone, Default)]
+pub struct RouteTable {
+    routes: Vec<Route>,
+}
+
+impl RouteTable {
+    pub fn new(configs: &[RouteConfig]) -> RouteTable {
+        let mut routes: Vec<Route> = configs
+            .iter()
+            .enumerate()
+            .map(|(i, c)| Route::new(i, c))
+            .collect();
+        routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.depth()));
+        RouteTable { routes }
+    }
+
+    pub fn lookup(&self, path: &str) -> Option<&Route> {
+        self.routes.iter().find(|r| r.prefix.strip(path).is_some())
+    }
+
+    /// Routes in config order.
+    pub fn in_config_order(&self) -> Vec<&Route> {
+        let mut v: Vec<&Route> = self.routes.iter().collect();
+        v.sort_by_key(|r| r.index);
+        v
+    }
+}
+
+/// True when any segment of the path is `.` or `..`, also when written with
+/// percent-encoding (`%2e`, `%2E`, double-encoded `%252e`) or with a
+/// backslash or encoded slash as the separator: upstream servers differ in
+/// which of those they normalise, so none of them may pass.
+pub fn has_dot_segment(path: &str) -> bool {
+    let mut current = std::borrow::Cow::Borrowed(path);
+    // Decode a bounded number of times to catch double encoding.
+    for _ in 0..4 {
+        if current
+            .split(['/', '\\'])
+            .any(|seg| seg == "." || seg == "..")
+        {
+            return true;
+        }
+        let decoded = percent_decode_str(&current)
+            .decode_utf8_lossy()
+            .into_owned();
+        if decoded == current.as_ref() {
+            return false;
+        }
+        current = std::borrow::Cow::Owned(decoded);
+    }
+    // Still changing after several rounds: nobody encodes a path like that.
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(prefix: &str, upstream: &str, strip: bool) -> RouteConfig {
+        RouteConfig {
+            prefix: PathPrefix::parse(prefix).unwrap(),
+            upstream: Url::parse(upstream).unwrap(),
+            provider: None,
+            strip_prefix: strip,
+            ca_file: None,
+        }
+    }
+
+    #[test]
+    fn whole_segments_only() {
+        let p = PathPrefix::parse("/api/").unwrap();
+        assert_eq!(p.strip("/api"), Some(""));
+        assert_eq!(p.strip("/api/"), Some("/"));
+        assert_eq!(p.strip("/api/x"), Some("/x"));
+        assert_eq!(p.strip("/apix"), None);
+        assert_eq!(p.strip("/ap"), None);
+        assert_eq!(PathPrefix::parse("/").unwrap().strip("/x"), Some("/x"));
+    }
+
+    #[test]
+    fn prefix_validation() {
+        assert!(PathPrefix::parse("api").is_err());
+        assert!(PathPrefix::parse("/a/../b").is_err());
+        assert!(PathPrefix::parse("/_authproxy/x").is_err());
+        assert!(PathPrefix::parse("/_authproxyish").is_ok());
+        assert_eq!(
+            PathPrefix::parse("/api/").unwrap(),
+            PathPrefix::parse("/api/").unwrap()
+        );
+    }
+
+    #[test]
+    fn longest_prefix_wins() {
+        let t = RouteTable::new(&[
+            route("/", "http://127.0.0.1:1/root/", true),
+            route("/api/", "http://127.0.0.1:2/", true),
+            route("/api/v2/", "http://127.0.0.1:3/", true),
+        ]);
+        assert_eq!(t.lookup("/api/v2/x").unwrap().prefix.as_str(), "/api/v2/");
+        assert_eq!(t.lookup("/api/v2").unwrap().prefix.as_str(), "/api/v2/");
+        assert_eq!(t.lookup("/api/v23").unwrap().prefix.as_str(), "/api/");
+        assert_eq!(t.lookup("/other").unwrap().prefix.as_str(), "/");
+    }
+
+    #[test]
+    fn upstream_uri_joining() {
+        let r = Route::new(0, &route("/rips/", "https://rips.example/api/", true));
+        assert_eq!(
+            r.upstream_uri("/rips/scans", Some("x=1")),
+            "https://rips.example/api/scans?x=1"
+        );
+        assert_eq!(r.upstream_uri("/rips", None), "https://rips.example/api/");
+        assert_eq!(r.upstream_uri("/rips/", None), "https://rips.example/api/");
+        let r = Route::new(0, &route("/rips", "http://127.0.0.1:9000", false));
+        assert_eq!(
+            r.upstream_uri("/rips/a", None),
+            "http://127.0.0.1:9000/rips/a"
+        );
+        assert_eq!(r.authority, "127.0.0.1:9000");
+        let r = Route::new(0, &route("/v6", "http://[::1]:9000/base", true));
+        assert_eq!(
+            r.upstream_uri("/v6/a", Some("q")),
+            "http://[::1]:9000/base/a?q"
+        );
+        assert_eq!(r.authority, "[::1]:9000");
+    }
+
+    #[test]
+    fn dot_segments() {
+        for bad in [
+            "/a/../b",
+            "/a/./b",
+            "/..",
+            "/a/%2e%2e/b",
+            "/a/%2E%2E/b",
+            "/a/.%2e/b",
+            "/a/%252e%252e/b",
+            "/a/..%2fb",
+            "/a/..%5cb",
+            "/a\\..\\b",
+            "/a/%2e/b",
+        ] {
+            assert!(has_dot_segment(bad), "{bad} should be refused");
+        }
+        for good in ["/a/b", "/a/..b", "/a/b..", "/a/.hidden", "/a/%2e%2ex", "/"] {
+            assert!(!has_dot_segment(good), "{good} should pass");
+        }
+    }
+}

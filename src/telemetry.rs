@@ -1,0 +1,65 @@
+//! Logging setup. Secrets cannot reach the logs through us (they are
+//! [`crate::secret::Secret`]s and sensitive header values); the filter also
+//! keeps the HTTP libraries' own debug output, which can show header
+//! details, at `info` unless asked for by name.
+
+use std::time::Instant;
+
+use axum::extract::Request;
+use axum::middleware::Next;
+use axum::response::Response;
+use tracing_subscriber::EnvFilter;
+
+use crate::proxy::AccessInfo;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Installs the global subscriber. `RUST_LOG` as usual, default `info`.
+pub fn init(format: LogFormat) {
+    let spec = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into());
+    let mut filter = EnvFilter::try_new(&spec).unwrap_or_else(|_| EnvFilter::new("info"));
+    for noisy in ["hyper", "hyper_util", "reqwest", "rustls", "h2"] {
+        if !spec.contains(noisy) {
+            filter =
+                filter.add_directive(format!("{noisy}=info").parse().expect("static directive"));
+        }
+    }
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+/// One line per request: method, path without query, route, status,
+/// latencies. No headers, no query strings, no bodies.
+pub async fn access_log(req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let response = next.run(req).await;
+    let info = response.extensions().get::<AccessInfo>();
+    let error = response
+        .headers()
+        .get("x-authproxy-error")
+        .and_then(|v| v.to_str().ok());
+    tracing::info!(
+        target: "authproxy::access",
+        method = %method,
+        path = %path,
+        route = info.map(|i| i.route.as_str()),
+        status = response.status().as_u16(),
+        upstream_ms = info.and_then(|i| i.upstream_latency).map(|d| d.as_secs_f64() * 1000.0),
+        total_ms = started.elapsed().as_secs_f64() * 1000.0,
+        replayed = info.is_some_and(|i| i.replayed),
+        error,
+        "request"
+    );
+    response
+}
