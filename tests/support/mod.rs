@@ -1,0 +1,396 @@
+//! Shared test fixtures: the proxy in-process or as a real process, an echo
+//! upstream that records what it received, and small HTTP helpers. Every
+//! server binds 127.0.0.1:0.
+#![allow(dead_code)]
+
+pub mod providers;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use authproxy::{AppState, Config};
+use axum::body::Body;
+use axum::extract::Request;
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use sha2::{Digest, Sha256};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+/// The proxy running in this process on a loopback port.
+pub struct Proxy {
+    pub addr: SocketAddr,
+    pub state: Arc<AppState>,
+    pub dir: tempfile::TempDir,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Proxy {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// Stops accepting and waits for the drain to finish.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+/// Starts the proxy from config text (written into a temp folder, so
+/// relative paths resolve there). `listen` is replaced by 127.0.0.1:0.
+pub async fn start_proxy(config: &str) -> Proxy {
+    let dir = tempfile::tempdir().unwrap();
+    start_proxy_in(config, dir).await
+}
+
+pub async fn start_proxy_in(config: &str, dir: tempfile::TempDir) -> Proxy {
+    authproxy::install_crypto_provider();
+    let path = dir.path().join("authproxy.toml");
+    std::fs::write(&path, config).unwrap();
+    let config = Config::load(&path).unwrap_or_else(|e| panic!("test config invalid: {e}"));
+    let state = AppState::new(config).unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(authproxy::run(state.clone(), listener, async {
+        let _ = rx.await;
+    }));
+    Proxy {
+        addr,
+        state,
+        dir,
+        shutdown: Some(tx),
+        task: Some(task),
+    }
+}
+
+/// A plain HTTP client: no proxy from the environment, no redirects followed.
+pub fn client() -> reqwest::Client {
+    authproxy::install_crypto_provider();
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap()
+}
+
+/// Serves `router` on 127.0.0.1:0 for the rest of the test.
+pub async fn serve(router: Router) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        axum::serve(listener, router).await.unwrap();
+    });
+    addr
+}
+
+/// What an upstream received.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub method: String,
+    pub path: String,
+    pub query: Option<String>,
+    pub headers: BTreeMap<String, Vec<String>>,
+    pub body_len: usize,
+    pub body_sha256: String,
+}
+
+impl Recorded {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .get(&name.to_ascii_lowercase())
+            .and_then(|v| v.first())
+            .map(String::as_str)
+    }
+}
+
+/// An upstream that answers every request with 200 and a JSON description
+/// of what it received, and records it.
+#[derive(Clone)]
+pub struct Echo {
+    pub addr: SocketAddr,
+    pub requests: Arc<Mutex<Vec<Recorded>>>,
+}
+
+impl Echo {
+    pub async fn start() -> Echo {
+        let requests: Arc<Mutex<Vec<Recorded>>> = Arc::default();
+        let r = requests.clone();
+        let router = Router::new().fallback(move |req: Request| {
+            let r = r.clone();
+            async move {
+                let rec = record(req).await;
+                r.lock().unwrap().push(rec.clone());
+                echo_response(&rec)
+            }
+        });
+        let addr = serve(router).await;
+        Echo { addr, requests }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn last(&self) -> Recorded {
+        self.requests
+            .lock()
+            .unwrap()
+            .last()
+            .cloned()
+            .expect("upstream got no request")
+    }
+
+    pub fn count(&self) -> usize {
+        self.requests.lock().unwrap().len()
+    }
+}
+
+pub async fn record(req: Request) -> Recorded {
+    use http_body_util::BodyExt;
+    let (parts, body) = req.into_parts();
+    let mut headers: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (k, v) in &parts.headers {
+        headers
+            .entry(k.as_str().to_string())
+            .or_default()
+            .push(String::from_utf8_lossy(v.as_bytes()).into_owned());
+    }
+    // Hash while streaming so a large upload is not held in memory.
+    let mut hasher = Sha256::new();
+    let mut len = 0;
+    let mut body = body;
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame.unwrap().into_data() {
+            len += data.len();
+            hasher.update(&data);
+        }
+    }
+    Recorded {
+        method: parts.method.to_string(),
+        path: parts.uri.path().to_string(),
+        query: parts.uri.query().map(str::to_string),
+        headers,
+        body_len: len,
+        body_sha256: hex(&hasher.finalize()),
+    }
+}
+
+pub fn echo_response(rec: &Recorded) -> Response {
+    axum::Json(serde_json::json!({
+        "method": rec.method,
+        "path": rec.path,
+        "query": rec.query,
+        "headers": rec.headers,
+        "body_len": rec.body_len,
+        "body_sha256": rec.body_sha256,
+    }))
+    .into_response()
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+pub fn sha256(bytes: &[u8]) -> String {
+    hex(&Sha256::digest(bytes))
+}
+
+/// Deterministic pseudo-random bytes (xorshift), for bodies with checksums.
+pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+pub fn body_of(bytes: Vec<u8>) -> Body {
+    Body::from(bytes)
+}
+
+/// The authproxy binary built for these tests.
+pub fn binary() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_authproxy"))
+}
+
+/// Runs `authproxy <args>` to completion with a clean environment plus `envs`.
+pub fn run_cli(args: &[&str], envs: &[(&str, &str)], cwd: &Path) -> (i32, String, String) {
+    let out = Command::new(binary())
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .envs(envs.iter().copied())
+        .current_dir(cwd)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The proxy as a real process. Its stderr (the log) is collected; the
+/// listening address is read from the "listening on" line.
+pub struct ProxyProcess {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub log: Arc<Mutex<String>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ProxyProcess {
+    /// Starts `authproxy run --config <config>` and waits (bounded) for it
+    /// to listen. The config should say `listen = "127.0.0.1:0"`.
+    pub fn start(config: &Path, envs: &[(&str, &str)]) -> ProxyProcess {
+        let mut child = Command::new(binary())
+            .args(["run", "--config"])
+            .arg(config)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env(
+                "RUST_LOG",
+                std::env::var("TEST_PROXY_LOG").unwrap_or_else(|_| "debug".into()),
+            )
+            .envs(envs.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let log: Arc<Mutex<String>> = Arc::default();
+        let (tx, rx) = std::sync::mpsc::channel::<Option<SocketAddr>>();
+        let log2 = log.clone();
+        let reader = std::thread::spawn(move || {
+            let mut tx = Some(tx);
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if let Some(pos) = line.find("listening on ") {
+                    let addr = line[pos + 13..]
+                        .split_whitespace()
+                        .next()
+                        .and_then(|a| a.parse().ok());
+                    if let Some(tx) = tx.take() {
+                        let _ = tx.send(addr);
+                    }
+                }
+                let mut l = log2.lock().unwrap();
+                l.push_str(&line);
+                l.push('\n');
+            }
+            if let Some(tx) = tx.take() {
+                let _ = tx.send(None);
+            }
+        });
+        let addr = match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(Some(addr)) => addr,
+            other => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "proxy did not start ({other:?}); log:\n{}",
+                    log.lock().unwrap()
+                );
+            }
+        };
+        ProxyProcess {
+            child,
+            addr,
+            log,
+            reader: Some(reader),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{sig}"), &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits (bounded) for the process to exit; returns its exit code and log.
+    pub fn wait(mut self) -> (Option<i32>, String) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                if let Some(r) = self.reader.take() {
+                    let _ = r.join();
+                }
+                let log = self.log.lock().unwrap().clone();
+                return (status.code(), log);
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("proxy did not exit in time");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn kill9(mut self) -> String {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if let Some(r) = self.reader.take() {
+            let _ = r.join();
+        }
+        let log = self.log.lock().unwrap().clone();
+        log
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+}
+
+impl Drop for ProxyProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Polls `cond` every 10 ms until it holds or `timeout` passes.
+pub async fn eventually(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if cond() {
+            return true;
+        }
+        if tokio::time::Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
