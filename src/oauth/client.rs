@@ -5,7 +5,6 @@
 use std::time::Duration;
 
 use base64::Engine;
-use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
 use rand::Rng;
 
 use super::error::TokenError;
@@ -267,7 +266,8 @@ fn grant_fields(
 /// RFC 6749 §2.3.1: id and secret are form-url-encoded before Basic encoding.
 fn basic_auth(cfg: &OAuth2Config) -> http::HeaderValue {
     let enc = |s: Option<&Secret>| {
-        utf8_percent_encode(s.map(Secret::expose).unwrap_or(""), NON_ALPHANUMERIC).to_string()
+        url::form_urlencoded::byte_serialize(s.map(Secret::expose).unwrap_or("").as_bytes())
+            .collect::<String>()
     };
     let raw = format!(
         "{}:{}",
