@@ -13,6 +13,15 @@ use crate::oauth::TokenClient;
 use crate::runtime::AppState;
 use crate::telemetry::{self, LogFormat};
 
+/// Prints to stdout, ignoring a closed pipe (`authproxy check | head`)
+/// instead of panicking like `println!`.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 /// Exit code for a bad config or bad usage (sysexits EX_USAGE).
 pub const EXIT_CONFIG: u8 = 64;
 
@@ -165,9 +174,9 @@ async fn check(path: &Path, probe: bool) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
-    println!("config {}: OK", path.display());
+    say!("config {}: OK", path.display());
     let s = &config.server;
-    println!(
+    say!(
         "listen {}{}; inbound token {}",
         s.listen,
         if s.listen.ip().is_loopback() {
@@ -183,7 +192,7 @@ async fn check(path: &Path, probe: bool) -> ExitCode {
     );
     match &config.store {
         StoreConfig::File { path } => match crate::store::FileStore::open(path) {
-            Ok(_) => println!(
+            Ok(_) => say!(
                 "store file {} (readable or not yet created)",
                 path.display()
             ),
@@ -192,11 +201,11 @@ async fn check(path: &Path, probe: bool) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         },
-        StoreConfig::Memory => println!("store memory (tokens are lost on restart)"),
-        StoreConfig::Redis { key_prefix, .. } => println!("store redis (key prefix {key_prefix})"),
+        StoreConfig::Memory => say!("store memory (tokens are lost on restart)"),
+        StoreConfig::Redis { key_prefix, .. } => say!("store redis (key prefix {key_prefix})"),
     }
-    println!();
-    println!("{:<20} {:<28} DETAILS", "PROVIDER", "KIND");
+    say!();
+    say!("{:<20} {:<28} DETAILS", "PROVIDER", "KIND");
     for (name, p) in &config.providers {
         let details = match &p.kind {
             ProviderKind::Static(st) => format!(
@@ -217,12 +226,14 @@ async fn check(path: &Path, probe: bool) -> ExitCode {
                 )
             }
         };
-        println!("{:<20} {:<28} {}", name, p.kind.label(), details);
+        say!("{:<20} {:<28} {}", name, p.kind.label(), details);
     }
-    println!();
-    println!(
+    say!();
+    say!(
         "{:<24} {:<44} {:<16} CREDENTIAL",
-        "PREFIX", "UPSTREAM", "PROVIDER"
+        "PREFIX",
+        "UPSTREAM",
+        "PROVIDER"
     );
     for r in &config.routes {
         let kind = r
@@ -231,7 +242,7 @@ async fn check(path: &Path, probe: bool) -> ExitCode {
             .and_then(|p| config.providers.get(p))
             .map(|p| p.kind.label())
             .unwrap_or_else(|| "pass-through".into());
-        println!(
+        say!(
             "{:<24} {:<44} {:<16} {}{}",
             r.prefix.as_str(),
             r.upstream.as_str(),
@@ -243,7 +254,7 @@ async fn check(path: &Path, probe: bool) -> ExitCode {
     if !probe {
         return ExitCode::SUCCESS;
     }
-    println!();
+    say!();
     let client = match TokenClient::new(Default::default()) {
         Ok(c) => c,
         Err(e) => {
@@ -257,7 +268,7 @@ async fn check(path: &Path, probe: bool) -> ExitCode {
             continue;
         };
         if !o.grant.has_primary() {
-            println!(
+            say!(
                 "probe {name}: skipped ({} grant; probing would spend {})",
                 o.grant.as_str(),
                 if o.grant == crate::config::Grant::RefreshToken {
@@ -269,7 +280,7 @@ async fn check(path: &Path, probe: bool) -> ExitCode {
             continue;
         }
         match OAuthProvider::probe(o, &client).await {
-            Ok(t) => println!(
+            Ok(t) => say!(
                 "probe {name}: ok ({} grant; token obtained{}{})",
                 o.grant.as_str(),
                 t.expires_at
@@ -283,7 +294,7 @@ async fn check(path: &Path, probe: bool) -> ExitCode {
             ),
             Err(e) => {
                 failed = true;
-                println!("probe {name}: FAILED [{}] {e}", e.code());
+                say!("probe {name}: FAILED [{}] {e}", e.code());
             }
         }
     }
@@ -314,7 +325,7 @@ async fn health(url: Option<String>, config_path: &Path) -> ExitCode {
     };
     match client.get(&url).send().await {
         Ok(r) if r.status().is_success() => {
-            println!("ok: {url}");
+            say!("ok: {url}");
             ExitCode::SUCCESS
         }
         Ok(r) => {

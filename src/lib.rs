@@ -13,6 +13,7 @@ pub mod credentials;
 pub mod demo;
 pub mod error;
 pub mod headers;
+pub mod metrics;
 pub mod oauth;
 pub mod proxy;
 pub mod routes;
@@ -51,7 +52,10 @@ pub fn app(state: Arc<AppState>) -> Router {
             state.clone(),
             security::guard,
         ))
-        .layer(axum::middleware::from_fn(telemetry::access_log))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            telemetry::access_log,
+        ))
         .with_state(state)
 }
 

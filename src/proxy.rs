@@ -241,6 +241,13 @@ impl Forward<'_> {
         if let Some(i) = info.as_mut() {
             i.replayed = true;
         }
+        self.runtime
+            .metrics
+            .replays
+            .get_or_create(&crate::metrics::ProviderLabels {
+                provider: provider.name().to_string(),
+            })
+            .inc();
         // A second 401 goes back to the client as it is.
         Ok(self.finish(response?))
     }

@@ -9,6 +9,7 @@ use arc_swap::ArcSwap;
 
 use crate::config::{Config, ProviderKind};
 use crate::credentials::{Credential, OAuthProvider, StaticHeaders};
+use crate::metrics::Metrics;
 use crate::oauth::client::RetryPolicy;
 use crate::oauth::TokenClient;
 use crate::routes::RouteTable;
@@ -21,6 +22,7 @@ pub struct Runtime {
     /// By provider name.
     pub credentials: HashMap<String, Arc<Credential>>,
     pub upstreams: Upstreams,
+    pub metrics: Arc<Metrics>,
 }
 
 /// Failures after the config itself was accepted.
@@ -43,6 +45,8 @@ pub struct AppState {
     runtime: ArcSwap<Runtime>,
     pub store: Arc<dyn TokenStore>,
     pub token_client: TokenClient,
+    pub metrics: Arc<Metrics>,
+    pub logins: crate::credentials::implicit::PendingLogins,
 }
 
 impl AppState {
@@ -54,11 +58,14 @@ impl AppState {
     pub fn with_retry(config: Config, retry: RetryPolicy) -> Result<Arc<AppState>, StartupError> {
         let store = store::open(&config.store)?;
         let token_client = TokenClient::new(retry).map_err(StartupError::TokenClient)?;
-        let runtime = build_runtime(config, &store, &token_client, None)?;
+        let metrics = Arc::new(Metrics::default());
+        let runtime = build_runtime(config, &store, &token_client, &metrics, None)?;
         Ok(Arc::new(AppState {
             runtime: ArcSwap::from_pointee(runtime),
             store,
             token_client,
+            metrics,
+            logins: Default::default(),
         }))
     }
 
@@ -86,7 +93,13 @@ impl AppState {
                     .to_string(),
             });
         }
-        let runtime = build_runtime(config, &self.store, &self.token_client, Some(&old))?;
+        let runtime = build_runtime(
+            config,
+            &self.store,
+            &self.token_client,
+            &self.metrics,
+            Some(&old),
+        )?;
         self.runtime.store(Arc::new(runtime));
         Ok(())
     }
@@ -96,6 +109,7 @@ fn build_runtime(
     config: Config,
     store: &Arc<dyn TokenStore>,
     token_client: &TokenClient,
+    metrics: &Arc<Metrics>,
     previous: Option<&Runtime>,
 ) -> Result<Runtime, StartupError> {
     let upstreams = Upstreams::new(&config)?;
@@ -116,6 +130,7 @@ fn build_runtime(
                     (**o).clone(),
                     token_client.clone(),
                     store.clone(),
+                    metrics.clone(),
                     format!("/_authproxy/login/{name}"),
                 ))),
             }),
@@ -127,5 +142,6 @@ fn build_runtime(
         routes,
         credentials,
         upstreams,
+        metrics: metrics.clone(),
     })
 }

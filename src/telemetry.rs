@@ -5,12 +5,16 @@
 
 use std::time::Instant;
 
-use axum::extract::Request;
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
 use tracing_subscriber::EnvFilter;
 
+use crate::metrics::{RequestLabels, RouteLabels};
 use crate::proxy::AccessInfo;
+use crate::runtime::AppState;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
@@ -39,7 +43,7 @@ pub fn init(format: LogFormat) {
 
 /// One line per request: method, path without query, route, status,
 /// latencies. No headers, no query strings, no bodies.
-pub async fn access_log(req: Request, next: Next) -> Response {
+pub async fn access_log(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_string();
@@ -49,6 +53,23 @@ pub async fn access_log(req: Request, next: Next) -> Response {
         .headers()
         .get("x-authproxy-error")
         .and_then(|v| v.to_str().ok());
+    let route = info.map(|i| i.route.clone()).unwrap_or_else(|| "-".into());
+    let status = response.status().as_u16();
+    state
+        .metrics
+        .requests
+        .get_or_create(&RequestLabels {
+            route: route.clone(),
+            status,
+        })
+        .inc();
+    if let Some(latency) = info.and_then(|i| i.upstream_latency) {
+        state
+            .metrics
+            .upstream_latency
+            .get_or_create(&RouteLabels { route })
+            .observe(latency.as_secs_f64());
+    }
     tracing::info!(
         target: "authproxy::access",
         method = %method,

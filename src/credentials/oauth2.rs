@@ -11,6 +11,7 @@ use http::{HeaderName, HeaderValue};
 use serde::Serialize;
 
 use crate::config::{Grant, OAuth2Config};
+use crate::metrics::{Metrics, ReauthLabels, TokenLabels};
 use crate::oauth::token::{jwt_exp, unix_now};
 use crate::oauth::{GrantRequest, TokenClient, TokenError, TokenSet};
 use crate::secret::Secret;
@@ -125,6 +126,7 @@ pub struct OAuthProvider {
     fingerprint: String,
     client: TokenClient,
     store: Arc<dyn TokenStore>,
+    metrics: Arc<Metrics>,
     login_url: String,
     current: ArcSwapOption<TokenState>,
     renew_lock: tokio::sync::Mutex<()>,
@@ -150,6 +152,7 @@ impl OAuthProvider {
         cfg: OAuth2Config,
         client: TokenClient,
         store: Arc<dyn TokenStore>,
+        metrics: Arc<Metrics>,
         login_url: String,
     ) -> OAuthProvider {
         let fingerprint = identity_fingerprint(&cfg);
@@ -158,6 +161,7 @@ impl OAuthProvider {
             fingerprint,
             client,
             store,
+            metrics,
             login_url,
             current: ArcSwapOption::empty(),
             renew_lock: tokio::sync::Mutex::new(()),
@@ -359,6 +363,15 @@ impl OAuthProvider {
             }
         }
 
+        if trigger != Trigger::Stale {
+            self.metrics
+                .reauthentications
+                .get_or_create(&ReauthLabels {
+                    provider: self.name.clone(),
+                    reason: trigger.as_str().to_string(),
+                })
+                .inc();
+        }
         let result = self.run_grants(trigger, cur.as_deref()).await;
         self.attempts.fetch_add(1, Ordering::Release);
         let mut stats = self.stats.lock().unwrap();
@@ -460,6 +473,14 @@ impl OAuthProvider {
                 Ok(_) => "ok".to_string(),
                 Err(e) => e.code(),
             };
+            self.metrics
+                .token_requests
+                .get_or_create(&TokenLabels {
+                    provider: self.name.clone(),
+                    grant: kind.to_string(),
+                    outcome: outcome.clone(),
+                })
+                .inc();
             self.token_request_log.lock().unwrap().push((kind, outcome));
         };
         self.client
@@ -488,6 +509,7 @@ impl OAuthProvider {
         match self.store.save(&self.name, record).await {
             Ok(()) => self.stats.lock().unwrap().store_error = None,
             Err(e) => {
+                self.metrics.store_write_failures.inc();
                 tracing::error!(provider = %self.name, error = %e, "TOKEN STORE WRITE FAILED: the new token is only in memory; a restart now would lose it. Retrying in the background");
                 self.stats.lock().unwrap().store_error = Some(e.to_string());
             }
@@ -509,13 +531,17 @@ impl OAuthProvider {
         &self,
         access: Secret,
         expires_in: Option<u64>,
+        refresh: Option<Secret>,
     ) -> Result<(), TokenError> {
         crate::oauth::token::check_header_safe(access.expose(), "access_token")?;
+        if let Some(r) = &refresh {
+            crate::oauth::token::check_header_safe(r.expose(), "refresh_token")?;
+        }
         let now = unix_now();
         let expires_at = expires_in
             .map(|s| now.saturating_add(s))
             .or_else(|| jwt_exp(access.expose()));
-        let refresh = self.current.load_full().and_then(|c| c.refresh.clone());
+        let refresh = refresh.or_else(|| self.current.load_full().and_then(|c| c.refresh.clone()));
         let set = TokenSet {
             access_token: access,
             refresh_token: refresh,
