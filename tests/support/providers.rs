@@ -13,6 +13,8 @@
 //! Every token request is recorded exactly as received so tests can assert
 //! on it; failures can be injected.
 #![allow(dead_code)]
+// The mock returns ready-made responses early with `?`; size does not matter here.
+#![allow(clippy::result_large_err)]
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
