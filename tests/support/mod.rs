@@ -269,9 +269,14 @@ impl ProxyProcess {
     /// Starts `authproxy run --config <config>` and waits (bounded) for it
     /// to listen. The config should say `listen = "127.0.0.1:0"`.
     pub fn start(config: &Path, envs: &[(&str, &str)]) -> ProxyProcess {
+        let config = config.to_str().expect("utf-8 path");
+        Self::spawn(&["run", "--config", config], envs)
+    }
+
+    /// Starts `authproxy <args>` and waits (bounded) for its "listening on" line.
+    pub fn spawn(args: &[&str], envs: &[(&str, &str)]) -> ProxyProcess {
         let mut child = Command::new(binary())
-            .args(["run", "--config"])
-            .arg(config)
+            .args(args)
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env(
