@@ -64,10 +64,41 @@ pub fn app(state: Arc<AppState>) -> Router {
 pub async fn run(state: Arc<AppState>, listener: TcpListener, shutdown: impl Future<Output = ()>) {
     let drain = state.runtime().config.server.drain_timeout;
     let flusher = tokio::spawn(flush_store_periodically(state.clone()));
+    let watcher = tokio::spawn(follow_shared_store(state.clone()));
     server::serve(listener, app(state.clone()), shutdown, drain).await;
     flusher.abort();
+    watcher.abort();
     if let Err(e) = state.store.flush().await {
         tracing::error!(error = %e, "token store still not written at shutdown");
+    }
+}
+
+/// Shared stores announce tokens other replicas wrote; take them over so
+/// this replica does not renew what is already renewed.
+async fn follow_shared_store(state: Arc<AppState>) {
+    let Some(mut changes) = state.store.subscribe() else {
+        return;
+    };
+    loop {
+        match changes.recv().await {
+            Ok(provider) => {
+                let runtime = state.runtime();
+                if let Some(credentials::Credential::OAuth2(p)) =
+                    runtime.credentials.get(&provider).map(|c| c.as_ref())
+                {
+                    p.sync_from_store().await;
+                }
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                // Missed some: re-read every provider.
+                for c in state.runtime().credentials.values() {
+                    if let credentials::Credential::OAuth2(p) = c.as_ref() {
+                        p.sync_from_store().await;
+                    }
+                }
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+        }
     }
 }
 

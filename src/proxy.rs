@@ -43,10 +43,12 @@ pub async fn handle(State(state): State<Arc<AppState>>, req: Request) -> Respons
         .into_response();
     }
     let runtime = state.runtime();
+    // HTTP/2 clients send `:authority` (in the URI) instead of `Host`.
     let host = req
         .headers()
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri().authority().map(|a| a.as_str()))
         .unwrap_or("127.0.0.1")
         .to_string();
     let mut info = None;
@@ -322,10 +324,12 @@ fn credential_error(provider: &OAuthProvider, e: CredentialError) -> ProxyError 
             provider: name,
             detail: t.to_string(),
         },
-        CredentialError::WaitTimeout(_) => ProxyError::TokenEndpoint {
-            provider: name,
-            detail: e.to_string(),
-        },
+        CredentialError::WaitTimeout(_) | CredentialError::StoreUnavailable(_) => {
+            ProxyError::TokenEndpoint {
+                provider: name,
+                detail: e.to_string(),
+            }
+        }
         CredentialError::Reauthentication(detail) => ProxyError::ReauthenticationFailed {
             provider: name,
             detail,

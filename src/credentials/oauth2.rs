@@ -15,7 +15,7 @@ use crate::metrics::{Metrics, ReauthLabels, TokenLabels};
 use crate::oauth::token::{jwt_exp, unix_now};
 use crate::oauth::{GrantRequest, TokenClient, TokenError, TokenSet};
 use crate::secret::Secret;
-use crate::store::{StoredToken, TokenStore};
+use crate::store::{RenewalLease, StoredToken, TokenStore};
 
 /// Why a renewal was asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,6 +56,10 @@ pub enum CredentialError {
     /// Waited too long for another request's renewal.
     #[error("timed out after {0:.0}s waiting for the token renewal in progress")]
     WaitTimeout(f64),
+    /// A shared store (and its cross-replica lock) is unreachable, and the
+    /// renewal is not safe without it.
+    #[error("renewal refused: {0}; a single-use refresh token is not spent without the cross-replica lock")]
+    StoreUnavailable(String),
 }
 
 /// The token in use, swapped whole. `generation` tells a 401 for an old
@@ -363,6 +367,39 @@ impl OAuthProvider {
             }
         }
 
+        // Shared stores: take the cross-replica lease, then look whether
+        // another replica already renewed (its token is then ours too).
+        let mut lease = match self.store.lease(&self.name).await {
+            Ok(lease) => lease,
+            Err(e) if self.cfg.grant == Grant::RefreshToken => {
+                // Fail closed: refreshing a single-use token without the
+                // lease could spend it twice and lock the account out.
+                let error = CredentialError::StoreUnavailable(e.to_string());
+                self.record_failure(trigger, &error, TRANSIENT_COOLDOWN);
+                return usable_fallback().ok_or(error);
+            }
+            Err(e) => {
+                tracing::warn!(provider = %self.name, error = %e, "renewing without the cross-replica lease (a second login is harmless for this grant)");
+                None
+            }
+        };
+        let mut renew_from = cur.clone();
+        if lease.is_some() {
+            if let Some(adopted) = self.adopt_from_store().await {
+                let done = match used {
+                    None => adopted.fresh(now, self.cfg.refresh_before),
+                    Some(_) => adopted.usable(now),
+                };
+                if done {
+                    if let Some(l) = lease.take() {
+                        l.release().await;
+                    }
+                    return Ok(adopted);
+                }
+                renew_from = Some(adopted);
+            }
+        }
+
         if trigger != Trigger::Stale {
             self.metrics
                 .reauthentications
@@ -372,7 +409,12 @@ impl OAuthProvider {
                 })
                 .inc();
         }
-        let result = self.run_grants(trigger, cur.as_deref()).await;
+        let result = self
+            .run_grants(trigger, renew_from.as_deref(), &mut lease)
+            .await;
+        if let Some(l) = lease.take() {
+            l.release().await;
+        }
         self.attempts.fetch_add(1, Ordering::Release);
         let mut stats = self.stats.lock().unwrap();
         stats.last_renewal_at = Some(unix_now());
@@ -387,9 +429,6 @@ impl OAuthProvider {
                 Ok(state)
             }
             Err(error) => {
-                stats.last_renewal_outcome = Some("error");
-                stats.last_error_code = Some(error_code(&error));
-                stats.last_error_message = Some(error.to_string());
                 drop(stats);
                 let refused = matches!(error, CredentialError::Reauthentication(_));
                 let cooldown = if refused {
@@ -397,11 +436,7 @@ impl OAuthProvider {
                 } else {
                     TRANSIENT_COOLDOWN
                 };
-                *self.failure.lock().unwrap() = Some(Failure {
-                    error: error.clone(),
-                    until: Instant::now() + cooldown,
-                });
-                tracing::error!(provider = %self.name, reason = trigger.as_str(), error = %error, "token renewal failed");
+                self.record_failure(trigger, &error, cooldown);
                 usable_fallback().ok_or(error)
             }
         }
@@ -413,6 +448,7 @@ impl OAuthProvider {
         &self,
         trigger: Trigger,
         cur: Option<&TokenState>,
+        lease: &mut Option<Box<dyn RenewalLease>>,
     ) -> Result<Arc<TokenState>, CredentialError> {
         let mut refresh = cur.and_then(|c| c.refresh.clone());
         if trigger == Trigger::Revoked {
@@ -423,7 +459,7 @@ impl OAuthProvider {
         let mut refresh_error = None;
         if let Some(rt) = refresh {
             match self.grant(GrantRequest::Refresh(&rt), Some(&rt)).await {
-                Ok(set) => return Ok(self.accept(set).await),
+                Ok(set) => return Ok(self.accept(set, lease.as_mut()).await),
                 Err(e) => {
                     if e.is_grant_refused() {
                         // A refused refresh token is dead; never send it again.
@@ -449,7 +485,7 @@ impl OAuthProvider {
             tracing::info!(provider = %self.name, grant = self.cfg.grant.as_str(), "falling back to the primary grant");
         }
         match self.grant(GrantRequest::Primary, None).await {
-            Ok(set) => Ok(self.accept(set).await),
+            Ok(set) => Ok(self.accept(set, lease.as_mut()).await),
             Err(e) if e.is_grant_refused() => Err(CredentialError::Reauthentication(format!(
                 "{} grant refused: {e}",
                 self.cfg.grant.as_str()
@@ -504,9 +540,17 @@ impl OAuthProvider {
     /// Makes a new token durable, then current. A store failure is logged
     /// and reported, but the token is still used: the provider already
     /// considers it issued, and the store retries the write later.
-    async fn accept(&self, set: TokenSet) -> Arc<TokenState> {
+    async fn accept(
+        &self,
+        set: TokenSet,
+        lease: Option<&mut Box<dyn RenewalLease>>,
+    ) -> Arc<TokenState> {
         let record = StoredToken::new(&set, &self.fingerprint);
-        match self.store.save(&self.name, record).await {
+        let saved = match lease {
+            Some(lease) => lease.save(record).await,
+            None => self.store.save(&self.name, record).await,
+        };
+        match saved {
             Ok(()) => self.stats.lock().unwrap().store_error = None,
             Err(e) => {
                 self.metrics.store_write_failures.inc();
@@ -523,6 +567,63 @@ impl OAuthProvider {
         ));
         self.current.store(Some(state.clone()));
         state
+    }
+
+    /// Takes the store's record as the current token if it differs from
+    /// ours (another replica renewed). Returns the adopted state.
+    async fn adopt_from_store(&self) -> Option<Arc<TokenState>> {
+        let record = match self.store.reread(&self.name).await {
+            Ok(Some(r)) => r,
+            Ok(None) => return None,
+            Err(e) => {
+                tracing::warn!(provider = %self.name, error = %e, "cannot re-read the shared store");
+                return None;
+            }
+        };
+        if record.seed_fingerprint != self.fingerprint {
+            return None;
+        }
+        let cur = self.current.load_full();
+        let same = cur.as_ref().is_some_and(|c| {
+            c.access.as_ref().map(|(a, _)| a) == record.access_token.as_ref()
+                && c.refresh == record.refresh_token
+        });
+        if same {
+            return None;
+        }
+        let state = Arc::new(self.make_state(
+            record.access_token,
+            record.refresh_token,
+            record.expires_at,
+            record.obtained_at,
+            record.token_type,
+        ));
+        tracing::info!(provider = %self.name, generation = state.generation, "using a token another replica obtained");
+        self.current.store(Some(state.clone()));
+        Some(state)
+    }
+
+    /// Called when a shared store says another replica wrote this
+    /// provider's token: take it without a token request.
+    pub async fn sync_from_store(&self) {
+        let _guard = self.renew_lock.lock().await;
+        if self.adopt_from_store().await.is_some() {
+            *self.failure.lock().unwrap() = None;
+        }
+    }
+
+    fn record_failure(&self, trigger: Trigger, error: &CredentialError, cooldown: Duration) {
+        let mut stats = self.stats.lock().unwrap();
+        stats.last_renewal_at = Some(unix_now());
+        stats.last_renewal_reason = Some(trigger.as_str());
+        stats.last_renewal_outcome = Some("error");
+        stats.last_error_code = Some(error_code(error));
+        stats.last_error_message = Some(error.to_string());
+        *self.failure.lock().unwrap() = Some(Failure {
+            error: error.clone(),
+            until: Instant::now() + cooldown,
+        });
+        tracing::error!(provider = %self.name, reason = trigger.as_str(), error = %error, "token renewal failed");
     }
 
     /// Stores a token obtained outside the token endpoint (implicit-grant
@@ -551,7 +652,7 @@ impl OAuthProvider {
         };
         let _guard = self.renew_lock.lock().await;
         *self.failure.lock().unwrap() = None;
-        self.accept(set).await;
+        self.accept(set, None).await;
         let mut stats = self.stats.lock().unwrap();
         stats.renewals += 1;
         stats.last_renewal_at = Some(now);
@@ -604,6 +705,7 @@ fn error_code(e: &CredentialError) -> String {
         CredentialError::Reauthentication(_) => "reauthentication_failed".into(),
         CredentialError::LoginRequired { .. } => "login_required".into(),
         CredentialError::WaitTimeout(_) => "wait_timeout".into(),
+        CredentialError::StoreUnavailable(_) => "store_unavailable".into(),
     }
 }
 

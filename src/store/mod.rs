@@ -60,6 +60,25 @@ pub enum StoreError {
     Write { path: String, reason: String },
     #[error("token store kind `{0}` is not available in this build")]
     Unsupported(&'static str),
+    /// A shared store cannot be reached (e.g. Redis down).
+    #[error("shared token store unavailable: {0}")]
+    Unavailable(String),
+    /// The renewal lease expired before the write: another replica may have
+    /// renewed since, and its token must not be overwritten.
+    #[error(
+        "renewal lease for provider {0} was lost before the write; not overwriting a newer token"
+    )]
+    LeaseLost(String),
+}
+
+/// A cross-replica renewal lease, from stores shared by several proxies.
+/// While it is held no other replica renews the provider's token; the store
+/// keeps it alive (extends it) until it is released or dropped.
+pub trait RenewalLease: Send {
+    /// Writes the token only if this lease is still held (fencing).
+    fn save(&mut self, token: StoredToken) -> BoxFuture<'_, Result<(), StoreError>>;
+    /// Lets the lease go (best effort; it also expires on its own).
+    fn release(self: Box<Self>) -> BoxFuture<'static, ()>;
 }
 
 /// A durable home for tokens. `save` returns only once the token is as
@@ -77,6 +96,32 @@ pub trait TokenStore: Send + Sync {
     fn pending_error(&self) -> Option<String>;
     /// e.g. `file state/tokens.json`, for `check` and the logs.
     fn describe(&self) -> String;
+
+    /// Shared stores: takes the provider's cross-replica renewal lease,
+    /// waiting (bounded) while another replica holds it. `Ok(None)` from
+    /// stores only this process uses: the in-process single flight is enough.
+    fn lease<'a>(
+        &'a self,
+        _provider: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Box<dyn RenewalLease>>, StoreError>> {
+        Box::pin(async { Ok(None) })
+    }
+
+    /// Re-reads a provider's record, bypassing any local cache (shared
+    /// stores: another replica may have written a newer token).
+    fn reread<'a>(
+        &'a self,
+        provider: &'a str,
+    ) -> BoxFuture<'a, Result<Option<StoredToken>, StoreError>> {
+        let record = self.load(provider);
+        Box::pin(async move { Ok(record) })
+    }
+
+    /// Shared stores: names of providers whose record another replica
+    /// changed, so the local copy can be replaced without polling.
+    fn subscribe(&self) -> Option<tokio::sync::broadcast::Receiver<String>> {
+        None
+    }
 }
 
 /// Opens the store the config asks for.
