@@ -7,7 +7,7 @@ use std::sync::Arc;
 use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use http::{header, Method};
+use http::{header, Method, Version};
 
 use crate::config::ServerConfig;
 use crate::error::ProxyError;
@@ -23,24 +23,35 @@ pub async fn guard(State(state): State<Arc<AppState>>, req: Request, next: Next)
 }
 
 fn check(server: &ServerConfig, req: &Request) -> Result<(), ProxyError> {
+    // HTTP/2 always carries `:scheme` and `:authority`, which hyper puts
+    // into the URI; only in HTTP/1 does a scheme or authority there mean an
+    // absolute-form target.
+    let http1 = req.version() < Version::HTTP_2;
     // `GET http://other/ HTTP/1.1` and CONNECT are forward-proxy requests:
     // answering them would make this an open relay.
     if req.method() == Method::CONNECT
-        || req.uri().scheme().is_some()
-        || req.uri().authority().is_some()
+        || (http1 && (req.uri().scheme().is_some() || req.uri().authority().is_some()))
     {
         return Err(ProxyError::BadRequest(
             "absolute-form request targets and CONNECT are refused: authproxy is a reverse proxy; send `GET /path` to it".into(),
         ));
     }
-    let host = req
-        .headers()
-        .get(header::HOST)
-        .map(|h| {
-            h.to_str()
-                .map_err(|_| ProxyError::BadRequest("Host header is not valid text".into()))
-        })
-        .transpose()?;
+    // In HTTP/2 `:authority` plays the role of `Host` (RFC 9113 §8.3.1);
+    // checking only the header would let an h2 request skip the Host check.
+    let authority = (!http1)
+        .then(|| req.uri().authority().map(|a| a.as_str()))
+        .flatten();
+    let host = match authority {
+        Some(a) => Some(a),
+        None => req
+            .headers()
+            .get(header::HOST)
+            .map(|h| {
+                h.to_str()
+                    .map_err(|_| ProxyError::BadRequest("Host header is not valid text".into()))
+            })
+            .transpose()?,
+    };
     let is_health = req.uri().path() == "/_authproxy/health";
 
     match &server.inbound_token {
@@ -48,7 +59,12 @@ fn check(server: &ServerConfig, req: &Request) -> Result<(), ProxyError> {
             let presented = req
                 .headers()
                 .get(header::PROXY_AUTHORIZATION)
-                .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "));
+                .and_then(|v| {
+                    // The scheme name is case-insensitive (RFC 9110 §11.1):
+                    // `bearer <token>` is as valid as `Bearer <token>`.
+                    let v = v.as_bytes();
+                    (v.len() > 7 && v[..7].eq_ignore_ascii_case(b"bearer ")).then(|| &v[7..])
+                });
             match presented {
                 Some(p) if token.ct_eq(p) => {}
                 _ => return Err(ProxyError::Unauthorized),

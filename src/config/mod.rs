@@ -271,7 +271,10 @@ impl Config {
         let raw: RawConfig =
             serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
                 let key = e.path().to_string();
-                let inner = e.into_inner().to_string();
+                // `message()`, not `to_string()`: toml's Display appends
+                // "\nin `table`\n", which splits our one-line
+                // "key: problem; fix" messages; the key path is ours already.
+                let inner = e.into_inner().message().to_string();
                 let message = if inner.starts_with("unknown field") {
                     format!("{inner}; remove it or fix its spelling")
                 } else {
