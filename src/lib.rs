@@ -7,6 +7,7 @@
 //! [`credentials`] of the current [`runtime::Runtime`].
 
 pub mod admin;
+pub mod body;
 pub mod cli;
 pub mod config;
 pub mod credentials;

@@ -259,14 +259,32 @@ impl Forward<'_> {
         headers: HeaderMap,
         body: Body,
     ) -> Result<hyper::Response<hyper::body::Incoming>, ProxyError> {
+        let client = self.runtime.upstreams.for_route(self.route.index);
+        let timeout = self.runtime.config.server.upstream_timeout;
+        // `upstream_timeout` is the upstream's time to answer: for a body
+        // that is still streaming it starts once the body is sent.
+        let (body, sent) = if body.is_end_stream() {
+            (body, None)
+        } else {
+            let (body, sent) = crate::body::SignalOnEnd::new(body);
+            (Body::new(body), Some(sent))
+        };
         let mut req = hyper::Request::new(body);
         *req.method_mut() = self.method.clone();
         *req.uri_mut() = self.uri.clone();
         *req.version_mut() = Version::HTTP_11;
         *req.headers_mut() = headers;
-        let client = self.runtime.upstreams.for_route(self.route.index);
-        let timeout = self.runtime.config.server.upstream_timeout;
-        match tokio::time::timeout(timeout, client.request(req)).await {
+        let deadline = async {
+            if let Some(sent) = sent {
+                let _ = sent.await;
+            }
+            tokio::time::sleep(timeout).await;
+        };
+        let outcome = tokio::select! {
+            r = client.request(req) => Ok(r),
+            () = deadline => Err(()),
+        };
+        match outcome {
             Ok(Ok(response)) => Ok(response),
             Ok(Err(e)) => Err(ProxyError::UpstreamUnreachable {
                 provider: self.route.provider.clone(),

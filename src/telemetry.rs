@@ -32,8 +32,11 @@ pub fn init(format: LogFormat) {
                 filter.add_directive(format!("{noisy}=info").parse().expect("static directive"));
         }
     }
+    // Colours only on a terminal: log files and container logs get plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),

@@ -483,6 +483,35 @@ async fn upstream_timeout_does_not_cut_a_streaming_body() {
     proxy.stop().await;
 }
 
+/// `upstream_timeout` is the upstream's time to answer once the request is
+/// sent: a slow upload to a healthy upstream is not cut off as a 504.
+#[tokio::test]
+async fn upstream_timeout_starts_after_a_slow_upload() {
+    let echo = Echo::start().await;
+    let proxy = start_proxy(&one_route(
+        "/ri/",
+        &echo.url(),
+        "upstream_timeout = \"300ms\"\nmax_replay_body = \"1KiB\"",
+    ))
+    .await;
+    let chunks = futures_util::stream::iter(0..4u64).then(|i| async move {
+        if i > 0 {
+            // The pauses are the point: 3 x 200 ms of upload > upstream_timeout.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        Ok::<_, std::io::Error>(vec![b'x'; 4096])
+    });
+    let r = client()
+        .post(proxy.url("/ri/upload"))
+        .body(reqwest::Body::wrap_stream(chunks))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(echo.last().body_len, 4 * 4096);
+    proxy.stop().await;
+}
+
 /// An upstream redirect is handed to the client, never followed: the
 /// redirect target receives nothing (and so never sees the credential).
 #[tokio::test]
