@@ -2,6 +2,7 @@
 //! upstream's time to answer is measured from then: a slow upload to a
 //! healthy upstream is not a timeout.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -51,6 +52,76 @@ impl http_body::Body for SignalOnEnd {
             _ => {}
         }
         polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// An upstream response body that fails when it pauses longer than
+/// `idle`: a response that never ends must not hold a connection forever.
+/// Slow clients are fine: time spent waiting for the client to read does
+/// not count, only time waiting for the upstream.
+pub struct IdleTimeout<B> {
+    inner: B,
+    idle: std::time::Duration,
+    timer: Pin<Box<tokio::time::Sleep>>,
+    armed: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("upstream response body stalled for more than {0:.1}s")]
+pub struct BodyStalled(f64);
+
+impl<B> IdleTimeout<B> {
+    pub fn new(inner: B, idle: std::time::Duration) -> Self {
+        IdleTimeout {
+            inner,
+            idle,
+            timer: Box::pin(tokio::time::sleep(idle)),
+            armed: false,
+        }
+    }
+}
+
+impl<B> http_body::Body for IdleTimeout<B>
+where
+    B: http_body::Body<Data = Bytes> + Unpin,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(frame) => {
+                this.armed = false;
+                Poll::Ready(frame.map(|f| f.map_err(Into::into)))
+            }
+            Poll::Pending => {
+                // The clock runs only while we wait on the upstream.
+                if !this.armed {
+                    let deadline = tokio::time::Instant::now() + this.idle;
+                    this.timer.as_mut().reset(deadline);
+                    this.armed = true;
+                }
+                match this.timer.as_mut().poll(cx) {
+                    Poll::Ready(()) => {
+                        Poll::Ready(Some(Err(Box::new(BodyStalled(this.idle.as_secs_f64())))))
+                    }
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+        }
     }
 
     fn is_end_stream(&self) -> bool {

@@ -63,10 +63,10 @@ pub fn app(state: Arc<AppState>) -> Router {
 /// Serves until `shutdown` resolves, then drains. Also retries pending
 /// token-store writes in the background.
 pub async fn run(state: Arc<AppState>, listener: TcpListener, shutdown: impl Future<Output = ()>) {
-    let drain = state.runtime().config.server.drain_timeout;
+    let limits = state.runtime().config.server.clone();
     let flusher = tokio::spawn(flush_store_periodically(state.clone()));
     let watcher = tokio::spawn(follow_shared_store(state.clone()));
-    server::serve(listener, app(state.clone()), shutdown, drain).await;
+    server::serve(listener, app(state.clone()), shutdown, &limits).await;
     flusher.abort();
     watcher.abort();
     if let Err(e) = state.store.flush().await {

@@ -106,6 +106,7 @@ async fn forward(
         .map_err(|_| ProxyError::BadRequest("request path is not a valid URI".into()))?;
 
     let (mut parts, body) = req.into_parts();
+    let body = limit_body(body, &parts.headers, runtime.config.server.max_request_body)?;
     let client_upgrade = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
     let upgrade = upgrade_requested(&parts.headers);
     strip_hop_by_hop(&mut parts.headers, upgrade.clone());
@@ -189,7 +190,13 @@ impl Forward<'_> {
         headers.insert(provider.header_name().clone(), header_value.clone());
 
         let limit = self.runtime.config.server.max_replay_body;
-        let body = prepare_body(body, &headers, limit).await?;
+        let body = prepare_body(
+            body,
+            &headers,
+            limit,
+            self.runtime.config.server.max_request_body,
+        )
+        .await?;
         let (first_body, replay_body) = match body {
             OutBody::Buffered(b) => (Body::from(b.clone()), Some(b)),
             OutBody::Stream(s) => (s, None),
@@ -286,6 +293,9 @@ impl Forward<'_> {
         };
         match outcome {
             Ok(Ok(response)) => Ok(response),
+            Ok(Err(e)) if is_body_limit(&e) => Err(ProxyError::PayloadTooLarge {
+                limit: self.runtime.config.server.max_request_body.unwrap_or(0),
+            }),
             Ok(Err(e)) => Err(ProxyError::UpstreamUnreachable {
                 provider: self.route.provider.clone(),
                 upstream: self.route.upstream.origin().ascii_serialization(),
@@ -325,7 +335,8 @@ impl Forward<'_> {
         }
         let (mut parts, body) = response.into_parts();
         strip_hop_by_hop(&mut parts.headers, upgrade);
-        Response::from_parts(parts, Body::new(body))
+        let idle = self.runtime.config.server.upstream_idle_timeout;
+        Response::from_parts(parts, Body::new(crate::body::IdleTimeout::new(body, idle)))
     }
 }
 
@@ -359,6 +370,37 @@ fn credential_error(provider: &OAuthProvider, e: CredentialError) -> ProxyError 
     }
 }
 
+/// Enforces `server.max_request_body`: a declared length over it is a 413
+/// before anything is sent; a chunked body that grows past it is cut.
+fn limit_body(body: Body, headers: &HeaderMap, max: Option<u64>) -> Result<Body, ProxyError> {
+    let Some(limit) = max else {
+        return Ok(body);
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(ProxyError::PayloadTooLarge { limit });
+    }
+    Ok(Body::new(http_body_util::Limited::new(
+        body,
+        usize::try_from(limit).unwrap_or(usize::MAX),
+    )))
+}
+
+/// Whether a failure was our own body limit tripping mid-stream.
+fn is_body_limit(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if err.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
+}
+
 /// Reads a small 401 body so the upstream connection can be reused; gives
 /// up quietly on a large or slow one (the connection is then dropped).
 async fn drain(response: hyper::Response<hyper::body::Incoming>) {
@@ -368,7 +410,12 @@ async fn drain(response: hyper::Response<hyper::body::Incoming>) {
 
 /// Buffers a body up to `limit` bytes so it can be replayed; a larger one
 /// (by `Content-Length`, or found while reading) streams on unbuffered.
-async fn prepare_body(body: Body, headers: &HeaderMap, limit: u64) -> Result<OutBody, ProxyError> {
+async fn prepare_body(
+    body: Body,
+    headers: &HeaderMap,
+    limit: u64,
+    max_body: Option<u64>,
+) -> Result<OutBody, ProxyError> {
     if body.is_end_stream() {
         return Ok(OutBody::Buffered(Bytes::new()));
     }
@@ -385,6 +432,11 @@ async fn prepare_body(body: Body, headers: &HeaderMap, limit: u64) -> Result<Out
     loop {
         match body.frame().await {
             None => break,
+            Some(Err(e)) if is_body_limit(&e) => {
+                return Err(ProxyError::PayloadTooLarge {
+                    limit: max_body.unwrap_or(0),
+                })
+            }
             Some(Err(e)) => {
                 return Err(ProxyError::BadRequest(format!(
                     "reading the request body failed: {e}"

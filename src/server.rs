@@ -11,21 +11,31 @@ use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 
+use crate::config::ServerConfig;
+
 /// Serves `app` on `listener` until `shutdown` resolves, then stops
 /// accepting and waits up to `drain` for in-flight requests to finish.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
     shutdown: impl Future<Output = ()>,
-    drain: Duration,
+    limits: &ServerConfig,
 ) {
+    let drain = limits.drain_timeout;
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
         // Slow-loris: a client gets this long to send its request head.
-        .header_read_timeout(Duration::from_secs(30))
+        .header_read_timeout(limits.header_read_timeout)
+        // A head larger than this, or with more fields, is answered 431.
+        .max_buf_size(limits.max_header_bytes)
+        .max_headers(limits.max_headers)
         .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(limits.max_header_bytes as u32);
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {

@@ -48,6 +48,16 @@ pub struct ServerConfig {
     pub drain_timeout: Duration,
     pub allowed_origins: Vec<String>,
     pub allowed_hosts: Vec<String>,
+    /// Largest request head a client may send (431 beyond).
+    pub max_header_bytes: usize,
+    /// Most header fields in a request head (431 beyond).
+    pub max_headers: usize,
+    /// Time a client has to send its request head (slow-loris defence).
+    pub header_read_timeout: Duration,
+    /// Largest request body (413 beyond); `None` = no limit (bodies stream).
+    pub max_request_body: Option<u64>,
+    /// Longest pause inside an upstream's response body before it is cut.
+    pub upstream_idle_timeout: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -568,6 +578,61 @@ impl Checker<'_> {
                 );
             }
         }
+        let max_header_bytes = match raw.max_header_bytes {
+            None => 64 * 1024,
+            Some(v) => match units::parse_size(&v) {
+                Ok(n) if (8192..=16 << 20).contains(&n) => n as usize,
+                Ok(_) => {
+                    self.err(
+                        "server.max_header_bytes",
+                        format!("`{v}` is out of range; use 8KiB to 16MiB"),
+                    );
+                    64 * 1024
+                }
+                Err(problem) => {
+                    self.err(
+                        "server.max_header_bytes",
+                        format!("size `{v}` {problem}; write it like \"64KiB\""),
+                    );
+                    64 * 1024
+                }
+            },
+        };
+        let max_headers = raw.max_headers.unwrap_or(100);
+        if !(1..=10_000).contains(&max_headers) {
+            self.err(
+                "server.max_headers",
+                "must be between 1 and 10000; e.g. 100",
+            );
+        }
+        let header_read_timeout = self.duration(
+            "server.header_read_timeout",
+            raw.header_read_timeout,
+            Duration::from_secs(30),
+        );
+        let max_request_body = raw
+            .max_request_body
+            .and_then(|v| match units::parse_size(&v) {
+                Ok(n) => Some(n),
+                Err(problem) => {
+                    self.err(
+                        "server.max_request_body",
+                        format!("size `{v}` {problem}; write it like \"100MiB\""),
+                    );
+                    None
+                }
+            });
+        let upstream_idle_timeout = self.duration(
+            "server.upstream_idle_timeout",
+            raw.upstream_idle_timeout,
+            Duration::from_secs(60),
+        );
+        if header_read_timeout.is_zero() || upstream_idle_timeout.is_zero() {
+            self.err(
+                "server",
+                "header_read_timeout and upstream_idle_timeout must be more than 0",
+            );
+        }
         let allowed_hosts = raw
             .allowed_hosts
             .unwrap_or_default()
@@ -584,6 +649,11 @@ impl Checker<'_> {
             drain_timeout,
             allowed_origins,
             allowed_hosts,
+            max_header_bytes,
+            max_headers: max_headers.clamp(1, 10_000),
+            header_read_timeout,
+            max_request_body,
+            upstream_idle_timeout,
         }
     }
 

@@ -31,6 +31,11 @@ pub struct RawServer {
     pub drain_timeout: Option<String>,
     pub allowed_origins: Option<Vec<String>>,
     pub allowed_hosts: Option<Vec<String>>,
+    pub max_header_bytes: Option<String>,
+    pub max_headers: Option<usize>,
+    pub header_read_timeout: Option<String>,
+    pub max_request_body: Option<String>,
+    pub upstream_idle_timeout: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -375,6 +375,17 @@ impl OAuthProvider {
                 // Fail closed: refreshing a single-use token without the
                 // lease could spend it twice and lock the account out.
                 let error = CredentialError::StoreUnavailable(e.to_string());
+                // Redis store: make the refusal visible in the metrics too.
+                // Counted as a token request that was not sent, with its
+                // reason as the outcome (there is no separate metric).
+                self.metrics
+                    .token_requests
+                    .get_or_create(&TokenLabels {
+                        provider: self.name.clone(),
+                        grant: "refresh_token".to_string(),
+                        outcome: "refused_store_unavailable".to_string(),
+                    })
+                    .inc();
                 self.record_failure(trigger, &error, TRANSIENT_COOLDOWN);
                 return usable_fallback().ok_or(error);
             }

@@ -1,8 +1,9 @@
 //! Where tokens live between restarts. A small trait so the file store,
-//! the in-memory store and (later) a shared store are interchangeable.
+//! the in-memory store and the shared Redis store are interchangeable.
 
 mod file;
 mod memory;
+mod redis;
 
 use std::sync::Arc;
 
@@ -11,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 pub use file::FileStore;
 pub use memory::MemoryStore;
+pub use redis::{RedisOptions, RedisStore};
 
 use crate::config::StoreConfig;
 use crate::oauth::TokenSet;
@@ -124,11 +126,16 @@ pub trait TokenStore: Send + Sync {
     }
 }
 
-/// Opens the store the config asks for.
+/// Opens the store the config asks for. The Redis store needs to be
+/// opened inside a Tokio runtime (it starts background tasks).
 pub fn open(cfg: &StoreConfig) -> Result<Arc<dyn TokenStore>, StoreError> {
     match cfg {
         StoreConfig::File { path } => Ok(Arc::new(FileStore::open(path)?)),
         StoreConfig::Memory => Ok(Arc::new(MemoryStore::default())),
-        StoreConfig::Redis { .. } => Err(StoreError::Unsupported("redis")),
+        StoreConfig::Redis { url, key_prefix } => Ok(Arc::new(RedisStore::open(
+            url,
+            key_prefix,
+            RedisOptions::default(),
+        )?)),
     }
 }
