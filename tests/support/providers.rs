@@ -86,8 +86,12 @@ pub struct MockState {
     refresh_used: HashMap<String, bool>,
     pub reuse_detected: bool,
     pub token_requests: Vec<TokenRequest>,
+    /// Token requests that arrived (counted before any injected delay).
+    pub token_hits: usize,
     pub fail_queue: VecDeque<u16>,
     pub fail_always: Option<u16>,
+    /// Sent as `Retry-After` with injected failures.
+    pub retry_after: Option<u64>,
     /// Body to answer 200 with instead of a token (garbage tests).
     pub answer_override: Option<String>,
     pub token_delay: Duration,
@@ -132,8 +136,10 @@ impl MockProvider {
             refresh_used: HashMap::new(),
             reuse_detected: false,
             token_requests: Vec::new(),
+            token_hits: 0,
             fail_queue: VecDeque::new(),
             fail_always: None,
+            retry_after: None,
             answer_override: None,
             token_delay: Duration::ZERO,
             ttl: 3600,
@@ -284,7 +290,11 @@ fn parse_fields(
 async fn token_endpoint(state: Arc<Mutex<MockState>>, req: Request) -> Response {
     let (parts, body) = req.into_parts();
     let body = body.collect().await.unwrap().to_bytes();
-    let delay = state.lock().unwrap().token_delay;
+    let delay = {
+        let mut s = state.lock().unwrap();
+        s.token_hits += 1;
+        s.token_delay
+    };
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
@@ -309,7 +319,12 @@ async fn token_endpoint(state: Arc<Mutex<MockState>>, req: Request) -> Response 
         let fields = parse_fields(style, &parts.headers, &body)?;
         log.fields = fields.clone();
         if let Some(status) = s.fail_queue.pop_front().or(s.fail_always) {
-            return Err((StatusCode::from_u16(status).unwrap(), "upstream trouble").into_response());
+            let mut r = (StatusCode::from_u16(status).unwrap(), "upstream trouble").into_response();
+            if let Some(secs) = s.retry_after {
+                r.headers_mut()
+                    .insert(http::header::RETRY_AFTER, secs.into());
+            }
+            return Err(r);
         }
         if let Some(body) = s.answer_override.clone() {
             return Err((StatusCode::OK, body).into_response());
