@@ -399,3 +399,6 @@ pub async fn eventually(timeout: Duration, mut cond: impl FnMut() -> bool) -> bo
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+/// A real `redis-server` for the shared-store tests (tests/redis.rs).
+pub mod redis_server;
