@@ -125,6 +125,9 @@ async fn kill_9_during_rotations_never_loses_a_used_token() {
         !mock.reuse_detected(),
         "a spent refresh token was sent again"
     );
+    eprintln!(
+        "kill -9 trials: {TRIALS}, rotations: {rotations_seen}, kills with a rotation in flight: {in_flight_losses}"
+    );
     assert!(
         rotations_seen > TRIALS,
         "the trials did rotate ({rotations_seen})"
