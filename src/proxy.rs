@@ -126,6 +126,12 @@ async fn forward(
                 .clone(),
         ),
     };
+    tracing::debug!(
+        route = route.prefix.as_str(),
+        provider = route.provider.as_deref(),
+        upstream = %uri.path(),
+        "forwarding"
+    );
     let ctx = Forward {
         runtime,
         route,

@@ -1,0 +1,256 @@
+//! The secrets audit: one full run with every kind of credential, at debug
+//! log level, through successes, renewals, re-logins and every kind of
+//! error; no secret value may appear in stdout, stderr, status, metrics,
+//! `check` output or any error body.
+
+mod support;
+
+use support::providers::{MockProvider, Style, CLIENT_ID, CLIENT_SECRET, PASSWORD, USERNAME};
+use support::{client, Echo, ProxyProcess};
+
+const INBOUND: &str = "inbound-SECRET-0123456789abcdef";
+const STATIC_TOKEN: &str = "static-SECRET-ricloud-55";
+const PAIR_PASSWORD: &str = "pair-SECRET-rips-plain-66";
+const SEED: &str = "seed-SECRET-onecloud-77";
+const PASTED: &str = "pasted-SECRET-ready-88";
+const WRONG_PASSWORD: &str = "wrong-SECRET-password-99";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_secret_reaches_any_output() {
+    let echo = Echo::start().await;
+    let rips = MockProvider::start(Style::Rips).await;
+    let bad_rips = MockProvider::start(Style::Rips).await;
+    let one = MockProvider::start(Style::OneCloud).await;
+    one.issue_seed(SEED);
+    let std_mock = MockProvider::start(Style::Standard).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+inbound_token = "${{INBOUND}}"
+[providers.ricloud]
+type = "static"
+headers = {{ Authorization = "Token ${{STATIC_TOKEN}}" }}
+[providers.pair]
+type = "static"
+headers = {{ "X-API-Email" = "{USERNAME}", "X-API-Password" = "${{PAIR_PASSWORD}}" }}
+[providers.rips]
+type = "oauth2"
+grant = "password"
+token_url = "{rips_token}"
+body = "json"
+client_id = "{CLIENT_ID}"
+username = "{USERNAME}"
+password = "${{RIPS_PASSWORD}}"
+[providers.badrips]
+type = "oauth2"
+grant = "password"
+token_url = "{bad_token}"
+body = "json"
+client_id = "{CLIENT_ID}"
+username = "{USERNAME}"
+password = "${{WRONG_PASSWORD}}"
+[providers.one]
+type = "oauth2"
+grant = "refresh_token"
+token_url = "{one_token}"
+body = "json"
+client_id = "{CLIENT_ID}"
+refresh_token = "${{SEED}}"
+[providers.std]
+type = "oauth2"
+grant = "client_credentials"
+token_url = "{std_token}"
+client_id = "{CLIENT_ID}"
+client_secret = "${{STD_SECRET}}"
+client_auth = "basic"
+[providers.ready]
+type = "oauth2"
+grant = "implicit"
+authorize_url = "https://ready.example/authorize"
+client_id = "ready-app"
+[[routes]]
+prefix = "/ricloud/"
+upstream = "{echo}/"
+provider = "ricloud"
+[[routes]]
+prefix = "/pair/"
+upstream = "{echo}/"
+provider = "pair"
+[[routes]]
+prefix = "/rips/"
+upstream = "{rips}/api/"
+provider = "rips"
+[[routes]]
+prefix = "/badrips/"
+upstream = "{bad}/api/"
+provider = "badrips"
+[[routes]]
+prefix = "/one/"
+upstream = "{one}/api/"
+provider = "one"
+[[routes]]
+prefix = "/std/"
+upstream = "{std}/v1/"
+provider = "std"
+[[routes]]
+prefix = "/ready/"
+upstream = "{echo}/"
+provider = "ready"
+[[routes]]
+prefix = "/dead/"
+upstream = "http://127.0.0.1:9/"
+provider = "ricloud"
+"#,
+        rips_token = rips.token_url(),
+        bad_token = bad_rips.token_url(),
+        one_token = one.token_url(),
+        std_token = std_mock.token_url(),
+        echo = echo.url(),
+        rips = rips.base(),
+        bad = bad_rips.base(),
+        one = one.base(),
+        std = std_mock.base(),
+    );
+    let path = dir.path().join("authproxy.toml");
+    std::fs::write(&path, config).unwrap();
+    let env = [
+        ("INBOUND", INBOUND),
+        ("STATIC_TOKEN", STATIC_TOKEN),
+        ("PAIR_PASSWORD", PAIR_PASSWORD),
+        ("RIPS_PASSWORD", PASSWORD),
+        ("WRONG_PASSWORD", WRONG_PASSWORD),
+        ("SEED", SEED),
+        ("STD_SECRET", CLIENT_SECRET),
+    ];
+
+    let path_arg = path.to_str().unwrap().to_string();
+    let (code, check_out, check_err) = {
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let cwd = dir.path().to_path_buf();
+        let p = path_arg.clone();
+        tokio::task::spawn_blocking(move || {
+            let e: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            support::run_cli(&["check", "--probe", "--config", &p], &e, &cwd)
+        })
+        .await
+        .unwrap()
+    };
+    assert_eq!(code, 1, "badrips fails its probe: {check_out}{check_err}");
+
+    let mut envs = env.to_vec();
+    envs.push(("RUST_LOG", "debug"));
+    let proxy = ProxyProcess::start(&path, &envs);
+    let c = client();
+    let auth = format!("Bearer {INBOUND}");
+    let mut bodies = String::new();
+    let get = |p: &'static str, with_auth: bool| {
+        let c = c.clone();
+        let url = proxy.url(p);
+        let auth = auth.clone();
+        async move {
+            let mut r = c.get(url);
+            if with_auth {
+                r = r.header("proxy-authorization", auth);
+            }
+            let r = r.send().await.unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    };
+    for (p, expect) in [
+        ("/ricloud/a", 200),
+        ("/pair/a", 200),
+        ("/rips/a", 200),
+        ("/one/a", 200),
+        ("/std/a", 200),
+        ("/badrips/a", 502),
+        ("/ready/a", 503),
+        ("/dead/a", 502),
+        ("/nothing/here", 404),
+        ("/_authproxy/status", 200),
+        ("/_authproxy/metrics", 200),
+    ] {
+        let (status, body) = get(p, true).await;
+        assert_eq!(status, expect, "{p}: {body}");
+        // Upstream answers are the upstream's business (the mocks echo the
+        // request); what the proxy itself says must be clean.
+        if expect != 200 || p.starts_with("/_authproxy/") {
+            bodies.push_str(&body);
+        }
+    }
+    rips.expire_all();
+    one.expire_all();
+    assert_eq!(get("/rips/b", true).await.0, 200);
+    assert_eq!(get("/one/b", true).await.0, 200);
+    rips.revoke_all();
+    assert_eq!(get("/rips/c", true).await.0, 200);
+    let (status, body) = get("/ricloud/a", false).await;
+    assert_eq!(status, 401);
+    bodies.push_str(&body);
+    let r = c
+        .post(proxy.url("/_authproxy/tokens/ready"))
+        .header("proxy-authorization", &auth)
+        .json(&serde_json::json!({"access_token": PASTED}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    bodies.push_str(&r.text().await.unwrap());
+    let r = c
+        .post(proxy.url("/_authproxy/tokens/ready"))
+        .header("proxy-authorization", &auth)
+        .json(&serde_json::json!({"access_token": format!("{PASTED}\r\nX: y")}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    bodies.push_str(&r.text().await.unwrap());
+    assert_eq!(get("/ready/b", true).await.0, 200);
+    bodies.push_str(&get("/_authproxy/status", true).await.1);
+    bodies.push_str(&get("/_authproxy/metrics", true).await.1);
+    proxy.signal("TERM");
+    let (code, log) = proxy.wait();
+    assert_eq!(code, Some(0));
+    assert!(log.contains("DEBUG"), "ran at debug level");
+
+    let mut secrets: Vec<String> = [
+        INBOUND,
+        STATIC_TOKEN,
+        PAIR_PASSWORD,
+        SEED,
+        PASTED,
+        WRONG_PASSWORD,
+        PASSWORD,
+        CLIENT_SECRET,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    for m in [&rips, &one, &std_mock] {
+        for h in m.api_hits() {
+            secrets.extend(h.token.map(|t| t.rsplit('.').next().unwrap().to_string()));
+        }
+        for r in m.token_requests() {
+            secrets.extend(r.fields.get("refresh_token").cloned());
+        }
+    }
+    let store = std::fs::read_to_string(dir.path().join("state/tokens.json")).unwrap();
+    for s in &secrets {
+        for (what, text) in [
+            ("check stdout", &check_out),
+            ("check stderr", &check_err),
+            ("log", &log),
+            ("answers", &bodies),
+        ] {
+            assert!(!text.contains(s.as_str()), "{what} contains secret {s}");
+        }
+    }
+    assert!(
+        !store.contains(SEED),
+        "the store keeps a fingerprint of the seed, not the seed"
+    );
+}
