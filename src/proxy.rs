@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use http::header::{self, HeaderMap, HeaderName};
-use http::{HeaderValue, Method, StatusCode, Uri, Version};
+use http::{Method, StatusCode, Uri, Version};
 use http_body::Body as _;
 use http_body_util::BodyExt;
 use hyper_util::rt::TokioIo;
@@ -26,7 +26,7 @@ use crate::runtime::{AppState, Runtime};
 /// response's extensions.
 #[derive(Clone, Debug)]
 pub struct AccessInfo {
-    pub route: String,
+    pub route: Arc<str>,
     pub upstream_latency: Option<Duration>,
     pub replayed: bool,
 }
@@ -96,7 +96,7 @@ async fn forward(
             path: path.to_string(),
         })?;
     *info = Some(AccessInfo {
-        route: route.prefix.as_str().to_string(),
+        route: route.label.clone(),
         upstream_latency: None,
         replayed: false,
     });
@@ -110,11 +110,7 @@ async fn forward(
     let client_upgrade = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
     let upgrade = upgrade_requested(&parts.headers);
     strip_hop_by_hop(&mut parts.headers, upgrade.clone());
-    parts.headers.insert(
-        header::HOST,
-        HeaderValue::from_str(&route.authority)
-            .map_err(|_| ProxyError::Internal("bad upstream authority".into()))?,
-    );
+    parts.headers.insert(header::HOST, route.host_value.clone());
 
     let credential = match &route.provider {
         None => None,

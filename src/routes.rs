@@ -110,6 +110,10 @@ pub struct Route {
     full_base_path: String,
     /// Value for the `Host` header.
     pub authority: String,
+    /// The same, ready to insert (built once, not per request).
+    pub host_value: http::HeaderValue,
+    /// The prefix as written, shared with logs and metrics without copying.
+    pub label: std::sync::Arc<str>,
 }
 
 impl Route {
@@ -130,6 +134,9 @@ impl Route {
             origin: format!("{}://{}", up.scheme(), authority),
             base_path: up.path().trim_end_matches('/').to_string(),
             full_base_path: up.path().to_string(),
+            host_value: http::HeaderValue::from_str(&authority)
+                .expect("a parsed URL's authority is a valid header value"),
+            label: std::sync::Arc::from(cfg.prefix.as_str()),
             authority,
         }
     }

@@ -44,6 +44,9 @@ pub fn init(format: LogFormat) {
     };
 }
 
+/// The route label of requests that matched no route (local endpoints too).
+static NO_ROUTE: std::sync::LazyLock<Arc<str>> = std::sync::LazyLock::new(|| Arc::from("-"));
+
 /// One line per request: method, path without query, route, status,
 /// latencies. No headers, no query strings, no bodies.
 pub async fn access_log(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
@@ -56,7 +59,9 @@ pub async fn access_log(State(state): State<Arc<AppState>>, req: Request, next: 
         .headers()
         .get("x-authproxy-error")
         .and_then(|v| v.to_str().ok());
-    let route = info.map(|i| i.route.clone()).unwrap_or_else(|| "-".into());
+    let route = info
+        .map(|i| i.route.clone())
+        .unwrap_or_else(|| NO_ROUTE.clone());
     let status = response.status().as_u16();
     state
         .metrics
@@ -77,7 +82,7 @@ pub async fn access_log(State(state): State<Arc<AppState>>, req: Request, next: 
         target: "authproxy::access",
         method = %method,
         path = %path,
-        route = info.map(|i| i.route.as_str()),
+        route = info.map(|i| &*i.route),
         status = response.status().as_u16(),
         upstream_ms = info.and_then(|i| i.upstream_latency).map(|d| d.as_secs_f64() * 1000.0),
         total_ms = started.elapsed().as_secs_f64() * 1000.0,
