@@ -48,7 +48,8 @@ pub struct RedisOptions {
     pub lease_ttl: Duration,
     /// How long a renewal waits for another replica's lock before giving up.
     pub lease_wait: Duration,
-    /// Bound on every single Redis operation (connect included).
+    /// Connect and response timeout of one Redis command. A command
+    /// (one reconnect attempt included) gives up after about twice this.
     pub op_timeout: Duration,
     /// How often the pub/sub connection is checked with a `PING`.
     pub heartbeat: Duration,
@@ -59,7 +60,7 @@ impl Default for RedisOptions {
         RedisOptions {
             lease_ttl: Duration::from_secs(10),
             lease_wait: Duration::from_secs(30),
-            op_timeout: Duration::from_secs(3),
+            op_timeout: Duration::from_secs(2),
             heartbeat: Duration::from_secs(5),
         }
     }
@@ -233,7 +234,8 @@ impl RedisStore {
                      renewals of single-use refresh tokens are refused until it answers; \
                      stored tokens are taken over as soon as it does"
                 );
-                *shared.link_error.lock().unwrap() = Some(e);
+                *shared.link_error.lock().unwrap() =
+                    Some(format!("redis {} unreachable: {e}", shared.endpoint));
             }
         }
         Ok(RedisStore { shared })
@@ -263,15 +265,13 @@ fn describe_url(url: &str) -> (String, bool, Vec<String>) {
     let db = parsed.path().trim_start_matches('/');
     let db = if db.is_empty() { "0" } else { db };
     let mut redact = Vec::new();
-    for part in [parsed.password().unwrap_or(""), parsed.username()] {
-        if part.len() >= 3 {
-            redact.push(part.to_string());
-            let decoded = percent_encoding::percent_decode_str(part)
-                .decode_utf8_lossy()
-                .into_owned();
-            if decoded != part {
-                redact.push(decoded);
-            }
+    if let Some(password) = parsed.password().filter(|p| !p.is_empty()) {
+        redact.push(password.to_string());
+        let decoded = percent_encoding::percent_decode_str(password)
+            .decode_utf8_lossy()
+            .into_owned();
+        if decoded != password {
+            redact.push(decoded);
         }
     }
     (
@@ -344,7 +344,10 @@ impl Shared {
         Fut: Future<Output = RedisResult<T>>,
     {
         let conn = self.conn.lock().unwrap().clone();
-        let result = tokio::time::timeout(self.opts.op_timeout, op(conn)).await;
+        // The manager's own timeouts fire first (and make it reconnect);
+        // this outer bound only catches what they do not cover.
+        let bound = self.opts.op_timeout * 2 + Duration::from_millis(500);
+        let result = tokio::time::timeout(bound, op(conn)).await;
         match result {
             Ok(Ok(v)) => {
                 if self.command_error.lock().unwrap().take().is_some() {
@@ -363,9 +366,7 @@ impl Shared {
                 }
                 Err(self.command_failed(&e))
             }
-            Err(_) => {
-                Err(self.command_failed(&format!("no answer within {:.0?}", self.opts.op_timeout)))
-            }
+            Err(_) => Err(self.command_failed(&format!("no answer within {bound:.0?}"))),
         }
     }
 
@@ -713,6 +714,10 @@ async fn follow_changes(weak: Weak<Shared>) {
                 // Subscribed first, then read: nothing written in between
                 // can be missed.
                 Ok(()) => Ok(pubsub),
+                Err(StoreError::Unavailable(m)) => Err(m
+                    .strip_prefix(&format!("redis {} unreachable: ", shared.endpoint))
+                    .map(str::to_string)
+                    .unwrap_or(m)),
                 Err(e) => Err(e.to_string()),
             },
             Ok(Err(e)) => Err(scrub(&e, &shared.redact)),
@@ -1127,6 +1132,7 @@ mod tests {
             &redact,
         );
         assert!(!text.contains("SECRET"), "{text}");
+        assert!(text.contains("for user with"), "{text}");
         let (endpoint, tls, _) = describe_url("redis://127.0.0.1");
         assert_eq!(endpoint, "127.0.0.1:6379/0");
         assert!(!tls);
