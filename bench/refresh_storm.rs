@@ -1,0 +1,828 @@
+//! Refresh-storm benchmark: N requests find the access token expired at
+//! the same moment; the proxy must make exactly one token request and
+//! answer all N.
+//!
+//! ```text
+//! cargo bench --bench refresh_storm     # N = 1, 100, 1000, 10000; markdown table
+//! cargo test --all-targets              # quick smoke: N = 1 and N = 50 (< 10 s)
+//! ```
+//!
+//! Per N: a mock OAuth provider (JSON token endpoint with single-use
+//! rotating refresh tokens, plus an API that answers a plain 401 to an
+//! expired token) and the proxy (`AppState::new` + `authproxy::run`, a
+//! `refresh_token`-grant provider, memory store) start on 127.0.0.1. One
+//! request warms the proxy (the seed refresh token is spent), a client
+//! process opens N connections, the mock expires every access token, and
+//! the client sends one `GET` on each connection at once. Measured: token
+//! requests made during the storm (must be 1), whether all N got a 200, the
+//! time until the last one answered.
+//!
+//! Layout: the client always runs as a child process (this binary with
+//! `--storm-client`), so its N sockets do not count against the proxy's
+//! file-descriptor limit. The mock runs in-process when the open-files
+//! limit allows about 3 N descriptors (proxy inbound N, proxy to mock and
+//! mock inbound up to N each); otherwise (e.g. N = 10000 with a hard limit
+//! of 20000 that cannot be raised) it runs as a child process too
+//! (`--mock-server`), and the table says so. Under `--bench` the binary
+//! first re-executes itself through `sh -c 'ulimit -n 65536 …'` to raise
+//! the soft limit as far as the hard limit allows.
+//!
+//! Every loop is bounded, every wait has a timeout, all traffic stays on
+//! 127.0.0.1, and the child processes exit when their stdin closes.
+
+use std::collections::HashSet;
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, ChildStdin, Command, ExitCode, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use authproxy::config::interpolate::ProcessEnv;
+use authproxy::{AppState, Config};
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::serve::ListenerExt;
+use axum::Router;
+use bytes::Bytes;
+use http::{HeaderMap, StatusCode};
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+
+const CLIENT_ID: &str = "storm-client";
+const SEED_REFRESH: &str = "rt-seed";
+/// A real token endpoint is not instant; this keeps the renewal in flight
+/// while the storm piles up behind it.
+const TOKEN_LATENCY: Duration = Duration::from_millis(20);
+const FULL_SIZES: [usize; 4] = [1, 100, 1000, 10_000];
+const SMOKE_SIZES: [usize; 2] = [1, 50];
+const WANT_NOFILE: u64 = 65_536;
+const REEXEC_MARK: &str = "AUTHPROXY_BENCH_NOFILE_RAISED";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().collect();
+    match args.get(1).map(String::as_str) {
+        Some("--mock-server") => return mock_server_main(),
+        Some("--storm-client") => {
+            let addr = args.get(2).and_then(|a| a.parse().ok());
+            let n = args.get(3).and_then(|a| a.parse().ok());
+            let secs = args.get(4).and_then(|a| a.parse().ok()).unwrap_or(60);
+            return match (addr, n) {
+                (Some(addr), Some(n)) => client_main(addr, n, Duration::from_secs(secs)),
+                _ => {
+                    eprintln!("usage: --storm-client ADDR N [TIMEOUT_SECS]");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        _ => {}
+    }
+    let full = args.iter().any(|a| a == "--bench");
+    if full {
+        if let Some(code) = reexec_with_more_files(&args) {
+            return code;
+        }
+    }
+    authproxy::install_crypto_provider();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let (sizes, timeout): (&[usize], Duration) = if full {
+        (&FULL_SIZES, Duration::from_secs(120))
+    } else {
+        (&SMOKE_SIZES, Duration::from_secs(8))
+    };
+    let nofile = open_files_limit();
+    let started = Instant::now();
+    let mut outcomes = Vec::new();
+    for &n in sizes {
+        let outcome = match storm(&rt, n, nofile, timeout) {
+            Ok(o) => o,
+            Err(e) => Outcome::failed(n, e),
+        };
+        if full {
+            eprintln!("N={n}: {}", outcome.summary());
+        } else {
+            println!("refresh_storm smoke N={n}: {}", outcome.summary());
+        }
+        outcomes.push(outcome);
+    }
+    rt.shutdown_timeout(Duration::from_secs(2));
+    let all_good = outcomes.iter().all(Outcome::good);
+    if full {
+        println!("{}", table(&outcomes, nofile, started.elapsed()));
+    } else {
+        assert!(
+            all_good,
+            "refresh storm smoke failed: every storm must make exactly one token request and answer every request with 200"
+        );
+    }
+    if all_good {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+// ---------------------------------------------------------------- mock
+
+/// The mock provider: `POST /oauth/token` (JSON refresh grant, every
+/// refresh token works once), any other path is the API (200 for a valid
+/// token, a plain 401 otherwise), `/_mock/*` controls it.
+#[derive(Default)]
+struct Mock {
+    tokens: Mutex<MockTokens>,
+    token_requests: AtomicU64,
+    token_refused: AtomicU64,
+    api_ok: AtomicU64,
+    api_401: AtomicU64,
+    connections: AtomicU64,
+}
+
+#[derive(Default)]
+struct MockTokens {
+    live_refresh: HashSet<String>,
+    valid_access: HashSet<String>,
+    issued: u64,
+}
+
+fn oauth_error(status: StatusCode, code: &str) -> Response {
+    (status, axum::Json(json!({ "error": code }))).into_response()
+}
+
+async fn token_endpoint(State(m): State<Arc<Mock>>, headers: HeaderMap, body: Bytes) -> Response {
+    m.token_requests.fetch_add(1, Ordering::SeqCst);
+    tokio::time::sleep(TOKEN_LATENCY).await;
+    let json_body = headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    let fields: Value = match serde_json::from_slice(&body) {
+        Ok(v) if json_body => v,
+        _ => return oauth_error(StatusCode::BAD_REQUEST, "invalid_request"),
+    };
+    let field = |k: &str| fields.get(k).and_then(Value::as_str).unwrap_or("");
+    if field("client_id") != CLIENT_ID {
+        return oauth_error(StatusCode::UNAUTHORIZED, "invalid_client");
+    }
+    if field("grant_type") != "refresh_token" {
+        return oauth_error(StatusCode::BAD_REQUEST, "unsupported_grant_type");
+    }
+    let mut t = m.tokens.lock().unwrap();
+    if !t.live_refresh.remove(field("refresh_token")) {
+        m.token_refused.fetch_add(1, Ordering::SeqCst);
+        return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant");
+    }
+    t.issued += 1;
+    let access = format!("at-{}", t.issued);
+    let refresh = format!("rt-{}", t.issued);
+    t.valid_access.insert(access.clone());
+    t.live_refresh.insert(refresh.clone());
+    axum::Json(json!({
+        "access_token": access,
+        "token_type": "bearer",
+        "expires_in": 3600,
+        "refresh_token": refresh,
+    }))
+    .into_response()
+}
+
+async fn api(State(m): State<Arc<Mock>>, headers: HeaderMap) -> Response {
+    let token = headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let valid = token.is_some_and(|t| m.tokens.lock().unwrap().valid_access.contains(t));
+    if valid {
+        m.api_ok.fetch_add(1, Ordering::Relaxed);
+        axum::Json(json!({ "ok": true })).into_response()
+    } else {
+        m.api_401.fetch_add(1, Ordering::Relaxed);
+        oauth_error(StatusCode::UNAUTHORIZED, "invalid_token")
+    }
+}
+
+async fn expire(State(m): State<Arc<Mock>>) -> &'static str {
+    m.tokens.lock().unwrap().valid_access.clear();
+    "expired"
+}
+
+async fn stats(State(m): State<Arc<Mock>>) -> axum::Json<Value> {
+    axum::Json(json!({
+        "token_requests": m.token_requests.load(Ordering::SeqCst),
+        "token_refused": m.token_refused.load(Ordering::SeqCst),
+        "api_ok": m.api_ok.load(Ordering::Relaxed),
+        "api_401": m.api_401.load(Ordering::Relaxed),
+        "connections": m.connections.load(Ordering::Relaxed),
+    }))
+}
+
+/// Binds 127.0.0.1:0 with a deep accept queue (the kernel caps it at
+/// `net.core.somaxconn`), so a connection burst is not met by SYN drops
+/// and one-second retransmits.
+fn listen_loopback() -> std::io::Result<TcpListener> {
+    let socket = TcpSocket::new_v4()?;
+    socket.set_reuseaddr(true)?;
+    socket.bind(SocketAddr::from(([127, 0, 0, 1], 0)))?;
+    socket.listen(4096)
+}
+
+async fn serve_mock(listener: TcpListener) {
+    let mock = Arc::new(Mock::default());
+    mock.tokens
+        .lock()
+        .unwrap()
+        .live_refresh
+        .insert(SEED_REFRESH.to_string());
+    let counter = mock.clone();
+    let listener = listener.tap_io(move |tcp: &mut TcpStream| {
+        let _ = tcp.set_nodelay(true);
+        counter.connections.fetch_add(1, Ordering::Relaxed);
+    });
+    let router = Router::new()
+        .route("/oauth/token", post(token_endpoint))
+        .route("/_mock/expire", post(expire))
+        .route("/_mock/stats", get(stats))
+        .fallback(api)
+        .with_state(mock);
+    let _ = axum::serve(listener, router).await;
+}
+
+/// `--mock-server`: serve the mock until stdin closes.
+fn mock_server_main() -> ExitCode {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    rt.block_on(async {
+        let listener = match listen_loopback() {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("mock: cannot listen: {e}");
+                std::process::exit(1);
+            }
+        };
+        println!("MOCK_ADDR {}", listener.local_addr().expect("bound"));
+        let _ = std::io::stdout().flush();
+        std::thread::spawn(|| {
+            let mut sink = String::new();
+            while std::io::stdin().read_line(&mut sink).is_ok_and(|n| n > 0) {
+                sink.clear();
+            }
+            std::process::exit(0);
+        });
+        serve_mock(listener).await;
+    });
+    ExitCode::SUCCESS
+}
+
+// -------------------------------------------------------------- client
+
+/// `--storm-client ADDR N`: open N connections to ADDR, say `READY`, wait
+/// for a line on stdin, send one GET on each at once, print `RESULT {json}`.
+fn client_main(addr: SocketAddr, n: usize, timeout: Duration) -> ExitCode {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let streams = match rt.block_on(connect_all(addr, n)) {
+        Ok(s) => s,
+        Err(e) => {
+            println!("FAILED connecting: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let (gate_tx, gate_rx) = tokio::sync::watch::channel(None::<Instant>);
+    let mut tasks = tokio::task::JoinSet::new();
+    for (i, mut stream) in streams.into_iter().enumerate() {
+        let mut gate = gate_rx.clone();
+        let request =
+            format!("GET /api/items/{i} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+        tasks.spawn_on(
+            async move {
+                let start = match gate.wait_for(Option::is_some).await {
+                    Ok(v) => v.expect("checked"),
+                    Err(_) => return Err("gate closed".to_string()),
+                };
+                let exchange = async {
+                    stream.write_all(request.as_bytes()).await?;
+                    let mut buf = Vec::with_capacity(512);
+                    stream.read_to_end(&mut buf).await?;
+                    Ok::<_, std::io::Error>(buf)
+                };
+                let answer = tokio::time::timeout(timeout, exchange).await;
+                let elapsed = start.elapsed();
+                match answer {
+                    Ok(Ok(buf)) if buf.starts_with(b"HTTP/1.1 200 ") => Ok(elapsed),
+                    Ok(Ok(buf)) => Err(format!(
+                        "answer: {:?}",
+                        String::from_utf8_lossy(&buf[..buf.len().min(120)])
+                    )),
+                    Ok(Err(e)) => Err(format!("i/o: {e}")),
+                    Err(_) => Err(format!("no answer within {}s", timeout.as_secs())),
+                }
+            },
+            rt.handle(),
+        );
+    }
+    println!("READY");
+    let _ = std::io::stdout().flush();
+    let mut line = String::new();
+    if std::io::stdin().read_line(&mut line).unwrap_or(0) == 0 {
+        return ExitCode::FAILURE;
+    }
+    let _ = gate_tx.send(Some(Instant::now()));
+    let mut latencies = Vec::with_capacity(n);
+    let mut errors = 0usize;
+    let mut first_error = None;
+    rt.block_on(async {
+        while let Some(r) = tasks.join_next().await {
+            match r {
+                Ok(Ok(d)) => latencies.push(d),
+                Ok(Err(e)) => {
+                    errors += 1;
+                    first_error.get_or_insert(e);
+                }
+                Err(e) => {
+                    errors += 1;
+                    first_error.get_or_insert(format!("task: {e}"));
+                }
+            }
+        }
+    });
+    latencies.sort();
+    let pct = |p: f64| -> f64 {
+        if latencies.is_empty() {
+            return 0.0;
+        }
+        let i = ((latencies.len() as f64 * p).ceil() as usize).clamp(1, latencies.len()) - 1;
+        latencies[i].as_secs_f64() * 1000.0
+    };
+    let result = json!({
+        "ok": latencies.len(),
+        "failed": errors,
+        "p50_ms": pct(0.50),
+        "p99_ms": pct(0.99),
+        "max_ms": pct(1.0),
+        "first_error": first_error,
+    });
+    println!("RESULT {result}");
+    let _ = std::io::stdout().flush();
+    ExitCode::SUCCESS
+}
+
+/// Opens `n` connections, at most 200 connects in flight at a time.
+async fn connect_all(addr: SocketAddr, n: usize) -> Result<Vec<TcpStream>, String> {
+    let mut streams = Vec::with_capacity(n);
+    let mut remaining = n;
+    while remaining > 0 {
+        let batch = remaining.min(200);
+        let mut set = tokio::task::JoinSet::new();
+        for _ in 0..batch {
+            set.spawn(tokio::time::timeout(
+                Duration::from_secs(10),
+                TcpStream::connect(addr),
+            ));
+        }
+        while let Some(r) = set.join_next().await {
+            match r {
+                Ok(Ok(Ok(s))) => {
+                    let _ = s.set_nodelay(true);
+                    streams.push(s);
+                }
+                Ok(Ok(Err(e))) => return Err(format!("connect: {e}")),
+                Ok(Err(_)) => return Err("connect timed out".into()),
+                Err(e) => return Err(format!("connect task: {e}")),
+            }
+        }
+        remaining -= batch;
+    }
+    Ok(streams)
+}
+
+// -------------------------------------------------------------- driver
+
+/// A child process of this binary, talking line by line.
+struct ChildProc {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: mpsc::Receiver<String>,
+}
+
+impl ChildProc {
+    fn spawn(args: &[String]) -> Result<ChildProc, String> {
+        let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
+        let mut child = Command::new(exe)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(|e| format!("spawn {args:?}: {e}"))?;
+        let stdout = child.stdout.take().expect("piped");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(ChildProc {
+            stdin: child.stdin.take(),
+            child,
+            lines,
+        })
+    }
+
+    /// The rest of the first line starting with `prefix`.
+    fn expect(&self, prefix: &str, timeout: Duration) -> Result<String, String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.starts_with(prefix) => {
+                    return Ok(line[prefix.len()..].trim().to_string())
+                }
+                Ok(line) if line.starts_with("FAILED") => return Err(line),
+                Ok(_) => continue,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    return Err(format!("no `{prefix}` line within {}s", timeout.as_secs()))
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    return Err(format!("child exited before saying `{prefix}`"))
+                }
+            }
+        }
+    }
+
+    fn say(&mut self, line: &str) -> Result<(), String> {
+        let stdin = self.stdin.as_mut().ok_or("stdin closed")?;
+        writeln!(stdin, "{line}")
+            .and_then(|()| stdin.flush())
+            .map_err(|e| format!("writing to child: {e}"))
+    }
+}
+
+impl Drop for ChildProc {
+    fn drop(&mut self) {
+        drop(self.stdin.take());
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One HTTP/1.1 exchange (`Connection: close`): status and body.
+async fn http_raw(addr: SocketAddr, method: &str, path: &str) -> Result<(u16, String), String> {
+    let exchange = async {
+        let mut s = TcpStream::connect(addr).await?;
+        let req = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        );
+        s.write_all(req.as_bytes()).await?;
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf).await?;
+        Ok::<_, std::io::Error>(buf)
+    };
+    let buf = tokio::time::timeout(Duration::from_secs(10), exchange)
+        .await
+        .map_err(|_| format!("{method} {path}: no answer within 10s"))?
+        .map_err(|e| format!("{method} {path}: {e}"))?;
+    let text = String::from_utf8_lossy(&buf);
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| format!("{method} {path}: bad answer {text:?}"))?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Ok((status, body))
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Layout {
+    /// Mock in this process, client as a child process.
+    MockInProcess,
+    /// Mock and client as child processes (open-files limit too low).
+    MockChild,
+}
+
+enum MockRun {
+    InProcess(tokio::task::JoinHandle<()>),
+    /// Held for its `Drop`, which stops the process.
+    #[allow(dead_code)]
+    Child(ChildProc),
+}
+
+impl Drop for MockRun {
+    fn drop(&mut self) {
+        if let MockRun::InProcess(task) = self {
+            task.abort();
+        }
+    }
+}
+
+#[derive(Default)]
+struct Outcome {
+    n: usize,
+    layout: Option<Layout>,
+    token_requests: u64,
+    token_refused: u64,
+    ok: u64,
+    failed: u64,
+    total: Duration,
+    p50_ms: f64,
+    p99_ms: f64,
+    api_401: u64,
+    api_ok: u64,
+    upstream_connections: u64,
+    error: Option<String>,
+}
+
+impl Outcome {
+    fn failed(n: usize, error: String) -> Outcome {
+        Outcome {
+            n,
+            error: Some(error),
+            ..Outcome::default()
+        }
+    }
+
+    fn good(&self) -> bool {
+        self.error.is_none()
+            && self.token_requests == 1
+            && self.token_refused == 0
+            && self.ok == self.n as u64
+            && self.failed == 0
+    }
+
+    fn summary(&self) -> String {
+        match &self.error {
+            Some(e) if self.ok == 0 => format!("ERROR {e}"),
+            _ => format!(
+                "token requests {}, {}/{} answered 200 in {:.1} ms (p50 {:.1} ms, p99 {:.1} ms), upstream: {} x 401, {} x 200, {} connections{}",
+                self.token_requests,
+                self.ok,
+                self.n,
+                self.total.as_secs_f64() * 1000.0,
+                self.p50_ms,
+                self.p99_ms,
+                self.api_401,
+                self.api_ok,
+                self.upstream_connections,
+                self.error
+                    .as_ref()
+                    .map(|e| format!("; first error: {e}"))
+                    .unwrap_or_default()
+            ),
+        }
+    }
+}
+
+fn proxy_config(mock: SocketAddr) -> String {
+    format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+
+[store]
+kind = "memory"
+
+[providers.storm]
+type = "oauth2"
+grant = "refresh_token"
+token_url = "http://{mock}/oauth/token"
+body = "json"
+client_id = "{CLIENT_ID}"
+refresh_token = "{SEED_REFRESH}"
+
+[[routes]]
+prefix = "/api/"
+upstream = "http://{mock}/api/"
+provider = "storm"
+"#
+    )
+}
+
+fn stat(v: &Value, key: &str) -> u64 {
+    v.get(key).and_then(Value::as_u64).unwrap_or(0)
+}
+
+fn storm(
+    rt: &tokio::runtime::Runtime,
+    n: usize,
+    nofile: Option<u64>,
+    timeout: Duration,
+) -> Result<Outcome, String> {
+    let budget = nofile.unwrap_or(1024);
+    let need = 256 + n as u64;
+    let layout = if budget >= need + 2 * n as u64 {
+        Layout::MockInProcess
+    } else if budget >= need + 512 {
+        Layout::MockChild
+    } else {
+        return Err(format!(
+            "open-files limit {budget} is too low for N={n} (raise it with `ulimit -n`)"
+        ));
+    };
+
+    // The mock provider.
+    let (mock_addr, _mock) = match layout {
+        Layout::MockInProcess => {
+            let listener = rt
+                .block_on(async { listen_loopback() })
+                .map_err(|e| format!("mock listen: {e}"))?;
+            let addr = listener.local_addr().map_err(|e| e.to_string())?;
+            (addr, MockRun::InProcess(rt.spawn(serve_mock(listener))))
+        }
+        Layout::MockChild => {
+            let child = ChildProc::spawn(&["--mock-server".to_string()])?;
+            let addr = child
+                .expect("MOCK_ADDR ", Duration::from_secs(20))?
+                .parse()
+                .map_err(|e| format!("mock address: {e}"))?;
+            (addr, MockRun::Child(child))
+        }
+    };
+
+    // The proxy, in this process.
+    let config = Config::parse(
+        &proxy_config(mock_addr),
+        Path::new("refresh_storm.toml"),
+        &ProcessEnv,
+    )
+    .map_err(|e| format!("proxy config: {e}"))?;
+    let state = AppState::new(config).map_err(|e| format!("proxy state: {e}"))?;
+    let listener = rt
+        .block_on(async { listen_loopback() })
+        .map_err(|e| format!("proxy listen: {e}"))?;
+    let proxy_addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let proxy = rt.spawn(authproxy::run(state, listener, async {
+        let _ = stop_rx.await;
+    }));
+
+    let result = (|| {
+        // Warm: the first request obtains the first token.
+        let (status, body) = rt.block_on(http_raw(proxy_addr, "GET", "/api/warm"))?;
+        if status != 200 {
+            return Err(format!("warm-up request got {status}: {body}"));
+        }
+        let mock_stats = || -> Result<Value, String> {
+            let (_, body) = rt.block_on(http_raw(mock_addr, "GET", "/_mock/stats"))?;
+            serde_json::from_str(&body).map_err(|e| format!("mock stats: {e}"))
+        };
+        let before = mock_stats()?;
+
+        let mut client = ChildProc::spawn(&[
+            "--storm-client".to_string(),
+            proxy_addr.to_string(),
+            n.to_string(),
+            timeout.as_secs().to_string(),
+        ])?;
+        client.expect("READY", Duration::from_secs(60))?;
+        let (status, _) = rt.block_on(http_raw(mock_addr, "POST", "/_mock/expire"))?;
+        if status != 200 {
+            return Err(format!("mock expire got {status}"));
+        }
+        let wall = Instant::now();
+        client.say("GO")?;
+        let result = client.expect("RESULT ", timeout + Duration::from_secs(15))?;
+        let total = wall.elapsed();
+        let result: Value =
+            serde_json::from_str(&result).map_err(|e| format!("client result: {e}"))?;
+        let after = mock_stats()?;
+        let delta = |k: &str| stat(&after, k).saturating_sub(stat(&before, k));
+        let f = |k: &str| result.get(k).and_then(Value::as_f64).unwrap_or(0.0);
+        Ok(Outcome {
+            n,
+            layout: Some(layout),
+            token_requests: delta("token_requests"),
+            token_refused: delta("token_refused"),
+            ok: stat(&result, "ok"),
+            failed: stat(&result, "failed"),
+            // The client's own clock stops at its last answer; this one
+            // also includes the GO line and the RESULT line.
+            total: Duration::from_secs_f64(f("max_ms") / 1000.0).min(total),
+            p50_ms: f("p50_ms"),
+            p99_ms: f("p99_ms"),
+            api_401: delta("api_401"),
+            api_ok: delta("api_ok"),
+            // Minus the two control connections (expire, stats after).
+            upstream_connections: delta("connections").saturating_sub(2),
+            error: result
+                .get("first_error")
+                .and_then(Value::as_str)
+                .map(str::to_string),
+        })
+    })();
+
+    let _ = stop_tx.send(());
+    rt.block_on(async {
+        if tokio::time::timeout(Duration::from_secs(5), proxy)
+            .await
+            .is_err()
+        {
+            eprintln!("proxy did not stop within 5s");
+        }
+    });
+    result
+}
+
+// --------------------------------------------------------------- setup
+
+/// The soft open-files limit, from /proc/self/limits.
+fn open_files_limit() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = text.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
+}
+
+fn hard_open_files_limit() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = text.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(4)?.parse().ok()
+}
+
+/// Re-runs this binary through `sh -c 'ulimit -n …'` when the soft limit
+/// is below what N = 10000 wants and could be raised. Returns the child's
+/// exit code, or `None` to carry on in this process.
+fn reexec_with_more_files(args: &[String]) -> Option<ExitCode> {
+    if std::env::var_os(REEXEC_MARK).is_some() {
+        return None;
+    }
+    let soft = open_files_limit()?;
+    let hard = hard_open_files_limit().unwrap_or(soft);
+    if soft >= WANT_NOFILE || soft >= hard {
+        return None;
+    }
+    let exe = std::env::current_exe().ok()?;
+    let script = format!(
+        "ulimit -n {WANT_NOFILE} 2>/dev/null || ulimit -n \"$(ulimit -Hn)\" 2>/dev/null; exec \"$0\" \"$@\""
+    );
+    let status = Command::new("/bin/sh")
+        .arg("-c")
+        .arg(script)
+        .arg(exe)
+        .args(&args[1..])
+        .env(REEXEC_MARK, "1")
+        .status()
+        .ok()?;
+    Some(if status.success() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn table(outcomes: &[Outcome], nofile: Option<u64>, elapsed: Duration) -> String {
+    let mut out = String::new();
+    out.push_str(&format!(
+        "\n### Refresh storm ({} cores, open-files limit {}, token endpoint latency {} ms, run took {:.1} s)\n\n",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0),
+        nofile.map(|n| n.to_string()).unwrap_or_else(|| "?".into()),
+        TOKEN_LATENCY.as_millis(),
+        elapsed.as_secs_f64()
+    ));
+    out.push_str("| N | mock | token requests | all 200 | answered | time to all answered | p50 | p99 | upstream 401s | upstream 200s | upstream conns opened | note |\n");
+    out.push_str("|---:|---|---:|:---:|---:|---:|---:|---:|---:|---:|---:|---|\n");
+    for o in outcomes {
+        let layout = match o.layout {
+            Some(Layout::MockInProcess) => "in-process",
+            Some(Layout::MockChild) => "child process",
+            None => "-",
+        };
+        let note = match (&o.error, o.token_refused) {
+            (Some(e), _) => e.replace('|', "/"),
+            (None, 0) => String::new(),
+            (None, r) => format!("{r} refresh token(s) refused"),
+        };
+        out.push_str(&format!(
+            "| {} | {} | {} | {} | {}/{} | {:.1} ms | {:.1} ms | {:.1} ms | {} | {} | {} | {} |\n",
+            o.n,
+            layout,
+            o.token_requests,
+            if o.good() { "yes" } else { "**no**" },
+            o.ok,
+            o.n,
+            o.total.as_secs_f64() * 1000.0,
+            o.p50_ms,
+            o.p99_ms,
+            o.api_401,
+            o.api_ok,
+            o.upstream_connections,
+            note
+        ));
+    }
+    out
+}
