@@ -67,11 +67,17 @@ impl http_body::Body for SignalOnEnd {
 /// `idle`: a response that never ends must not hold a connection forever.
 /// Slow clients are fine: time spent waiting for the client to read does
 /// not count, only time waiting for the upstream.
+///
+/// One timer per body, armed at the first wait and moved only when it
+/// fires, so a streaming body does not touch the timer wheel per chunk.
 pub struct IdleTimeout<B> {
     inner: B,
     idle: std::time::Duration,
-    timer: Pin<Box<tokio::time::Sleep>>,
-    armed: bool,
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// When the upstream last produced something (or the body started).
+    last_progress: tokio::time::Instant,
+    /// Whether we are currently waiting on the upstream (the clock runs).
+    waiting_since: Option<tokio::time::Instant>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -83,8 +89,9 @@ impl<B> IdleTimeout<B> {
         IdleTimeout {
             inner,
             idle,
-            timer: Box::pin(tokio::time::sleep(idle)),
-            armed: false,
+            timer: None,
+            last_progress: tokio::time::Instant::now(),
+            waiting_since: None,
         }
     }
 }
@@ -104,21 +111,30 @@ where
         let this = &mut *self;
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(frame) => {
-                this.armed = false;
+                this.waiting_since = None;
                 Poll::Ready(frame.map(|f| f.map_err(Into::into)))
             }
             Poll::Pending => {
-                // The clock runs only while we wait on the upstream.
-                if !this.armed {
-                    let deadline = tokio::time::Instant::now() + this.idle;
-                    this.timer.as_mut().reset(deadline);
-                    this.armed = true;
-                }
-                match this.timer.as_mut().poll(cx) {
-                    Poll::Ready(()) => {
-                        Poll::Ready(Some(Err(Box::new(BodyStalled(this.idle.as_secs_f64())))))
+                let now = tokio::time::Instant::now();
+                // The stall clock starts when we begin waiting on the upstream,
+                // not when the client last read.
+                let since = *this.waiting_since.get_or_insert(now);
+                this.last_progress = since;
+                let deadline = this.last_progress + this.idle;
+                let timer = this
+                    .timer
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+                loop {
+                    match timer.as_mut().poll(cx) {
+                        Poll::Pending => return Poll::Pending,
+                        Poll::Ready(()) if tokio::time::Instant::now() >= deadline => {
+                            return Poll::Ready(Some(Err(Box::new(BodyStalled(
+                                this.idle.as_secs_f64(),
+                            )))));
+                        }
+                        // Fired for an older wait: move it, poll again to register.
+                        Poll::Ready(()) => timer.as_mut().reset(deadline),
                     }
-                    Poll::Pending => Poll::Pending,
                 }
             }
         }

@@ -103,7 +103,7 @@ async fn run(path: &Path, format: LogFormat) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
-    telemetry::init(format);
+    let _log = telemetry::init(format);
     let listen = config.server.listen;
     let state = match AppState::new(config) {
         Ok(s) => s,

@@ -153,7 +153,7 @@ upstream = "{mock_base}/admin/"
 }
 
 pub async fn run(listen: &str, format: LogFormat) -> ExitCode {
-    telemetry::init(format);
+    let _log = telemetry::init(format);
     let mock = match tokio::net::TcpListener::bind("127.0.0.1:0").await {
         Ok(l) => l,
         Err(e) => {

@@ -43,14 +43,14 @@ pub async fn handle(State(state): State<Arc<AppState>>, req: Request) -> Respons
         .into_response();
     }
     let runtime = state.runtime();
-    // HTTP/2 clients send `:authority` (in the URI) instead of `Host`.
-    let host = req
-        .headers()
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .or_else(|| req.uri().authority().map(|a| a.as_str()))
-        .unwrap_or("127.0.0.1")
-        .to_string();
+    // Kept (cheaply: a header value clone) only for the login URL of a
+    // `login_required` answer.
+    let host = req.headers().get(header::HOST).cloned().or_else(|| {
+        // HTTP/2 clients send `:authority` (in the URI) instead of `Host`.
+        req.uri()
+            .authority()
+            .and_then(|a| http::HeaderValue::from_str(a.as_str()).ok())
+    });
     let mut info = None;
     let result = forward(&runtime, req, &mut info).await;
     let mut response = match result {
@@ -58,11 +58,17 @@ pub async fn handle(State(state): State<Arc<AppState>>, req: Request) -> Respons
         Err(ProxyError::LoginRequired {
             provider,
             login_url,
-        }) if login_url.starts_with('/') => ProxyError::LoginRequired {
-            provider,
-            login_url: format!("http://{host}{login_url}"),
+        }) if login_url.starts_with('/') => {
+            let host = host
+                .as_ref()
+                .and_then(|h| h.to_str().ok())
+                .unwrap_or("127.0.0.1");
+            ProxyError::LoginRequired {
+                provider,
+                login_url: format!("http://{host}{login_url}"),
+            }
+            .into_response()
         }
-        .into_response(),
         Err(e) => e.into_response(),
     };
     if let Some(info) = info {

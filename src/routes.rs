@@ -220,6 +220,10 @@ pub fn has_dot_segment(path: &str) -> bool {
         {
             return true;
         }
+        if !current.contains('%') {
+            // Nothing left to decode (the common case: no allocation).
+            return false;
+        }
         let decoded = percent_decode_str(&current)
             .decode_utf8_lossy()
             .into_owned();

@@ -22,8 +22,15 @@ pub enum LogFormat {
     Json,
 }
 
+/// Keeps the log writer thread alive; drop it last (it flushes).
+pub type LogGuard = Option<tracing_appender::non_blocking::WorkerGuard>;
+
 /// Installs the global subscriber. `RUST_LOG` as usual, default `info`.
-pub fn init(format: LogFormat) {
+/// Lines are formatted on the request's thread and written by a writer
+/// thread through a buffer flushed whenever the queue is empty: under load
+/// many lines share one write(2), and no request waits on stderr. The queue
+/// blocks rather than drops when full.
+pub fn init(format: LogFormat) -> LogGuard {
     let spec = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into());
     let mut filter = EnvFilter::try_new(&spec).unwrap_or_else(|_| EnvFilter::new("info"));
     for noisy in ["hyper", "hyper_util", "reqwest", "rustls", "h2"] {
@@ -34,14 +41,22 @@ pub fn init(format: LogFormat) {
     }
     // Colours only on a terminal: log files and container logs get plain text.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .thread_name("authproxy-log")
+        .finish(std::io::BufWriter::with_capacity(
+            64 * 1024,
+            std::io::stderr(),
+        ));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(ansi)
-        .with_writer(std::io::stderr);
-    let _ = match format {
+        .with_writer(writer);
+    let installed = match format {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
         LogFormat::Text => builder.try_init(),
     };
+    installed.ok().map(|()| guard)
 }
 
 /// The route label of requests that matched no route (local endpoints too).
