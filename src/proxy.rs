@@ -89,6 +89,13 @@ async fn forward(
     info: &mut Option<AccessInfo>,
 ) -> Result<Response, ProxyError> {
     let path = req.uri().path();
+    if !path.starts_with('/') {
+        // `OPTIONS *` and other non-path targets have no route (found by
+        // fuzzing: `*` was appended to the upstream's host).
+        return Err(ProxyError::BadRequest(
+            "request target must be a path starting with `/`".into(),
+        ));
+    }
     if has_dot_segment(path) {
         return Err(ProxyError::BadRequest(
             "path contains `.` or `..` segments (also percent-encoded); send the normalised path"

@@ -214,8 +214,10 @@ pub fn has_dot_segment(path: &str) -> bool {
     let mut current = std::borrow::Cow::Borrowed(path);
     // Decode a bounded number of times to catch double encoding.
     for _ in 0..4 {
+        // `..;x` counts too: Tomcat and Jetty drop path parameters first.
         if current
             .split(['/', '\\'])
+            .map(|seg| seg.split(';').next().unwrap_or(seg))
             .any(|seg| seg == "." || seg == "..")
         {
             return true;
@@ -323,6 +325,8 @@ mod tests {
             "/a/..%5cb",
             "/a\\..\\b",
             "/a/%2e/b",
+            "/a/..;/b",
+            "/a/..;jsessionid=x/b",
         ] {
             assert!(has_dot_segment(bad), "{bad} should be refused");
         }

@@ -207,6 +207,25 @@ async fn smuggling_shapes_and_forward_proxy_forms_are_refused() {
         .all(|v| !v.contains(['\r', '\n']))));
 }
 
+/// `OPTIONS *` (asterisk-form) has no path: refused, never glued onto an
+/// upstream host (found by fuzzing).
+#[tokio::test]
+async fn asterisk_form_target_is_refused() {
+    let echo = Echo::start().await;
+    let proxy = start_proxy(&format!(
+        "[[routes]]\nprefix = \"/\"\nupstream = \"{}/base\"\n",
+        echo.url()
+    ))
+    .await;
+    let answer = raw(
+        proxy.addr,
+        b"OPTIONS * HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status_of(&answer), 400, "{answer}");
+    assert_eq!(echo.count(), 0);
+}
+
 #[tokio::test]
 async fn encoded_dot_and_backslash_tricks_are_refused() {
     let echo = Echo::start().await;

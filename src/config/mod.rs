@@ -343,6 +343,13 @@ impl Scrubber {
         let mut out = s.to_string();
         for v in &self.0 {
             out = out.replace(v.as_str(), "[redacted]");
+            // serde quotes a wrongly typed value with escapes (`\"`, `\\`,
+            // `\n`): scrub that spelling too (found by fuzzing).
+            let escaped = format!("{v:?}");
+            let escaped = &escaped[1..escaped.len() - 1];
+            if escaped != v {
+                out = out.replace(escaped, "[redacted]");
+            }
         }
         out
     }
@@ -744,6 +751,19 @@ impl Checker<'_> {
             self.err(
                 key,
                 "must not contain user:password@; put credentials in a provider",
+            );
+            return None;
+        }
+        // The url crate accepts hosts the HTTP stack cannot send to (found
+        // by fuzzing: "https://h*exa`ple/"); refuse them here, not at the
+        // first request.
+        if format!("{}://{}/", url.scheme(), url.authority())
+            .parse::<http::Uri>()
+            .is_err()
+        {
+            self.err(
+                key,
+                format!("`{text}` has a host that is not valid in an HTTP request; check for stray characters"),
             );
             return None;
         }

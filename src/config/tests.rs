@@ -231,6 +231,26 @@ fn wrong_type_on_secret_does_not_echo_it() {
 }
 
 #[test]
+fn escaped_secret_in_a_type_error_is_scrubbed_too() {
+    let env = MapEnv(HashMap::from([(
+        "Q".to_string(),
+        "pa\"ss\\word-SECRET".to_string(),
+    )]));
+    let text = format!("[server]\nallowed_hosts = \"${{Q}}\"\n{ROUTE}");
+    let err = Config::parse(&text, Path::new("x.toml"), &env)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("server.allowed_hosts"), "{err}");
+    assert!(!err.contains("SECRET"), "{err}");
+}
+
+#[test]
+fn upstream_host_must_be_sendable() {
+    let e = errors("[[routes]]\nprefix = \"/a/\"\nupstream = \"https://h*exa`ple/\"\n");
+    assert_eq!(e[0].key, "routes[0].upstream", "{e:?}");
+}
+
+#[test]
 fn needs_a_route() {
     let e = errors("");
     assert_eq!(e[0].key, "routes");
