@@ -55,18 +55,29 @@ use tokio::net::{TcpListener, TcpSocket, TcpStream};
 
 const CLIENT_ID: &str = "storm-client";
 const SEED_REFRESH: &str = "rt-seed";
-/// A real token endpoint is not instant; this keeps the renewal in flight
-/// while the storm piles up behind it.
-const TOKEN_LATENCY: Duration = Duration::from_millis(20);
-const FULL_SIZES: [usize; 4] = [1, 100, 1000, 10_000];
-const SMOKE_SIZES: [usize; 2] = [1, 50];
+/// Storm sizes and token endpoint latencies (ms). A real token endpoint is
+/// not instant: 20 ms keeps the renewal in flight while the storm arrives;
+/// with 500 ms every request of the storm gets its 401 before the new
+/// token exists, so all N wait for the renewal and are replayed.
+const FULL_CASES: [(usize, u64); 6] = [
+    (1, 20),
+    (100, 20),
+    (1000, 20),
+    (10_000, 20),
+    (1000, 500),
+    (10_000, 500),
+];
+const SMOKE_CASES: [(usize, u64); 2] = [(1, 20), (50, 20)];
 const WANT_NOFILE: u64 = 65_536;
 const REEXEC_MARK: &str = "AUTHPROXY_BENCH_NOFILE_RAISED";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
     match args.get(1).map(String::as_str) {
-        Some("--mock-server") => return mock_server_main(),
+        Some("--mock-server") => {
+            let ms = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(20);
+            return mock_server_main(Duration::from_millis(ms));
+        }
         Some("--storm-client") => {
             let addr = args.get(2).and_then(|a| a.parse().ok());
             let n = args.get(3).and_then(|a| a.parse().ok());
@@ -92,23 +103,30 @@ fn main() -> ExitCode {
         .enable_all()
         .build()
         .expect("tokio runtime");
-    let (sizes, timeout): (&[usize], Duration) = if full {
-        (&FULL_SIZES, Duration::from_secs(120))
+    let (cases, timeout): (&[(usize, u64)], Duration) = if full {
+        (&FULL_CASES, Duration::from_secs(120))
     } else {
-        (&SMOKE_SIZES, Duration::from_secs(8))
+        (&SMOKE_CASES, Duration::from_secs(8))
     };
     let nofile = open_files_limit();
     let started = Instant::now();
     let mut outcomes = Vec::new();
-    for &n in sizes {
-        let outcome = match storm(&rt, n, nofile, timeout) {
+    for &(n, latency_ms) in cases {
+        let latency = Duration::from_millis(latency_ms);
+        let outcome = match storm(&rt, n, latency, nofile, timeout) {
             Ok(o) => o,
-            Err(e) => Outcome::failed(n, e),
+            Err(e) => Outcome::failed(n, latency, e),
         };
         if full {
-            eprintln!("N={n}: {}", outcome.summary());
+            eprintln!(
+                "N={n}, token latency {latency_ms} ms: {}",
+                outcome.summary()
+            );
         } else {
-            println!("refresh_storm smoke N={n}: {}", outcome.summary());
+            println!(
+                "refresh_storm smoke N={n}, token latency {latency_ms} ms: {}",
+                outcome.summary()
+            );
         }
         outcomes.push(outcome);
     }
@@ -136,6 +154,7 @@ fn main() -> ExitCode {
 /// token, a plain 401 otherwise), `/_mock/*` controls it.
 #[derive(Default)]
 struct Mock {
+    latency: Duration,
     tokens: Mutex<MockTokens>,
     token_requests: AtomicU64,
     token_refused: AtomicU64,
@@ -149,6 +168,12 @@ struct MockTokens {
     live_refresh: HashSet<String>,
     valid_access: HashSet<String>,
     issued: u64,
+    /// When the newest token was issued.
+    issued_at: Option<Instant>,
+    /// API paths that got a 401 (so their next 200 is a replay).
+    refused_paths: HashSet<String>,
+    /// For each replay: time from the newest token to its 200.
+    replay_after_token: Vec<Duration>,
 }
 
 fn oauth_error(status: StatusCode, code: &str) -> Response {
@@ -157,7 +182,7 @@ fn oauth_error(status: StatusCode, code: &str) -> Response {
 
 async fn token_endpoint(State(m): State<Arc<Mock>>, headers: HeaderMap, body: Bytes) -> Response {
     m.token_requests.fetch_add(1, Ordering::SeqCst);
-    tokio::time::sleep(TOKEN_LATENCY).await;
+    tokio::time::sleep(m.latency).await;
     let json_body = headers
         .get(http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -183,6 +208,7 @@ async fn token_endpoint(State(m): State<Arc<Mock>>, headers: HeaderMap, body: By
     let refresh = format!("rt-{}", t.issued);
     t.valid_access.insert(access.clone());
     t.live_refresh.insert(refresh.clone());
+    t.issued_at = Some(Instant::now());
     axum::Json(json!({
         "access_token": access,
         "token_type": "bearer",
@@ -192,12 +218,22 @@ async fn token_endpoint(State(m): State<Arc<Mock>>, headers: HeaderMap, body: By
     .into_response()
 }
 
-async fn api(State(m): State<Arc<Mock>>, headers: HeaderMap) -> Response {
+async fn api(State(m): State<Arc<Mock>>, uri: http::Uri, headers: HeaderMap) -> Response {
     let token = headers
         .get(http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
-    let valid = token.is_some_and(|t| m.tokens.lock().unwrap().valid_access.contains(t));
+    let valid = {
+        let mut t = m.tokens.lock().unwrap();
+        let valid = token.is_some_and(|tok| t.valid_access.contains(tok));
+        if !valid {
+            t.refused_paths.insert(uri.path().to_string());
+        } else if t.refused_paths.remove(uri.path()) {
+            let after = t.issued_at.map(|at| at.elapsed()).unwrap_or_default();
+            t.replay_after_token.push(after);
+        }
+        valid
+    };
     if valid {
         m.api_ok.fetch_add(1, Ordering::Relaxed);
         axum::Json(json!({ "ok": true })).into_response()
@@ -208,12 +244,22 @@ async fn api(State(m): State<Arc<Mock>>, headers: HeaderMap) -> Response {
 }
 
 async fn expire(State(m): State<Arc<Mock>>) -> &'static str {
-    m.tokens.lock().unwrap().valid_access.clear();
+    let mut t = m.tokens.lock().unwrap();
+    t.valid_access.clear();
+    t.refused_paths.clear();
+    t.replay_after_token.clear();
     "expired"
 }
 
 async fn stats(State(m): State<Arc<Mock>>) -> axum::Json<Value> {
+    let mut replays = m.tokens.lock().unwrap().replay_after_token.clone();
+    replays.sort();
+    let ms = |d: Option<&Duration>| d.map(|d| d.as_secs_f64() * 1000.0).unwrap_or(0.0);
     axum::Json(json!({
+        "replays": replays.len(),
+        "replay_first_ms": ms(replays.first()),
+        "replay_p50_ms": ms(replays.get(replays.len() / 2)),
+        "replay_last_ms": ms(replays.last()),
         "token_requests": m.token_requests.load(Ordering::SeqCst),
         "token_refused": m.token_refused.load(Ordering::SeqCst),
         "api_ok": m.api_ok.load(Ordering::Relaxed),
@@ -232,8 +278,11 @@ fn listen_loopback() -> std::io::Result<TcpListener> {
     socket.listen(4096)
 }
 
-async fn serve_mock(listener: TcpListener) {
-    let mock = Arc::new(Mock::default());
+async fn serve_mock(listener: TcpListener, latency: Duration) {
+    let mock = Arc::new(Mock {
+        latency,
+        ..Mock::default()
+    });
     mock.tokens
         .lock()
         .unwrap()
@@ -253,8 +302,8 @@ async fn serve_mock(listener: TcpListener) {
     let _ = axum::serve(listener, router).await;
 }
 
-/// `--mock-server`: serve the mock until stdin closes.
-fn mock_server_main() -> ExitCode {
+/// `--mock-server [LATENCY_MS]`: serve the mock until stdin closes.
+fn mock_server_main(latency: Duration) -> ExitCode {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -276,7 +325,7 @@ fn mock_server_main() -> ExitCode {
             }
             std::process::exit(0);
         });
-        serve_mock(listener).await;
+        serve_mock(listener, latency).await;
     });
     ExitCode::SUCCESS
 }
@@ -533,6 +582,7 @@ impl Drop for MockRun {
 #[derive(Default)]
 struct Outcome {
     n: usize,
+    token_latency: Duration,
     layout: Option<Layout>,
     token_requests: u64,
     token_refused: u64,
@@ -544,13 +594,29 @@ struct Outcome {
     api_401: u64,
     api_ok: u64,
     upstream_connections: u64,
+    /// Replays (200 after a 401) seen by the mock, and when, counted from
+    /// the moment it issued the new token.
+    replays: u64,
+    replay_first_ms: f64,
+    replay_p50_ms: f64,
+    replay_last_ms: f64,
+    /// The same burst again with the token still valid (no renewal).
+    baseline: Option<Baseline>,
     error: Option<String>,
 }
 
+struct Baseline {
+    ok: u64,
+    total: Duration,
+    p50_ms: f64,
+    token_requests: u64,
+}
+
 impl Outcome {
-    fn failed(n: usize, error: String) -> Outcome {
+    fn failed(n: usize, token_latency: Duration, error: String) -> Outcome {
         Outcome {
             n,
+            token_latency,
             error: Some(error),
             ..Outcome::default()
         }
@@ -562,13 +628,17 @@ impl Outcome {
             && self.token_refused == 0
             && self.ok == self.n as u64
             && self.failed == 0
+            && self
+                .baseline
+                .as_ref()
+                .is_some_and(|b| b.ok == self.n as u64 && b.token_requests == 0)
     }
 
     fn summary(&self) -> String {
         match &self.error {
             Some(e) if self.ok == 0 => format!("ERROR {e}"),
             _ => format!(
-                "token requests {}, {}/{} answered 200 in {:.1} ms (p50 {:.1} ms, p99 {:.1} ms), upstream: {} x 401, {} x 200, {} connections{}",
+                "token requests {}, {}/{} answered 200 in {:.1} ms (p50 {:.1} ms, p99 {:.1} ms), upstream: {} x 401, {} x 200, {} connections; {} replays {:.1}..{:.1} ms after the new token (p50 {:.1}); same burst with a valid token: {}{}",
                 self.token_requests,
                 self.ok,
                 self.n,
@@ -578,6 +648,21 @@ impl Outcome {
                 self.api_401,
                 self.api_ok,
                 self.upstream_connections,
+                self.replays,
+                self.replay_first_ms,
+                self.replay_last_ms,
+                self.replay_p50_ms,
+                self.baseline
+                    .as_ref()
+                    .map(|b| format!(
+                        "{}/{} in {:.1} ms (p50 {:.1} ms), {} token requests",
+                        b.ok,
+                        self.n,
+                        b.total.as_secs_f64() * 1000.0,
+                        b.p50_ms,
+                        b.token_requests
+                    ))
+                    .unwrap_or_else(|| "-".into()),
                 self.error
                     .as_ref()
                     .map(|e| format!("; first error: {e}"))
@@ -619,6 +704,7 @@ fn stat(v: &Value, key: &str) -> u64 {
 fn storm(
     rt: &tokio::runtime::Runtime,
     n: usize,
+    latency: Duration,
     nofile: Option<u64>,
     timeout: Duration,
 ) -> Result<Outcome, String> {
@@ -641,10 +727,14 @@ fn storm(
                 .block_on(async { listen_loopback() })
                 .map_err(|e| format!("mock listen: {e}"))?;
             let addr = listener.local_addr().map_err(|e| e.to_string())?;
-            (addr, MockRun::InProcess(rt.spawn(serve_mock(listener))))
+            (
+                addr,
+                MockRun::InProcess(rt.spawn(serve_mock(listener, latency))),
+            )
         }
         Layout::MockChild => {
-            let child = ChildProc::spawn(&["--mock-server".to_string()])?;
+            let child =
+                ChildProc::spawn(&["--mock-server".to_string(), latency.as_millis().to_string()])?;
             let addr = child
                 .expect("MOCK_ADDR ", Duration::from_secs(20))?
                 .parse()
@@ -681,43 +771,49 @@ fn storm(
             serde_json::from_str(&body).map_err(|e| format!("mock stats: {e}"))
         };
         let before = mock_stats()?;
-
-        let mut client = ChildProc::spawn(&[
-            "--storm-client".to_string(),
-            proxy_addr.to_string(),
-            n.to_string(),
-            timeout.as_secs().to_string(),
-        ])?;
-        client.expect("READY", Duration::from_secs(60))?;
-        let (status, _) = rt.block_on(http_raw(mock_addr, "POST", "/_mock/expire"))?;
-        if status != 200 {
-            return Err(format!("mock expire got {status}"));
-        }
-        let wall = Instant::now();
-        client.say("GO")?;
-        let result = client.expect("RESULT ", timeout + Duration::from_secs(15))?;
-        let total = wall.elapsed();
-        let result: Value =
-            serde_json::from_str(&result).map_err(|e| format!("client result: {e}"))?;
+        let expire = || -> Result<(), String> {
+            let (status, _) = rt.block_on(http_raw(mock_addr, "POST", "/_mock/expire"))?;
+            if status != 200 {
+                return Err(format!("mock expire got {status}"));
+            }
+            Ok(())
+        };
+        let (result, total) = burst(proxy_addr, n, timeout, expire)?;
         let after = mock_stats()?;
         let delta = |k: &str| stat(&after, k).saturating_sub(stat(&before, k));
         let f = |k: &str| result.get(k).and_then(Value::as_f64).unwrap_or(0.0);
+
+        // The same burst with the token now valid: what N concurrent
+        // requests cost without a renewal.
+        let (base, base_total) = burst(proxy_addr, n, timeout, || Ok(()))?;
+        let after_base = mock_stats()?;
+        let baseline = Baseline {
+            ok: stat(&base, "ok"),
+            total: base_total,
+            p50_ms: base["p50_ms"].as_f64().unwrap_or(0.0),
+            token_requests: stat(&after_base, "token_requests")
+                .saturating_sub(stat(&after, "token_requests")),
+        };
         Ok(Outcome {
             n,
+            token_latency: latency,
             layout: Some(layout),
+            baseline: Some(baseline),
             token_requests: delta("token_requests"),
             token_refused: delta("token_refused"),
             ok: stat(&result, "ok"),
             failed: stat(&result, "failed"),
-            // The client's own clock stops at its last answer; this one
-            // also includes the GO line and the RESULT line.
-            total: Duration::from_secs_f64(f("max_ms") / 1000.0).min(total),
+            total,
             p50_ms: f("p50_ms"),
             p99_ms: f("p99_ms"),
             api_401: delta("api_401"),
             api_ok: delta("api_ok"),
             // Minus the two control connections (expire, stats after).
             upstream_connections: delta("connections").saturating_sub(2),
+            replays: stat(&after, "replays"),
+            replay_first_ms: after["replay_first_ms"].as_f64().unwrap_or(0.0),
+            replay_p50_ms: after["replay_p50_ms"].as_f64().unwrap_or(0.0),
+            replay_last_ms: after["replay_last_ms"].as_f64().unwrap_or(0.0),
             error: result
                 .get("first_error")
                 .and_then(Value::as_str)
@@ -735,6 +831,34 @@ fn storm(
         }
     });
     result
+}
+
+/// Starts a client process with `n` connections open to the proxy, runs
+/// `before_go` (e.g. expiring the tokens), lets the client fire, and returns
+/// its result and the time until its last answer.
+fn burst(
+    proxy_addr: SocketAddr,
+    n: usize,
+    timeout: Duration,
+    before_go: impl FnOnce() -> Result<(), String>,
+) -> Result<(Value, Duration), String> {
+    let mut client = ChildProc::spawn(&[
+        "--storm-client".to_string(),
+        proxy_addr.to_string(),
+        n.to_string(),
+        timeout.as_secs().to_string(),
+    ])?;
+    client.expect("READY", Duration::from_secs(60))?;
+    before_go()?;
+    let wall = Instant::now();
+    client.say("GO")?;
+    let result = client.expect("RESULT ", timeout + Duration::from_secs(15))?;
+    let wall = wall.elapsed();
+    let result: Value = serde_json::from_str(&result).map_err(|e| format!("client result: {e}"))?;
+    // The client's own clock stops at its last answer; `wall` also
+    // includes passing the GO and RESULT lines.
+    let last = result["max_ms"].as_f64().unwrap_or(f64::MAX) / 1000.0;
+    Ok((result, Duration::from_secs_f64(last).min(wall)))
 }
 
 // --------------------------------------------------------------- setup
@@ -786,16 +910,15 @@ fn reexec_with_more_files(args: &[String]) -> Option<ExitCode> {
 fn table(outcomes: &[Outcome], nofile: Option<u64>, elapsed: Duration) -> String {
     let mut out = String::new();
     out.push_str(&format!(
-        "\n### Refresh storm ({} cores, open-files limit {}, token endpoint latency {} ms, run took {:.1} s)\n\n",
+        "\n### Refresh storm ({} cores, open-files limit {}, run took {:.1} s)\n\n",
         std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(0),
         nofile.map(|n| n.to_string()).unwrap_or_else(|| "?".into()),
-        TOKEN_LATENCY.as_millis(),
         elapsed.as_secs_f64()
     ));
-    out.push_str("| N | mock | token requests | all 200 | answered | time to all answered | p50 | p99 | upstream 401s | upstream 200s | upstream conns opened | note |\n");
-    out.push_str("|---:|---|---:|:---:|---:|---:|---:|---:|---:|---:|---:|---|\n");
+    out.push_str("| N | token endpoint latency | mock | token requests | all 200 | time to all answered | p50 | p99 | same burst, token valid: all answered / p50 | upstream 401s | upstream conns opened | replays reach the API after the new token: first / p50 / last | note |\n");
+    out.push_str("|---:|---:|---|---:|:---:|---:|---:|---:|---:|---:|---:|---:|---|\n");
     for o in outcomes {
         let layout = match o.layout {
             Some(Layout::MockInProcess) => "in-process",
@@ -808,8 +931,9 @@ fn table(outcomes: &[Outcome], nofile: Option<u64>, elapsed: Duration) -> String
             (None, r) => format!("{r} refresh token(s) refused"),
         };
         out.push_str(&format!(
-            "| {} | {} | {} | {} | {}/{} | {:.1} ms | {:.1} ms | {:.1} ms | {} | {} | {} | {} |\n",
+            "| {} | {} ms | {} | {} | {} ({}/{}) | {:.1} ms | {:.1} ms | {:.1} ms | {} | {} | {} | {:.1} / {:.1} / {:.1} ms | {} |\n",
             o.n,
+            o.token_latency.as_millis(),
             layout,
             o.token_requests,
             if o.good() { "yes" } else { "**no**" },
@@ -818,9 +942,20 @@ fn table(outcomes: &[Outcome], nofile: Option<u64>, elapsed: Duration) -> String
             o.total.as_secs_f64() * 1000.0,
             o.p50_ms,
             o.p99_ms,
+            o.baseline
+                .as_ref()
+                .map(|b| format!(
+                    "{:.1} ms / {:.1} ms{}",
+                    b.total.as_secs_f64() * 1000.0,
+                    b.p50_ms,
+                    if b.ok == o.n as u64 { "" } else { " (not all 200)" }
+                ))
+                .unwrap_or_else(|| "-".into()),
             o.api_401,
-            o.api_ok,
             o.upstream_connections,
+            o.replay_first_ms,
+            o.replay_p50_ms,
+            o.replay_last_ms,
             note
         ));
     }

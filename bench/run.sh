@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# Proxy comparison benchmark: authproxy vs nginx vs HAProxy, all on 127.0.0.1.
+#
+#   bench/run.sh            # from anywhere; about 7 minutes, bounded at 8
+#
+# What it does:
+#   1. apt-get installs whichever of wrk, nginx, haproxy is missing (Debian).
+#   2. cargo build --release.
+#   3. bench/compare.py starts, in a temp dir: an upstream nginx (1 worker;
+#      /small 100 B, /large 64 KiB, /upload takes a 64 KiB POST, /huge a
+#      sparse 1 GiB file), a python upload sink and a python client_credentials
+#      token endpoint; authproxy three times (TOKIO_WORKER_THREADS=1, default
+#      runtime, default runtime with RUST_LOG=warn); a front nginx (1 worker,
+#      keep-alive pool) and HAProxy (nbthread 1, http-reuse always), all
+#      injecting `Authorization: Bearer …`.
+#   4. wrk runs (5 s each, 3 repetitions, systems alternating): small GET at
+#      1 and 64 connections, 64 KiB GET and 64 KiB POST at 64 connections,
+#      plus authproxy's oauth2 (cached client_credentials token) route, and
+#      authproxy's 1 GiB download/upload RSS growth.
+#   5. Writes bench/results.md and prints it.
+# Processes started here are stopped on exit (trap), the temp dir removed.
+# Noise: wrk, the upstream and the proxy share the machine's cores; a
+# concurrent build (cargo) skews everything; the load average is recorded.
+set -euo pipefail
+
+BENCH_START=$(date +%s)
+export BENCH_START
+HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(cd "$HERE/.." && pwd)
+TMP=$(mktemp -d /tmp/authproxy-bench.XXXXXX)
+chmod 755 "$TMP"  # nginx workers run as www-data and read the files in it
+PY_PID=""
+
+cleanup() {
+    local rc=$?
+    trap - EXIT INT TERM
+    if [[ -n "$PY_PID" ]] && kill -0 "$PY_PID" 2>/dev/null; then
+        kill -TERM "$PY_PID" 2>/dev/null || true
+        for _ in $(seq 1 50); do kill -0 "$PY_PID" 2>/dev/null || break; sleep 0.1; done
+    fi
+    # Safety net: anything compare.py started that is still alive. Only pids
+    # it recorded, and only if their command line names our temp dir.
+    if [[ -f "$TMP/pids" ]]; then
+        while read -r pid; do
+            [[ -n "$pid" && -r /proc/$pid/cmdline ]] || continue
+            if tr '\0' ' ' < "/proc/$pid/cmdline" | grep -qF "$TMP"; then
+                kill -KILL "$pid" 2>/dev/null || true
+            fi
+        done < "$TMP/pids"
+    fi
+    rm -rf "$TMP"
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+missing=()
+command -v wrk >/dev/null || missing+=(wrk)
+command -v nginx >/dev/null || [[ -x /usr/sbin/nginx ]] || missing+=(nginx)
+command -v haproxy >/dev/null || [[ -x /usr/sbin/haproxy ]] || missing+=(haproxy)
+command -v curl >/dev/null || missing+=(curl)
+if ((${#missing[@]})); then
+    echo "installing: ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+export PATH="$PATH:/usr/sbin:/sbin"
+# The Debian packages start system services on install; this bench uses its
+# own instances on free ports and leaves those alone.
+
+echo "building authproxy (release)…"
+(cd "$ROOT" && timeout 300 cargo build --release --quiet --bin authproxy)
+BIN="$ROOT/target/release/authproxy"
+
+# python in the background so the traps fire promptly on ^C.
+python3 "$HERE/compare.py" bench "$BIN" "$TMP" "$HERE/results.md" &
+PY_PID=$!
+wait "$PY_PID"
