@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Proxy comparison benchmark: authproxy vs nginx vs HAProxy, all on 127.0.0.1.
 #
-#   bench/run.sh            # from anywhere; about 7 minutes, bounded at 8
+#   bench/run.sh                  # from anywhere; about 7 minutes, bounded at 8
+#   BENCH_QUICK=1 bench/run.sh    # 1 repetition of 1 s runs: checks the script, measures nothing
 #
 # What it does:
 #   1. apt-get installs whichever of wrk, nginx, haproxy is missing (Debian).

@@ -312,6 +312,13 @@ impl OAuthProvider {
             }
             return Err(self.login_required());
         }
+        // Already replaced (the common case in a storm): replay with the
+        // current token without queueing on the renewal lock.
+        if let Some(c) = self.current.load_full() {
+            if c.generation != used && c.usable(unix_now()) {
+                return Ok(c);
+            }
+        }
         self.renew(trigger, Some(used)).await
     }
 
