@@ -62,6 +62,31 @@ provider = "std"
     )
 }
 
+/// A OneCloud-style provider: refresh_token grant from `seed`, JSON body.
+/// `store` is the `[store]` table's body; `extra` goes into the provider.
+fn onecloud_config(mock: &MockProvider, store: &str, seed: &str, extra: &str) -> String {
+    format!(
+        r#"
+[store]
+{store}
+[providers.one]
+type = "oauth2"
+grant = "refresh_token"
+token_url = "{token_url}"
+body = "json"
+client_id = "{CLIENT_ID}"
+refresh_token = "{seed}"
+{extra}
+[[routes]]
+prefix = "/one/"
+upstream = "{base}/api/"
+provider = "one"
+"#,
+        token_url = mock.token_url(),
+        base = mock.base(),
+    )
+}
+
 async fn get(proxy: &Proxy, path: &str) -> (u16, serde_json::Value) {
     let r = client().get(proxy.url(path)).send().await.unwrap();
     let status = r.status().as_u16();
@@ -383,25 +408,11 @@ async fn replay_that_gets_401_again_goes_back_as_is() {
 async fn plain_401_is_passed_through_when_refresh_on_401_is_off() {
     let mock = MockProvider::start(Style::OneCloud).await;
     mock.issue_seed("seed-1");
-    let config = format!(
-        r#"
-[store]
-kind = "memory"
-[providers.one]
-type = "oauth2"
-grant = "refresh_token"
-token_url = "{}"
-body = "json"
-client_id = "{CLIENT_ID}"
-refresh_token = "seed-1"
-refresh_on_401 = false
-[[routes]]
-prefix = "/one/"
-upstream = "{}/api/"
-provider = "one"
-"#,
-        mock.token_url(),
-        mock.base()
+    let config = onecloud_config(
+        &mock,
+        r#"kind = "memory""#,
+        "seed-1",
+        "refresh_on_401 = false",
     );
     let proxy = start_proxy(&config).await;
     assert_eq!(get(&proxy, "/one/a").await.0, 200);
@@ -438,25 +449,7 @@ async fn rotating_refresh_tokens_are_used_once_each() {
     let mock = MockProvider::start(Style::OneCloud).await;
     mock.issue_seed("seed-1");
     let dir = tempfile::tempdir().unwrap();
-    let config = format!(
-        r#"
-[store]
-path = "state/tokens.json"
-[providers.one]
-type = "oauth2"
-grant = "refresh_token"
-token_url = "{}"
-body = "json"
-client_id = "{CLIENT_ID}"
-refresh_token = "seed-1"
-[[routes]]
-prefix = "/one/"
-upstream = "{}/api/"
-provider = "one"
-"#,
-        mock.token_url(),
-        mock.base()
-    );
+    let config = onecloud_config(&mock, r#"path = "state/tokens.json""#, "seed-1", "");
     let proxy = support::start_proxy_in(&config, dir).await;
     for round in 0..5 {
         assert_eq!(get(&proxy, &format!("/one/r{round}")).await.0, 200);
@@ -491,25 +484,7 @@ provider = "one"
 async fn no_refresh_token_left_gives_reauthentication_failed() {
     let mock = MockProvider::start(Style::OneCloud).await;
     // The seed was never issued by the provider: refused.
-    let config = format!(
-        r#"
-[store]
-kind = "memory"
-[providers.one]
-type = "oauth2"
-grant = "refresh_token"
-token_url = "{}"
-body = "json"
-client_id = "{CLIENT_ID}"
-refresh_token = "not-a-valid-seed"
-[[routes]]
-prefix = "/one/"
-upstream = "{}/api/"
-provider = "one"
-"#,
-        mock.token_url(),
-        mock.base()
-    );
+    let config = onecloud_config(&mock, r#"kind = "memory""#, "not-a-valid-seed", "");
     let proxy = start_proxy(&config).await;
     for _ in 0..3 {
         let (status, body) = get(&proxy, "/one/a").await;
@@ -592,25 +567,7 @@ async fn header_and_scheme_are_configurable() {
 async fn concurrent_requests_on_expired_token_make_one_token_request() {
     let mock = MockProvider::start(Style::OneCloud).await;
     mock.issue_seed("seed-1");
-    let config = format!(
-        r#"
-[store]
-kind = "memory"
-[providers.one]
-type = "oauth2"
-grant = "refresh_token"
-token_url = "{}"
-body = "json"
-client_id = "{CLIENT_ID}"
-refresh_token = "seed-1"
-[[routes]]
-prefix = "/one/"
-upstream = "{}/api/"
-provider = "one"
-"#,
-        mock.token_url(),
-        mock.base()
-    );
+    let config = onecloud_config(&mock, r#"kind = "memory""#, "seed-1", "");
     let proxy = start_proxy(&config).await;
     assert_eq!(get(&proxy, "/one/warm").await.0, 200);
     mock.expire_all();
