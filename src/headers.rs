@@ -40,18 +40,24 @@ pub fn upgrade_requested(headers: &HeaderMap) -> Option<HeaderValue> {
 /// `upgrade` is given, `Connection: upgrade` and that `Upgrade` are put back
 /// so the upgrade handshake can pass through.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: Option<HeaderValue>) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-        .collect();
-    for name in named {
-        headers.remove(name);
+    if headers.contains_key(header::CONNECTION) {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+            .collect();
+        for name in named {
+            headers.remove(name);
+        }
     }
-    for name in &HOP_BY_HOP {
-        headers.remove(name);
+    // Most messages carry none of these: one pass over the names present is
+    // cheaper than nine hashed removals per message.
+    if headers.keys().any(is_hop_by_hop) {
+        for name in &HOP_BY_HOP {
+            headers.remove(name);
+        }
     }
     if let Some(proto) = upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));

@@ -1,11 +1,12 @@
 //! authproxy: a local reverse proxy that injects credentials (static
 //! headers, OAuth2 tokens kept fresh) into requests to upstream APIs.
 //!
-//! The request path: [`server`] accepts, [`telemetry::access_log`] and
-//! [`security::guard`] wrap everything, [`admin`] answers `/_authproxy/`,
-//! and [`proxy`] forwards the rest using the [`routes`] table and the
-//! [`credentials`] of the current [`runtime::Runtime`].
+//! The request path: [`server`] accepts, [`service`] logs and guards every
+//! request ([`security`]), [`admin`] answers `/_authproxy/`, and [`proxy`]
+//! forwards the rest using the [`routes`] table and the [`credentials`] of
+//! the current [`runtime::Runtime`].
 
+pub mod accesslog;
 pub mod admin;
 pub mod body;
 pub mod cli;
@@ -14,6 +15,7 @@ pub mod credentials;
 pub mod demo;
 pub mod error;
 pub mod headers;
+pub mod logwriter;
 pub mod metrics;
 pub mod oauth;
 pub mod proxy;
@@ -22,6 +24,7 @@ pub mod runtime;
 pub mod secret;
 pub mod security;
 pub mod server;
+pub mod service;
 pub mod store;
 pub mod telemetry;
 pub mod timefmt;
@@ -31,7 +34,6 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
 use tokio::net::TcpListener;
 
 pub use config::Config;
@@ -42,31 +44,19 @@ pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
-/// The whole HTTP app.
-pub fn app(state: Arc<AppState>) -> Router {
-    // Layers wrap what comes before them: access_log is outermost, so it
-    // also logs requests the guard refuses.
-    Router::new()
-        .merge(admin::router())
-        .fallback(proxy::handle)
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            security::guard,
-        ))
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            telemetry::access_log,
-        ))
-        .with_state(state)
-}
-
 /// Serves until `shutdown` resolves, then drains. Also retries pending
 /// token-store writes in the background.
 pub async fn run(state: Arc<AppState>, listener: TcpListener, shutdown: impl Future<Output = ()>) {
     let limits = state.runtime().config.server.clone();
     let flusher = tokio::spawn(flush_store_periodically(state.clone()));
     let watcher = tokio::spawn(follow_shared_store(state.clone()));
-    server::serve(listener, app(state.clone()), shutdown, &limits).await;
+    server::serve(
+        listener,
+        service::App::new(state.clone()),
+        shutdown,
+        &limits,
+    )
+    .await;
     flusher.abort();
     watcher.abort();
     if let Err(e) = state.store.flush().await {

@@ -6,24 +6,24 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
-use axum::extract::{Request, State};
-use axum::response::{IntoResponse, Response};
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use http::header::{self, HeaderMap, HeaderName};
-use http::{Method, StatusCode, Uri, Version};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
 use http_body_util::BodyExt;
+use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
 use crate::credentials::{Credential, CredentialError, OAuthProvider, Trigger};
 use crate::error::ProxyError;
 use crate::headers::{strip_hop_by_hop, upgrade_requested};
 use crate::routes::{has_dot_segment, Route};
-use crate::runtime::{AppState, Runtime};
+use crate::runtime::Runtime;
+use crate::service::{local, ResponseBody};
+use crate::upstream::PooledBody;
 
-/// What the access log needs to know about a proxied request; put in the
-/// response's extensions.
+/// What the access log needs to know about a proxied request.
 #[derive(Clone, Debug)]
 pub struct AccessInfo {
     pub route: Arc<str>,
@@ -34,15 +34,12 @@ pub struct AccessInfo {
 const X_API_EXPIRED: HeaderName = HeaderName::from_static("x-api-expired");
 const X_API_REVOKED: HeaderName = HeaderName::from_static("x-api-revoked");
 
-/// Fallback handler for every path that is not a local endpoint.
-pub async fn handle(State(state): State<Arc<AppState>>, req: Request) -> Response {
-    if req.uri().path().starts_with("/_authproxy/") || req.uri().path() == "/_authproxy" {
-        return ProxyError::NoLocalEndpoint {
-            path: req.uri().path().to_string(),
-        }
-        .into_response();
-    }
-    let runtime = state.runtime();
+/// Forwards one request that is not for a local endpoint. Also returns
+/// what the access log needs (`None` when no route matched).
+pub async fn handle(
+    runtime: &Runtime,
+    req: Request<Incoming>,
+) -> (Response<ResponseBody>, Option<AccessInfo>) {
     // Kept (cheaply: a header value clone) only for the login URL of a
     // `login_required` answer.
     let host = req.headers().get(header::HOST).cloned().or_else(|| {
@@ -52,8 +49,7 @@ pub async fn handle(State(state): State<Arc<AppState>>, req: Request) -> Respons
             .and_then(|a| http::HeaderValue::from_str(a.as_str()).ok())
     });
     let mut info = None;
-    let result = forward(&runtime, req, &mut info).await;
-    let mut response = match result {
+    let response = match forward(runtime, req, &mut info).await {
         Ok(r) => r,
         Err(ProxyError::LoginRequired {
             provider,
@@ -63,18 +59,14 @@ pub async fn handle(State(state): State<Arc<AppState>>, req: Request) -> Respons
                 .as_ref()
                 .and_then(|h| h.to_str().ok())
                 .unwrap_or("127.0.0.1");
-            ProxyError::LoginRequired {
+            local(ProxyError::LoginRequired {
                 provider,
                 login_url: format!("http://{host}{login_url}"),
-            }
-            .into_response()
+            })
         }
-        Err(e) => e.into_response(),
+        Err(e) => local(e),
     };
-    if let Some(info) = info {
-        response.extensions_mut().insert(info);
-    }
-    response
+    (response, info)
 }
 
 /// A request body that can be sent again (small enough to keep) or only once.
@@ -85,9 +77,9 @@ enum OutBody {
 
 async fn forward(
     runtime: &Runtime,
-    req: Request,
+    req: Request<Incoming>,
     info: &mut Option<AccessInfo>,
-) -> Result<Response, ProxyError> {
+) -> Result<Response<ResponseBody>, ProxyError> {
     let path = req.uri().path();
     if !path.starts_with('/') {
         // `OPTIONS *` and other non-path targets have no route (found by
@@ -113,13 +105,18 @@ async fn forward(
         upstream_latency: None,
         replayed: false,
     });
+    // Origin form: the connection already goes to the upstream's origin.
     let uri: Uri = route
-        .upstream_uri(path, req.uri().query())
+        .upstream_target(path, req.uri().query())
         .parse()
         .map_err(|_| ProxyError::BadRequest("request path is not a valid URI".into()))?;
 
     let (mut parts, body) = req.into_parts();
-    let body = limit_body(body, &parts.headers, runtime.config.server.max_request_body)?;
+    let body = limit_body(
+        Body::new(body),
+        &parts.headers,
+        runtime.config.server.max_request_body,
+    )?;
     let client_upgrade = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
     let upgrade = upgrade_requested(&parts.headers);
     strip_hop_by_hop(&mut parts.headers, upgrade.clone());
@@ -181,7 +178,7 @@ impl Forward<'_> {
         headers: HeaderMap,
         body: Body,
         info: &mut Option<AccessInfo>,
-    ) -> Result<Response, ProxyError> {
+    ) -> Result<Response<ResponseBody>, ProxyError> {
         let started = Instant::now();
         let response = self.send(headers, body).await;
         set_latency(info, started);
@@ -194,7 +191,7 @@ impl Forward<'_> {
         mut headers: HeaderMap,
         body: Body,
         info: &mut Option<AccessInfo>,
-    ) -> Result<Response, ProxyError> {
+    ) -> Result<Response<ResponseBody>, ProxyError> {
         let token = provider
             .token()
             .await
@@ -280,8 +277,8 @@ impl Forward<'_> {
         &self,
         headers: HeaderMap,
         body: Body,
-    ) -> Result<hyper::Response<hyper::body::Incoming>, ProxyError> {
-        let client = self.runtime.upstreams.for_route(self.route.index);
+    ) -> Result<Response<PooledBody>, ProxyError> {
+        let pool = self.runtime.upstreams.for_route(self.route.index);
         let timeout = self.runtime.config.server.upstream_timeout;
         // `upstream_timeout` is the upstream's time to answer: for a body
         // that is still streaming it starts once the body is sent.
@@ -303,22 +300,27 @@ impl Forward<'_> {
             tokio::time::sleep(timeout).await;
         };
         let outcome = tokio::select! {
-            r = client.request(req) => Ok(r),
+            r = pool.send(req) => Ok(r),
             () = deadline => Err(()),
         };
         match outcome {
             Ok(Ok(response)) => Ok(response),
-            Ok(Err(e)) if is_body_limit(&e) => Err(ProxyError::PayloadTooLarge {
-                limit: self.runtime.config.server.max_request_body.unwrap_or(0),
-            }),
+            Ok(Err(e))
+                if e.chain()
+                    .any(|e| e.is::<http_body_util::LengthLimitError>()) =>
+            {
+                Err(ProxyError::PayloadTooLarge {
+                    limit: self.runtime.config.server.max_request_body.unwrap_or(0),
+                })
+            }
             Ok(Err(e)) => Err(ProxyError::UpstreamUnreachable {
                 provider: self.route.provider.clone(),
-                upstream: self.route.upstream.origin().ascii_serialization(),
-                detail: describe_client_error(&e),
+                upstream: self.route.origin().to_string(),
+                detail: e.describe(),
             }),
             Err(_) => Err(ProxyError::UpstreamTimeout {
                 provider: self.route.provider.clone(),
-                upstream: self.route.upstream.origin().ascii_serialization(),
+                upstream: self.route.origin().to_string(),
                 seconds: timeout.as_secs_f64(),
             }),
         }
@@ -326,7 +328,7 @@ impl Forward<'_> {
 
     /// Turns the upstream's answer into ours: hop-by-hop headers out, body
     /// streamed, protocol upgrades spliced.
-    fn finish(self, mut response: hyper::Response<hyper::body::Incoming>) -> Response {
+    fn finish(self, mut response: Response<PooledBody>) -> Response<ResponseBody> {
         let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
         let upgrade = if switching && self.upgrade_requested {
             upgrade_requested(response.headers())
@@ -351,7 +353,10 @@ impl Forward<'_> {
         let (mut parts, body) = response.into_parts();
         strip_hop_by_hop(&mut parts.headers, upgrade);
         let idle = self.runtime.config.server.upstream_idle_timeout;
-        Response::from_parts(parts, Body::new(crate::body::IdleTimeout::new(body, idle)))
+        Response::from_parts(
+            parts,
+            ResponseBody::Upstream(crate::body::IdleTimeout::new(body, idle)),
+        )
     }
 }
 
@@ -418,7 +423,7 @@ fn is_body_limit(e: &(dyn std::error::Error + 'static)) -> bool {
 
 /// Reads a small 401 body so the upstream connection can be reused; gives
 /// up quietly on a large or slow one (the connection is then dropped).
-async fn drain(response: hyper::Response<hyper::body::Incoming>) {
+async fn drain(response: Response<PooledBody>) {
     let body = http_body_util::Limited::new(response.into_body(), 64 * 1024);
     let _ = tokio::time::timeout(Duration::from_secs(2), body.collect()).await;
 }
@@ -475,28 +480,4 @@ async fn prepare_body(
         }
     }
     Ok(OutBody::Buffered(buf.freeze()))
-}
-
-/// The cause chain of a client error, e.g. "tcp connect error: Connection
-/// refused (os error 111)".
-fn describe_client_error(e: &hyper_util::client::legacy::Error) -> String {
-    use std::error::Error;
-    let mut parts = Vec::new();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if parts.last() != Some(&text) {
-            parts.push(text);
-        }
-        source = s.source();
-    }
-    if parts.is_empty() {
-        if e.is_connect() {
-            "connect failed".into()
-        } else {
-            "request failed".into()
-        }
-    } else {
-        parts.join(": ")
-    }
 }

@@ -143,29 +143,41 @@ impl Route {
 
     /// The upstream URI for a request path (already matched) and query.
     pub fn upstream_uri(&self, path: &str, query: Option<&str>) -> String {
+        let mut uri = self.origin.clone();
+        self.push_upstream_target(&mut uri, path, query);
+        uri
+    }
+
+    /// The same in origin form (`/path?query`), as sent on an HTTP/1.1
+    /// connection to the upstream.
+    pub fn upstream_target(&self, path: &str, query: Option<&str>) -> String {
+        let mut target = String::new();
+        self.push_upstream_target(&mut target, path, query);
+        target
+    }
+
+    /// `scheme://host[:port]` of the upstream.
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
+
+    fn push_upstream_target(&self, out: &mut String, path: &str, query: Option<&str>) {
         let rest = if self.strip_prefix {
             self.prefix.strip(path).unwrap_or(path)
         } else {
             path
         };
-        let mut uri = String::with_capacity(
-            self.origin.len()
-                + self.full_base_path.len()
-                + rest.len()
-                + query.map_or(0, |q| q.len() + 1),
-        );
-        uri.push_str(&self.origin);
+        out.reserve(self.full_base_path.len() + rest.len() + query.map_or(0, |q| q.len() + 1));
         if rest.is_empty() {
-            uri.push_str(&self.full_base_path);
+            out.push_str(&self.full_base_path);
         } else {
-            uri.push_str(&self.base_path);
-            uri.push_str(rest);
+            out.push_str(&self.base_path);
+            out.push_str(rest);
         }
         if let Some(q) = query {
-            uri.push('?');
-            uri.push_str(q);
+            out.push('?');
+            out.push_str(q);
         }
-        uri
     }
 }
 

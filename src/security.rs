@@ -2,27 +2,14 @@
 //! browser (Origin) checks, and refusing forward-proxy request forms.
 
 use std::net::IpAddr;
-use std::sync::Arc;
 
-use axum::extract::{Request, State};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
-use http::{header, Method, Version};
+use http::{header, Method, Request, Version};
 
 use crate::config::ServerConfig;
 use crate::error::ProxyError;
-use crate::runtime::AppState;
 
-/// Middleware run before routing, on local endpoints and proxied paths alike.
-pub async fn guard(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
-    let runtime = state.runtime();
-    match check(&runtime.config.server, &req) {
-        Ok(()) => next.run(req).await,
-        Err(e) => e.into_response(),
-    }
-}
-
-fn check(server: &ServerConfig, req: &Request) -> Result<(), ProxyError> {
+/// Run before routing, on local endpoints and proxied paths alike.
+pub fn check<B>(server: &ServerConfig, req: &Request<B>) -> Result<(), ProxyError> {
     // HTTP/2 always carries `:scheme` and `:authority`, which hyper puts
     // into the URI; only in HTTP/1 does a scheme or authority there mean an
     // absolute-form target.

@@ -7,14 +7,11 @@ use std::time::Instant;
 
 use std::sync::Arc;
 
-use axum::extract::{Request, State};
-use axum::middleware::Next;
-use axum::response::Response;
+use http::{Method, Response};
 use tracing_subscriber::EnvFilter;
 
-use crate::metrics::{RequestLabels, RouteLabels};
+use crate::metrics::{Metrics, RequestLabels, RouteLabels};
 use crate::proxy::AccessInfo;
-use crate::runtime::AppState;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
@@ -23,13 +20,12 @@ pub enum LogFormat {
 }
 
 /// Keeps the log writer thread alive; drop it last (it flushes).
-pub type LogGuard = Option<tracing_appender::non_blocking::WorkerGuard>;
+pub type LogGuard = Option<crate::logwriter::FlushGuard>;
 
 /// Installs the global subscriber. `RUST_LOG` as usual, default `info`.
-/// Lines are formatted on the request's thread and written by a writer
-/// thread through a buffer flushed whenever the queue is empty: under load
-/// many lines share one write(2), and no request waits on stderr. The queue
-/// blocks rather than drops when full.
+/// Lines are formatted on the request's thread and written to stderr in
+/// batches by a writer thread (see [`crate::logwriter`]): no request waits
+/// on stderr, and under load many lines share one write(2).
 pub fn init(format: LogFormat) -> LogGuard {
     let spec = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into());
     let mut filter = EnvFilter::try_new(&spec).unwrap_or_else(|_| EnvFilter::new("info"));
@@ -41,16 +37,15 @@ pub fn init(format: LogFormat) -> LogGuard {
     }
     // Colours only on a terminal: log files and container logs get plain text.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .lossy(false)
-        // The default queue (128k lines) is allocated and touched up front:
-        // ~4 MiB of idle RSS. 8k lines absorb any burst a flush cannot.
-        .buffered_lines_limit(8192)
-        .thread_name("authproxy-log")
-        .finish(std::io::BufWriter::with_capacity(
-            64 * 1024,
-            std::io::stderr(),
-        ));
+    let (writer, guard) = match crate::logwriter::spawn(std::io::stderr(), crate::logwriter::LINGER)
+    {
+        Ok(w) => w,
+        Err(e) => {
+            eprintln!("authproxy: cannot start the log writer thread: {e}");
+            return None;
+        }
+    };
+    crate::accesslog::install(writer.clone(), format == LogFormat::Json);
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(ansi)
@@ -65,48 +60,45 @@ pub fn init(format: LogFormat) -> LogGuard {
 /// The route label of requests that matched no route (local endpoints too).
 static NO_ROUTE: std::sync::LazyLock<Arc<str>> = std::sync::LazyLock::new(|| Arc::from("-"));
 
-/// One line per request: method, path without query, route, status,
-/// latencies. No headers, no query strings, no bodies.
-pub async fn access_log(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
-    let started = Instant::now();
-    let method = req.method().clone();
-    let path = req.uri().path().to_string();
-    let response = next.run(req).await;
-    let info = response.extensions().get::<AccessInfo>();
+/// Counts a finished request and writes its access-log line.
+pub fn record_request<B>(
+    metrics: &Metrics,
+    method: &Method,
+    path: &str,
+    info: Option<&AccessInfo>,
+    response: &Response<B>,
+    started: Instant,
+) {
     let error = response
         .headers()
         .get("x-authproxy-error")
         .and_then(|v| v.to_str().ok());
-    let route = info
-        .map(|i| i.route.clone())
-        .unwrap_or_else(|| NO_ROUTE.clone());
+    let route = info.map_or(&*NO_ROUTE, |i| &i.route);
     let status = response.status().as_u16();
-    state
-        .metrics
+    metrics
         .requests
         .get_or_create(&RequestLabels {
             route: route.clone(),
             status,
         })
         .inc();
-    if let Some(latency) = info.and_then(|i| i.upstream_latency) {
-        state
-            .metrics
+    let upstream_latency = info.and_then(|i| i.upstream_latency);
+    if let Some(latency) = upstream_latency {
+        metrics
             .upstream_latency
-            .get_or_create(&RouteLabels { route })
+            .get_or_create(&RouteLabels {
+                route: route.clone(),
+            })
             .observe(latency.as_secs_f64());
     }
-    tracing::info!(
-        target: "authproxy::access",
-        method = %method,
-        path = %path,
-        route = info.map(|i| &*i.route),
-        status = response.status().as_u16(),
-        upstream_ms = info.and_then(|i| i.upstream_latency).map(|d| d.as_secs_f64() * 1000.0),
-        total_ms = started.elapsed().as_secs_f64() * 1000.0,
-        replayed = info.is_some_and(|i| i.replayed),
+    crate::accesslog::write(&crate::accesslog::Entry {
+        method: method.as_str(),
+        path,
+        route,
+        status,
+        upstream_us: upstream_latency.map(|d| d.as_micros() as u64),
+        total_us: started.elapsed().as_micros() as u64,
+        replayed: info.is_some_and(|i| i.replayed),
         error,
-        "request"
-    );
-    response
+    });
 }
