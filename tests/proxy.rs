@@ -5,6 +5,8 @@
 mod support;
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -1025,5 +1027,92 @@ async fn http2_clients_are_served() {
     let body: Value = serde_json::from_slice(&body).unwrap();
     assert_error_body(&body, "forbidden_host", None);
     assert_eq!(echo.count(), 1);
+    proxy.stop().await;
+}
+
+/// A raw HTTP/1.1 upstream that counts connections and answers GETs with
+/// `ok`. With `idle_close` it closes a connection that stays idle that long
+/// after an answer, without having announced it (`Connection: close`), as
+/// an upstream's keep-alive timeout does, and reports each such close.
+async fn counting_upstream(
+    idle_close: Option<Duration>,
+) -> (SocketAddr, Arc<AtomicUsize>, mpsc::UnboundedReceiver<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let connections = Arc::new(AtomicUsize::new(0));
+    let counter = connections.clone();
+    let (closed_tx, closed_rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
+            let closed_tx = closed_tx.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                let mut answered = false;
+                loop {
+                    // One request head at a time (GETs only: no bodies).
+                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                        let wait = match idle_close {
+                            Some(idle) if answered => idle,
+                            _ => IO_TIMEOUT,
+                        };
+                        match tokio::time::timeout(wait, stream.read(&mut chunk)).await {
+                            Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+                            Err(_) if idle_close.is_some() && answered => {
+                                drop(stream);
+                                let _ = closed_tx.send(());
+                                return;
+                            }
+                            _ => return,
+                        }
+                    }
+                    let end = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+                    buf.drain(..end);
+                    let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                    if stream.write_all(answer).await.is_err() {
+                        return;
+                    }
+                    answered = true;
+                }
+            });
+        }
+    });
+    (addr, connections, closed_rx)
+}
+
+/// Sequential requests share one upstream connection.
+#[tokio::test]
+async fn upstream_connections_are_reused() {
+    let (addr, connections, _) = counting_upstream(None).await;
+    let proxy = start_proxy(&one_route("/ri/", &format!("http://{addr}/"), "")).await;
+    let c = client();
+    for i in 0..20 {
+        let r = c.get(proxy.url("/ri/x")).send().await.unwrap();
+        assert_eq!(r.status(), 200, "request {i}");
+        assert_eq!(r.text().await.unwrap(), "ok");
+    }
+    assert_eq!(connections.load(Ordering::SeqCst), 1);
+    proxy.stop().await;
+}
+
+/// An upstream that closes idle keep-alive connections: the request after
+/// each close goes out on a new connection and succeeds, never on the
+/// closed one.
+#[tokio::test]
+async fn upstream_closing_idle_connections_is_invisible_to_clients() {
+    let (addr, connections, mut closed) = counting_upstream(Some(Duration::from_millis(50))).await;
+    let proxy = start_proxy(&one_route("/ri/", &format!("http://{addr}/"), "")).await;
+    let c = client();
+    for i in 0..10 {
+        let r = c.get(proxy.url("/ri/x")).send().await.unwrap();
+        assert_eq!(r.status(), 200, "request {i}");
+        assert_eq!(r.text().await.unwrap(), "ok");
+        tokio::time::timeout(IO_TIMEOUT, closed.recv())
+            .await
+            .expect("the upstream closes the idle connection")
+            .unwrap();
+    }
+    assert_eq!(connections.load(Ordering::SeqCst), 10);
     proxy.stop().await;
 }
