@@ -158,7 +158,9 @@ async fn forward(
         Some(Credential::OAuth2(p)) => {
             parts.headers.remove(header::AUTHORIZATION);
             parts.headers.remove(p.header_name());
-            ctx.send_oauth(p, parts.headers, body, info).await
+            // Boxed: its state (replay buffer, renewal) would otherwise size
+            // the future of every request, static routes included.
+            Box::pin(ctx.send_oauth(p, parts.headers, body, info)).await
         }
     }
 }

@@ -169,7 +169,9 @@ impl Pool {
         loop {
             let (mut sender, reused) = match self.checkout() {
                 Some(s) => (s, true),
-                None => (self.connect().await?, false),
+                // Boxed: connecting (DNS, TCP, TLS, handshake) is rare and its
+                // state large; unboxed it would size every request's future.
+                None => (Box::pin(self.connect()).await?, false),
             };
             // A reused connection may still be finishing its last response;
             // one the upstream closed fails here.

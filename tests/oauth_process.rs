@@ -82,6 +82,41 @@ async fn rotation_survives_kill_9() {
     drop(proxy);
 }
 
+/// `TOKIO_WORKER_THREADS=1` runs everything on one thread (the current-
+/// thread scheduler): token requests, rotations, the store write, a
+/// concurrent burst and a clean SIGTERM all still work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn single_thread_runtime_serves_renews_and_stops() {
+    let mock = MockProvider::start(Style::OneCloud).await;
+    mock.issue_seed("seed-A");
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("authproxy.toml");
+    std::fs::write(&config, onecloud_config(&mock, "seed-A")).unwrap();
+    let proxy = ProxyProcess::start(&config, &[("TOKIO_WORKER_THREADS", "1")]);
+    assert_eq!(status_of(&proxy, "/one/first").await, 200);
+    mock.expire_all();
+    let burst: Vec<_> = (0..50)
+        .map(|i| {
+            let url = proxy.url(&format!("/one/burst{i}"));
+            tokio::spawn(async move { client().get(url).send().await.unwrap().status() })
+        })
+        .collect();
+    for r in burst {
+        assert_eq!(r.await.unwrap(), 200);
+    }
+    assert_eq!(mock.token_requests().len(), 2, "seed, then one rotation");
+    assert!(!mock.reuse_detected());
+    proxy.signal("TERM");
+    let (code, log) = proxy.wait();
+    assert_eq!(code, Some(0), "log:\n{log}");
+    // The rotated chain was persisted: a restart continues it.
+    let proxy = ProxyProcess::start(&config, &[("TOKIO_WORKER_THREADS", "1")]);
+    mock.expire_all();
+    assert_eq!(status_of(&proxy, "/one/after-restart").await, 200);
+    assert_eq!(mock.token_requests().len(), 3);
+    assert!(!mock.reuse_detected());
+}
+
 /// A new seed in the config wins over the store; an unchanged one does not.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn changed_seed_in_config_wins_over_store() {
