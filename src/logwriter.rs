@@ -194,7 +194,7 @@ impl<'a> MakeWriter<'a> for BatchWriter {
 mod tests {
     use super::*;
 
-    /// An output the test can read, and that can be made to block.
+    /// An output the test can read.
     #[derive(Clone, Default)]
     struct Captured(Arc<Mutex<Vec<u8>>>);
 
@@ -247,30 +247,12 @@ mod tests {
         let out = Captured::default();
         // A linger no test run survives: only the warning can flush.
         let (writer, _guard) = spawn(out.clone(), Duration::from_secs(3600)).unwrap();
-        let info = tracing::Metadata::new(
-            "i",
-            "t",
-            Level::INFO,
-            None,
-            None,
-            None,
-            tracing::field::FieldSet::new(&[], tracing::callsite::Identifier(&CALLSITE)),
-            tracing::metadata::Kind::EVENT,
-        );
+        let info = event_metadata(Level::INFO);
         writer
             .make_writer_for(&info)
             .write_all(b"before\n")
             .unwrap();
-        let warn = tracing::Metadata::new(
-            "w",
-            "t",
-            Level::WARN,
-            None,
-            None,
-            None,
-            tracing::field::FieldSet::new(&[], tracing::callsite::Identifier(&CALLSITE)),
-            tracing::metadata::Kind::EVENT,
-        );
+        let warn = event_metadata(Level::WARN);
         writer
             .make_writer_for(&warn)
             .write_all(b"careful\n")
@@ -281,6 +263,19 @@ mod tests {
             std::thread::sleep(Duration::from_millis(1));
         }
         assert_eq!(&*out.0.lock().unwrap(), b"before\ncareful\n");
+    }
+
+    fn event_metadata(level: Level) -> tracing::Metadata<'static> {
+        tracing::Metadata::new(
+            "event",
+            "test",
+            level,
+            None,
+            None,
+            None,
+            tracing::field::FieldSet::new(&[], tracing::callsite::Identifier(&CALLSITE)),
+            tracing::metadata::Kind::EVENT,
+        )
     }
 
     struct NoCallsite;
