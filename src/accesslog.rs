@@ -72,10 +72,11 @@ pub fn write(e: &Entry<'_>) {
     };
     LINE.with_borrow_mut(|line| {
         line.clear();
+        let now = SystemTime::now();
         if sink.json {
-            format_json(line, e, SystemTime::now());
+            format_json(line, e, now);
         } else {
-            format_text(line, e, SystemTime::now());
+            format_text(line, e, now);
         }
         // The batch writer never fails; it blocks when far behind.
         let _ = sink.writer.make_writer().write_all(line.as_bytes());

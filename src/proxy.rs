@@ -307,14 +307,9 @@ impl Forward<'_> {
         };
         match outcome {
             Ok(Ok(response)) => Ok(response),
-            Ok(Err(e))
-                if e.chain()
-                    .any(|e| e.is::<http_body_util::LengthLimitError>()) =>
-            {
-                Err(ProxyError::PayloadTooLarge {
-                    limit: self.runtime.config.server.max_request_body.unwrap_or(0),
-                })
-            }
+            Ok(Err(e)) if is_body_limit(&e) => Err(ProxyError::PayloadTooLarge {
+                limit: self.runtime.config.server.max_request_body.unwrap_or(0),
+            }),
             Ok(Err(e)) => Err(ProxyError::UpstreamUnreachable {
                 provider: self.route.provider.clone(),
                 upstream: self.route.origin().to_string(),

@@ -55,10 +55,10 @@ pub enum TlsSetupError {
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
     /// No connection: DNS, TCP or TLS failed.
-    #[error("connect failed: {0}")]
-    Connect(BoxError),
+    #[error("connect failed")]
+    Connect(#[source] BoxError),
     /// The connection failed while sending or waiting for the answer.
-    #[error("{0}")]
+    #[error(transparent)]
     Http(#[from] hyper::Error),
 }
 
@@ -66,29 +66,15 @@ impl UpstreamError {
     /// The error and its causes, e.g. "connect failed: tcp connect error:
     /// Connection refused (os error 111)".
     pub fn describe(&self) -> String {
-        use std::error::Error;
-        let mut parts = vec![self.to_string()];
-        let mut source = match self {
-            UpstreamError::Connect(e) => e.source(),
-            UpstreamError::Http(e) => e.source(),
-        };
-        while let Some(s) = source {
-            let text = s.to_string();
+        let mut parts: Vec<String> = Vec::new();
+        let chain = std::iter::successors(Some(self as &dyn std::error::Error), |e| e.source());
+        for e in chain {
+            let text = e.to_string();
             if !parts.iter().any(|p| p.contains(&text)) {
                 parts.push(text);
             }
-            source = s.source();
         }
         parts.join(": ")
-    }
-
-    /// The cause chain, for checks like "was this our own body limit".
-    pub fn chain(&self) -> impl Iterator<Item = &(dyn std::error::Error + 'static)> {
-        let first: &(dyn std::error::Error + 'static) = match self {
-            UpstreamError::Connect(e) => &**e,
-            UpstreamError::Http(e) => e,
-        };
-        std::iter::successors(Some(first), |e| e.source())
     }
 }
 
