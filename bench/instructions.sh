@@ -61,6 +61,6 @@ for sys in ap front; do
   ik=$(awk '/instructions:k/ {gsub(",","",$1); print $1}' $T/stat)
   tc=$(awk '/task-clock/ {gsub(",","",$1); print $1}' $T/stat)
   name=$([ $sys = ap ] && echo authproxy || echo nginx)
-  echo "$path $name: $n requests, user $((iu / n / 1000))k instructions/req, kernel $((ik / n / 1000))k/req, task-clock $(echo "scale=1; $tc*1000/$n" | bc) µs/req (inflated by perf)"
+  echo "$path $name: $n requests, user $(echo "scale=1; $iu/$n/1000" | bc)k instructions/req, kernel $(echo "scale=1; $ik/$n/1000" | bc)k/req, task-clock $(echo "scale=1; $tc*1000/$n" | bc) µs/req (inflated by perf)"
 done
 done

@@ -40,22 +40,36 @@ pub fn upgrade_requested(headers: &HeaderMap) -> Option<HeaderValue> {
 /// `upgrade` is given, `Connection: upgrade` and that `Upgrade` are put back
 /// so the upgrade handshake can pass through.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: Option<HeaderValue>) {
-    if headers.contains_key(header::CONNECTION) {
+    // Runs twice per request. Most messages carry at most `Connection:
+    // keep-alive`: one pass over the names present finds which of the fixed
+    // set to remove, and the usual `Connection` tokens name nothing else,
+    // so the common case neither allocates nor hashes nine names.
+    let mut present = 0u16;
+    for name in headers.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|h| h == name) {
+            present |= 1 << i;
+        }
+    }
+    if present & 1 != 0 {
         let named: Vec<HeaderName> = headers
             .get_all(header::CONNECTION)
             .iter()
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
-            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+            .map(str::trim)
+            .filter(|t| {
+                !t.eq_ignore_ascii_case("keep-alive")
+                    && !t.eq_ignore_ascii_case("close")
+                    && !t.eq_ignore_ascii_case("upgrade")
+            })
+            .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
             .collect();
         for name in named {
             headers.remove(name);
         }
     }
-    // Most messages carry none of these: one pass over the names present is
-    // cheaper than nine hashed removals per message.
-    if headers.keys().any(is_hop_by_hop) {
-        for name in &HOP_BY_HOP {
+    for (i, name) in HOP_BY_HOP.iter().enumerate() {
+        if present & (1 << i) != 0 {
             headers.remove(name);
         }
     }
@@ -87,6 +101,31 @@ mod tests {
         strip_hop_by_hop(&mut h, None);
         assert_eq!(h.len(), 1);
         assert!(h.contains_key("x-end-to-end"));
+    }
+
+    #[test]
+    fn connection_tokens_keep_alive_and_upgrade_still_remove_their_headers() {
+        let mut h = HeaderMap::new();
+        h.append(header::CONNECTION, HeaderValue::from_static("keep-alive"));
+        h.append(header::CONNECTION, HeaderValue::from_static("Upgrade, x-a"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(header::UPGRADE, HeaderValue::from_static("h2c"));
+        h.insert("x-a", HeaderValue::from_static("1"));
+        h.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+        h.insert("x-b", HeaderValue::from_static("kept"));
+        strip_hop_by_hop(&mut h, None);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert!(h.contains_key("x-b"));
+    }
+
+    #[test]
+    fn nothing_to_strip_leaves_the_map_alone() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        h.append("x-multi", HeaderValue::from_static("1"));
+        h.append("x-multi", HeaderValue::from_static("2"));
+        strip_hop_by_hop(&mut h, None);
+        assert_eq!(h.len(), 3);
     }
 
     #[test]

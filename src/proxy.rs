@@ -27,6 +27,8 @@ use crate::upstream::PooledBody;
 #[derive(Clone, Debug)]
 pub struct AccessInfo {
     pub route: Arc<str>,
+    /// Index into the runtime's per-route tables (metric handles).
+    pub route_index: usize,
     pub upstream_latency: Option<Duration>,
     pub replayed: bool,
 }
@@ -102,6 +104,7 @@ async fn forward(
         })?;
     *info = Some(AccessInfo {
         route: route.label.clone(),
+        route_index: route.index,
         upstream_latency: None,
         replayed: false,
     });
@@ -122,16 +125,10 @@ async fn forward(
     strip_hop_by_hop(&mut parts.headers, upgrade.clone());
     parts.headers.insert(header::HOST, route.host_value.clone());
 
-    let credential = match &route.provider {
-        None => None,
-        Some(name) => Some(
-            runtime
-                .credentials
-                .get(name)
-                .ok_or_else(|| ProxyError::Internal(format!("provider {name} missing")))?
-                .clone(),
-        ),
-    };
+    let credential = runtime.credential(route);
+    if let (Some(name), None) = (&route.provider, credential) {
+        return Err(ProxyError::Internal(format!("provider {name} missing")));
+    }
     tracing::debug!(
         route = route.prefix.as_str(),
         provider = route.provider.as_deref(),
@@ -147,7 +144,7 @@ async fn forward(
         upgrade_requested: upgrade.is_some(),
     };
 
-    match credential.as_deref() {
+    match credential {
         None => ctx.send_plain(parts.headers, body, info).await,
         Some(Credential::Static(s)) => {
             // Any client Authorization is dropped; injected names replaced.

@@ -223,6 +223,10 @@ impl RouteTable {
 /// backslash or encoded slash as the separator: upstream servers differ in
 /// which of those they normalise, so none of them may pass.
 pub fn has_dot_segment(path: &str) -> bool {
+    // A dot segment needs a `.`, an encoded one a `%`: most paths have neither.
+    if !path.bytes().any(|b| b == b'.' || b == b'%') {
+        return false;
+    }
     let mut current = std::borrow::Cow::Borrowed(path);
     // Decode a bounded number of times to catch double encoding.
     for _ in 0..4 {

@@ -9,10 +9,10 @@ use arc_swap::ArcSwap;
 
 use crate::config::{Config, ProviderKind};
 use crate::credentials::{Credential, OAuthProvider, StaticHeaders};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, RouteMetrics};
 use crate::oauth::client::RetryPolicy;
 use crate::oauth::TokenClient;
-use crate::routes::RouteTable;
+use crate::routes::{Route, RouteTable};
 use crate::store::{self, StoreError, TokenStore};
 use crate::upstream::{TlsSetupError, Upstreams};
 
@@ -21,8 +21,23 @@ pub struct Runtime {
     pub routes: RouteTable,
     /// By provider name.
     pub credentials: HashMap<String, Arc<Credential>>,
+    /// By route index: the route's credential and metric handles, found
+    /// once here rather than by name on every request.
+    route_credentials: Vec<Option<Arc<Credential>>>,
+    route_metrics: Vec<RouteMetrics>,
     pub upstreams: Upstreams,
     pub metrics: Arc<Metrics>,
+}
+
+impl Runtime {
+    /// The credential of `route` (`None` for a route without a provider).
+    pub fn credential(&self, route: &Route) -> Option<&Credential> {
+        self.route_credentials[route.index].as_deref()
+    }
+
+    pub fn route_metrics(&self, route_index: usize) -> &RouteMetrics {
+        &self.route_metrics[route_index]
+    }
 }
 
 /// Failures after the config itself was accepted.
@@ -137,10 +152,23 @@ fn build_runtime(
         };
         credentials.insert(name.clone(), credential);
     }
+    // Config checking made sure every route's provider exists.
+    let route_credentials = routes
+        .in_config_order()
+        .iter()
+        .map(|r| r.provider.as_ref().and_then(|p| credentials.get(p).cloned()))
+        .collect();
+    let route_metrics = routes
+        .in_config_order()
+        .iter()
+        .map(|r| RouteMetrics::new(metrics, r.label.clone()))
+        .collect();
     Ok(Runtime {
         config: Arc::new(config),
         routes,
         credentials,
+        route_credentials,
+        route_metrics,
         upstreams,
         metrics: metrics.clone(),
     })

@@ -86,8 +86,14 @@ pub fn check<B>(server: &ServerConfig, req: &Request<B>) -> Result<(), ProxyErro
 /// A `Host` is ours if it names a loopback address or name, the listen
 /// address, or an entry of `server.allowed_hosts` (with or without port).
 pub fn host_allowed(host_header: &str, server: &ServerConfig) -> bool {
-    let lower = host_header.to_ascii_lowercase();
-    let name = strip_port(&lower);
+    // Checked on every request; clients almost always send lowercase.
+    let lower = if host_header.bytes().any(|b| b.is_ascii_uppercase()) {
+        std::borrow::Cow::Owned(host_header.to_ascii_lowercase())
+    } else {
+        std::borrow::Cow::Borrowed(host_header)
+    };
+    let lower = lower.as_ref();
+    let name = strip_port(lower);
     if server
         .allowed_hosts
         .iter()

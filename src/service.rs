@@ -147,7 +147,7 @@ impl Inner {
             Ok(()) => proxy::handle(&runtime, req).await,
         };
         telemetry::record_request(
-            &self.state.metrics,
+            &runtime,
             &method,
             uri.path(),
             info.as_ref(),

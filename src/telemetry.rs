@@ -10,8 +10,9 @@ use std::sync::Arc;
 use http::{Method, Response};
 use tracing_subscriber::EnvFilter;
 
-use crate::metrics::{Metrics, RequestLabels, RouteLabels};
+use crate::metrics::RequestLabels;
 use crate::proxy::AccessInfo;
+use crate::runtime::Runtime;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
@@ -62,7 +63,7 @@ static NO_ROUTE: std::sync::LazyLock<Arc<str>> = std::sync::LazyLock::new(|| Arc
 
 /// Counts a finished request and writes its access-log line.
 pub fn record_request<B>(
-    metrics: &Metrics,
+    runtime: &Runtime,
     method: &Method,
     path: &str,
     info: Option<&AccessInfo>,
@@ -73,28 +74,31 @@ pub fn record_request<B>(
         .headers()
         .get("x-authproxy-error")
         .and_then(|v| v.to_str().ok());
-    let route = info.map_or(&*NO_ROUTE, |i| &i.route);
     let status = response.status().as_u16();
-    metrics
-        .requests
-        .get_or_create(&RequestLabels {
-            route: route.clone(),
-            status,
-        })
-        .inc();
     let upstream_latency = info.and_then(|i| i.upstream_latency);
-    if let Some(latency) = upstream_latency {
-        metrics
-            .upstream_latency
-            .get_or_create(&RouteLabels {
-                route: route.clone(),
-            })
-            .observe(latency.as_secs_f64());
+    match info {
+        Some(i) => {
+            let handles = runtime.route_metrics(i.route_index);
+            handles.count(&runtime.metrics, status);
+            if let Some(latency) = upstream_latency {
+                handles.observe_latency(latency);
+            }
+        }
+        None => {
+            runtime
+                .metrics
+                .requests
+                .get_or_create(&RequestLabels {
+                    route: NO_ROUTE.clone(),
+                    status,
+                })
+                .inc();
+        }
     }
     crate::accesslog::write(&crate::accesslog::Entry {
         method: method.as_str(),
         path,
-        route,
+        route: info.map_or(&*NO_ROUTE, |i| &i.route),
         status,
         upstream_us: upstream_latency.map(|d| d.as_micros() as u64),
         total_us: started.elapsed().as_micros() as u64,
