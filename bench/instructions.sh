@@ -27,7 +27,7 @@ http { access_log off; client_body_temp_path $T/$1/cb; proxy_temp_path $T/$1/p; 
 C
 }
 conf up $UP "" "root $T/www; default_type application/octet-stream;" > $T/up.conf
-conf front $FRONT "upstream backend { server 127.0.0.1:$UP; keepalive 64; }" "location / { proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection \"\"; proxy_set_header Authorization \"Bearer tok\"; }" > $T/front.conf
+conf front $FRONT "upstream backend { server 127.0.0.1:$UP; keepalive 64; }" "location / { proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection \"\"; proxy_set_header Authorization \"Bearer tok\"; proxy_buffer_size 16k; proxy_buffers 8 16k; proxy_max_temp_file_size 0; }" > $T/front.conf
 cat > $T/ap.toml <<C
 [server]
 listen = "127.0.0.1:$AP"

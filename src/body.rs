@@ -74,9 +74,8 @@ pub struct IdleTimeout<B> {
     inner: B,
     idle: std::time::Duration,
     timer: Option<Pin<Box<tokio::time::Sleep>>>,
-    /// When the upstream last produced something (or the body started).
-    last_progress: tokio::time::Instant,
-    /// Whether we are currently waiting on the upstream (the clock runs).
+    /// Since when we have been waiting on the upstream (the clock runs);
+    /// `None` while the client has the data.
     waiting_since: Option<tokio::time::Instant>,
 }
 
@@ -90,7 +89,6 @@ impl<B> IdleTimeout<B> {
             inner,
             idle,
             timer: None,
-            last_progress: tokio::time::Instant::now(),
             waiting_since: None,
         }
     }
@@ -119,8 +117,7 @@ where
                 // The stall clock starts when we begin waiting on the upstream,
                 // not when the client last read.
                 let since = *this.waiting_since.get_or_insert(now);
-                this.last_progress = since;
-                let deadline = this.last_progress + this.idle;
+                let deadline = since + this.idle;
                 let timer = this
                     .timer
                     .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));

@@ -21,7 +21,7 @@ use crate::headers::{strip_hop_by_hop, upgrade_requested};
 use crate::routes::{has_dot_segment, Route};
 use crate::runtime::Runtime;
 use crate::service::{local, ResponseBody};
-use crate::upstream::PooledBody;
+use crate::upstream::{PooledBody, UpstreamError};
 
 /// What the access log needs to know about a proxied request.
 #[derive(Clone, Debug)]
@@ -292,30 +292,20 @@ impl Forward<'_> {
         *req.uri_mut() = self.uri.clone();
         *req.version_mut() = Version::HTTP_11;
         *req.headers_mut() = headers;
-        let deadline = async {
-            if let Some(sent) = sent {
-                let _ = sent.await;
-            }
-            tokio::time::sleep(timeout).await;
-        };
-        let outcome = tokio::select! {
-            r = pool.send(req) => Ok(r),
-            () = deadline => Err(()),
-        };
-        match outcome {
-            Ok(Ok(response)) => Ok(response),
-            Ok(Err(e)) if is_body_limit(&e) => Err(ProxyError::PayloadTooLarge {
-                limit: self.runtime.config.server.max_request_body.unwrap_or(0),
-            }),
-            Ok(Err(e)) => Err(ProxyError::UpstreamUnreachable {
-                provider: self.route.provider.clone(),
-                upstream: self.route.origin().to_string(),
-                detail: e.describe(),
-            }),
-            Err(_) => Err(ProxyError::UpstreamTimeout {
+        match pool.send(req, timeout, sent).await {
+            Ok(response) => Ok(response),
+            Err(UpstreamError::Timeout) => Err(ProxyError::UpstreamTimeout {
                 provider: self.route.provider.clone(),
                 upstream: self.route.origin().to_string(),
                 seconds: timeout.as_secs_f64(),
+            }),
+            Err(e) if is_body_limit(&e) => Err(ProxyError::PayloadTooLarge {
+                limit: self.runtime.config.server.max_request_body.unwrap_or(0),
+            }),
+            Err(e) => Err(ProxyError::UpstreamUnreachable {
+                provider: self.route.provider.clone(),
+                upstream: self.route.origin().to_string(),
+                detail: e.describe(),
             }),
         }
     }

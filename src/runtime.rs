@@ -156,7 +156,11 @@ fn build_runtime(
     let route_credentials = routes
         .in_config_order()
         .iter()
-        .map(|r| r.provider.as_ref().and_then(|p| credentials.get(p).cloned()))
+        .map(|r| {
+            r.provider
+                .as_ref()
+                .and_then(|p| credentials.get(p).cloned())
+        })
         .collect();
     let route_metrics = routes
         .in_config_order()

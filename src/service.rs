@@ -119,42 +119,40 @@ impl hyper::service::Service<Request<Incoming>> for App {
     type Future = Pin<Box<dyn Future<Output = Result<Response<ResponseBody>, Infallible>> + Send>>;
 
     fn call(&self, req: Request<Incoming>) -> Self::Future {
-        let inner = self.inner.clone();
-        Box::pin(async move { Ok(inner.serve(req).await) })
-    }
-}
-
-impl Inner {
-    async fn serve(&self, req: Request<Incoming>) -> Response<ResponseBody> {
         let started = Instant::now();
         // One runtime for the whole request, so a reload mid-request cannot
         // mix two configs.
-        let runtime = self.state.runtime();
+        let runtime = self.inner.state.runtime();
+        // Refusals are answered here, before any future exists. What is
+        // left is one async block rather than an async fn inside one: each
+        // nesting level keeps its own copy of the request in the future,
+        // and the whole future is moved into its box on every request.
+        if let Err(e) = security::check(&runtime.config.server, &req) {
+            let response = local(e);
+            let path = req.uri().path();
+            telemetry::record_request(&runtime, req.method(), path, None, &response, started);
+            return Box::pin(std::future::ready(Ok(response)));
+        }
+        let inner = self.inner.clone();
         let method = req.method().clone();
         // A clone of the URI shares its bytes with the request; the log
         // needs the path after the request was consumed.
         let uri = req.uri().clone();
-        let (response, info) = match security::check(&runtime.config.server, &req) {
-            Err(e) => (local(e), None),
-            Ok(()) if is_local(uri.path()) => {
-                let answer = self.admin.clone().oneshot(req.map(Body::new)).await;
+        Box::pin(async move {
+            let (response, info) = if is_local(uri.path()) {
+                let answer = inner.admin.clone().oneshot(req.map(Body::new)).await;
                 let answer = match answer {
                     Ok(r) => r,
                     Err(never) => match never {},
                 };
                 (answer.map(ResponseBody::Local), None)
-            }
-            Ok(()) => proxy::handle(&runtime, req).await,
-        };
-        telemetry::record_request(
-            &runtime,
-            &method,
-            uri.path(),
-            info.as_ref(),
-            &response,
-            started,
-        );
-        response
+            } else {
+                proxy::handle(&runtime, req).await
+            };
+            let path = uri.path();
+            telemetry::record_request(&runtime, &method, path, info.as_ref(), &response, started);
+            Ok(response)
+        })
     }
 }
 

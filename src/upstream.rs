@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use bytes::Bytes;
+use futures_util::FutureExt;
 use http::{Request, Response, StatusCode, Uri};
 use http_body::{Frame, SizeHint};
 use hyper::body::Incoming;
@@ -24,6 +25,7 @@ use hyper::client::conn::http1::SendRequest;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use rustls::RootCertStore;
+use tokio::sync::oneshot;
 use tower::ServiceExt;
 
 use crate::config::Config;
@@ -60,6 +62,9 @@ pub enum UpstreamError {
     /// The connection failed while sending or waiting for the answer.
     #[error(transparent)]
     Http(#[from] hyper::Error),
+    /// No response head within the time allowed.
+    #[error("no answer in time")]
+    Timeout,
 }
 
 impl UpstreamError {
@@ -140,35 +145,78 @@ pub struct Pool {
 }
 
 struct Idle {
-    sender: SendRequest<Body>,
+    conn: Conn,
     since: Instant,
+}
+
+/// One keep-alive connection and its answer timer. The timer lives as
+/// long as the connection: moving an armed timer's deadline later is an
+/// atomic store, while a new timer per request costs a registration in
+/// the timer wheel and a removal.
+struct Conn {
+    sender: SendRequest<Body>,
+    timer: Pin<Box<tokio::time::Sleep>>,
 }
 
 impl Pool {
     /// Sends `req` (its URI in origin form) on a pooled connection, or a new
     /// one. A pooled connection that turns out to be closed before the
     /// request was written is dropped and the request tried on another.
+    ///
+    /// The upstream gets `timeout` to connect and answer with a response
+    /// head; with `body_sent` given, the answer's clock starts once the
+    /// request body has been sent (a slow upload is not a slow upstream).
     pub async fn send(
         self: &Arc<Self>,
         mut req: Request<Body>,
+        timeout: Duration,
+        mut body_sent: Option<oneshot::Receiver<()>>,
     ) -> Result<Response<PooledBody>, UpstreamError> {
+        let now = tokio::time::Instant::now();
+        let mut deadline = now + timeout;
         loop {
-            let (mut sender, reused) = match self.checkout() {
-                Some(s) => (s, true),
+            let (mut conn, reused) = match self.checkout(now.into_std()) {
+                Some(c) => (c, true),
                 // Boxed: connecting (DNS, TCP, TLS, handshake) is rare and its
                 // state large; unboxed it would size every request's future.
-                None => (Box::pin(self.connect()).await?, false),
+                None => {
+                    let connect = tokio::time::timeout_at(deadline, self.connect());
+                    let conn = Box::pin(connect)
+                        .await
+                        .map_err(|_| UpstreamError::Timeout)??;
+                    (conn, false)
+                }
             };
             // A reused connection may still be finishing its last response;
             // one the upstream closed fails here.
-            if sender.ready().await.is_err() && reused {
+            let ready = match conn.sender.ready().now_or_never() {
+                Some(ready) => ready,
+                None => tokio::time::timeout_at(deadline, conn.sender.ready())
+                    .await
+                    .map_err(|_| UpstreamError::Timeout)?,
+            };
+            if ready.is_err() && reused {
                 continue;
             }
-            match sender.try_send_request(req).await {
+            let answer = conn.sender.try_send_request(req);
+            let timer = &mut conn.timer;
+            let expired = async {
+                if let Some(sent) = body_sent.as_mut() {
+                    let _ = sent.await;
+                    deadline = tokio::time::Instant::now() + timeout;
+                }
+                timer.as_mut().reset(deadline);
+                timer.as_mut().await;
+            };
+            let answer = tokio::select! {
+                answer = answer => answer,
+                () = expired => return Err(UpstreamError::Timeout),
+            };
+            match answer {
                 Ok(response) => {
                     // After a protocol switch the connection is no longer HTTP.
                     let reusable = response.status() != StatusCode::SWITCHING_PROTOCOLS;
-                    let owner = reusable.then(|| (sender, self.clone()));
+                    let owner = reusable.then(|| (conn, self.clone()));
                     return Ok(response.map(|inner| PooledBody { inner, owner }));
                 }
                 Err(mut e) => match e.take_message() {
@@ -180,34 +228,33 @@ impl Pool {
         }
     }
 
-    fn checkout(&self) -> Option<SendRequest<Body>> {
+    fn checkout(&self, now: Instant) -> Option<Conn> {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         while let Some(c) = idle.pop_back() {
-            if !c.sender.is_closed() && c.since.elapsed() < IDLE_TIMEOUT {
-                return Some(c.sender);
+            if !c.conn.sender.is_closed() && now.saturating_duration_since(c.since) < IDLE_TIMEOUT {
+                return Some(c.conn);
             }
         }
         None
     }
 
-    fn put_back(&self, sender: SendRequest<Body>) {
-        if sender.is_closed() {
+    fn put_back(&self, conn: Conn) {
+        if conn.sender.is_closed() {
             return;
         }
         let now = Instant::now();
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        while idle
-            .front()
-            .is_some_and(|c| now.duration_since(c.since) >= IDLE_TIMEOUT || c.sender.is_closed())
-        {
+        while idle.front().is_some_and(|c| {
+            now.duration_since(c.since) >= IDLE_TIMEOUT || c.conn.sender.is_closed()
+        }) {
             idle.pop_front();
         }
         if idle.len() < MAX_IDLE {
-            idle.push_back(Idle { sender, since: now });
+            idle.push_back(Idle { conn, since: now });
         }
     }
 
-    async fn connect(&self) -> Result<SendRequest<Body>, UpstreamError> {
+    async fn connect(&self) -> Result<Conn, UpstreamError> {
         let io = self
             .connector
             .clone()
@@ -222,7 +269,11 @@ impl Pool {
                 tracing::debug!(error = %e, "upstream connection ended with an error");
             }
         });
-        Ok(sender)
+        Ok(Conn {
+            sender,
+            // Armed (and so registered) only when a request first waits.
+            timer: Box::pin(tokio::time::sleep(Duration::ZERO)),
+        })
     }
 }
 
@@ -231,13 +282,13 @@ impl Pool {
 /// (it still has unread bytes).
 pub struct PooledBody {
     inner: Incoming,
-    owner: Option<(SendRequest<Body>, Arc<Pool>)>,
+    owner: Option<(Conn, Arc<Pool>)>,
 }
 
 impl PooledBody {
     fn release(&mut self) {
-        if let Some((sender, pool)) = self.owner.take() {
-            pool.put_back(sender);
+        if let Some((conn, pool)) = self.owner.take() {
+            pool.put_back(conn);
         }
     }
 }

@@ -514,6 +514,70 @@ async fn upstream_timeout_starts_after_a_slow_upload() {
     proxy.stop().await;
 }
 
+/// The answer timer is kept with its upstream connection and moved on for
+/// each request: a connection reused for longer than `upstream_timeout`
+/// in total never times out a request that was answered in time.
+#[tokio::test]
+async fn reused_connection_timer_counts_per_request() {
+    let (addr, connections, _) = counting_upstream(None).await;
+    let proxy = start_proxy(&one_route(
+        "/ri/",
+        &format!("http://{addr}/"),
+        "upstream_timeout = \"200ms\"",
+    ))
+    .await;
+    let c = client();
+    let started = std::time::Instant::now();
+    let mut sent = 0;
+    // Bounded in count and time; the point is to outlast the timeout 3x.
+    while started.elapsed() < Duration::from_millis(600) && sent < 5000 {
+        let r = c.get(proxy.url("/ri/x")).send().await.unwrap();
+        assert_eq!(r.status(), 200, "request {sent}");
+        assert_eq!(r.text().await.unwrap(), "ok");
+        sent += 1;
+    }
+    assert!(
+        started.elapsed() >= Duration::from_millis(600),
+        "{sent} requests"
+    );
+    assert_eq!(connections.load(Ordering::SeqCst), 1);
+    proxy.stop().await;
+}
+
+/// A reused connection whose upstream stops answering: that request gets
+/// 504, and the connection is not used again (the next request opens a
+/// new one and succeeds).
+#[tokio::test]
+async fn timeout_on_a_reused_connection_is_504_and_drops_it() {
+    let (silent_tx, mut silent_rx) = mpsc::unbounded_channel::<()>();
+    let upstream = support::serve(Router::new().route("/ok", get(|| async { "ok" })).route(
+        "/silent",
+        get(move || {
+            let _ = silent_tx.send(());
+            std::future::pending::<&'static str>()
+        }),
+    ))
+    .await;
+    let proxy = start_proxy(&one_route(
+        "/ri/",
+        &format!("http://{upstream}/"),
+        "upstream_timeout = \"300ms\"",
+    ))
+    .await;
+    let c = client();
+    let r = c.get(proxy.url("/ri/ok")).send().await.unwrap();
+    assert_eq!(r.text().await.unwrap(), "ok");
+    let r = c.get(proxy.url("/ri/silent")).send().await.unwrap();
+    assert_error(r, 504, "upstream_timeout", Some("ri")).await;
+    silent_rx
+        .try_recv()
+        .expect("the upstream saw the silent request");
+    let r = c.get(proxy.url("/ri/ok")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.unwrap(), "ok");
+    proxy.stop().await;
+}
+
 /// An upstream redirect is handed to the client, never followed: the
 /// redirect target receives nothing (and so never sees the credential).
 #[tokio::test]
