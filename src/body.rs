@@ -1,7 +1,10 @@
-//! A request body that says when it has been sent in full, so the
-//! upstream's time to answer is measured from then: a slow upload to a
-//! healthy upstream is not a timeout.
+//! Body types of the forwarding path: request bodies read in full before
+//! sending ([`Buffered`]) or streamed with a signal at their end
+//! ([`SignalOnEnd`]), and upstream response bodies with a stall limit
+//! ([`IdleTimeout`]).
 
+use std::collections::VecDeque;
+use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -11,6 +14,59 @@ use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 use tokio::sync::oneshot;
 
+/// A request body read in full, kept as the chunks that arrived (no copy
+/// into one buffer). Cloning shares the chunks, so the same body can be
+/// sent again for a replay.
+#[derive(Clone, Default)]
+pub struct Buffered {
+    chunks: VecDeque<Bytes>,
+    len: u64,
+}
+
+impl Buffered {
+    pub fn push(&mut self, chunk: Bytes) {
+        if !chunk.is_empty() {
+            self.len += chunk.len() as u64;
+            self.chunks.push_back(chunk);
+        }
+    }
+
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn into_chunks(self) -> VecDeque<Bytes> {
+        self.chunks
+    }
+}
+
+impl http_body::Body for Buffered {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        let chunk = self.chunks.pop_front();
+        if let Some(c) = &chunk {
+            self.len -= c.len() as u64;
+        }
+        Poll::Ready(chunk.map(|c| Ok(Frame::data(c))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.chunks.is_empty()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.len)
+    }
+}
+
+/// A request body that says when it has been sent in full, so the
+/// upstream's time to answer is measured from then: a slow upload to a
+/// healthy upstream is not a timeout.
 pub struct SignalOnEnd {
     inner: Body,
     done: Option<oneshot::Sender<()>>,
@@ -143,5 +199,29 @@ where
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    #[tokio::test]
+    async fn buffered_body_yields_its_chunks_in_order_with_an_exact_size() {
+        let mut b = Buffered::default();
+        b.push(Bytes::from_static(b"ab"));
+        b.push(Bytes::new());
+        b.push(Bytes::from_static(b"cde"));
+        assert_eq!(http_body::Body::size_hint(&b).exact(), Some(5));
+        let replay = b.clone();
+        let mut first = b;
+        let frame = first.frame().await.unwrap().unwrap();
+        assert_eq!(frame.into_data().unwrap(), "ab");
+        assert_eq!(http_body::Body::size_hint(&first).exact(), Some(3));
+        assert!(!http_body::Body::is_end_stream(&first));
+        assert_eq!(first.collect().await.unwrap().to_bytes(), "cde");
+        assert_eq!(replay.collect().await.unwrap().to_bytes(), "abcde");
+        assert!(http_body::Body::is_end_stream(&Buffered::default()));
     }
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
-use bytes::{Bytes, BytesMut};
+
 use futures_util::StreamExt;
 use http::header::{self, HeaderMap, HeaderName};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
@@ -15,6 +15,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
+use crate::body::Buffered;
 use crate::credentials::{Credential, CredentialError, OAuthProvider, Trigger};
 use crate::error::ProxyError;
 use crate::headers::{strip_hop_by_hop, upgrade_requested};
@@ -73,9 +74,17 @@ pub async fn handle(
 
 /// A request body that can be sent again (small enough to keep) or only once.
 enum OutBody {
-    Buffered(Bytes),
+    Buffered(Buffered),
     Stream(Body),
 }
+
+/// Request bodies up to this size, with a declared length, are read in full
+/// before the upstream request starts: the upstream gets head and body in
+/// one write and answers once, where a streamed body went out in pieces and
+/// some upstreams (nginx among them) answered before it was complete, which
+/// cost the keep-alive connection. Larger and chunked bodies stream. Never
+/// more than `server.max_replay_body`, which bounds request buffering.
+const REQUEST_BUFFER: u64 = 64 * 1024;
 
 async fn forward(
     runtime: &Runtime,
@@ -178,6 +187,14 @@ impl Forward<'_> {
         body: Body,
         info: &mut Option<AccessInfo>,
     ) -> Result<Response<ResponseBody>, ProxyError> {
+        let server = &self.runtime.config.server;
+        // Never more than the spec's buffering bound, `max_replay_body`.
+        let limit = REQUEST_BUFFER.min(server.max_replay_body);
+        let body = if declared_length(&headers).is_some_and(|n| n <= limit) {
+            prepare_body(body, &headers, limit, server.max_request_body).await?
+        } else {
+            OutBody::Stream(body)
+        };
         let started = Instant::now();
         let response = self.send(headers, body).await;
         set_latency(info, started);
@@ -209,8 +226,8 @@ impl Forward<'_> {
         )
         .await?;
         let (first_body, replay_body) = match body {
-            OutBody::Buffered(b) => (Body::from(b.clone()), Some(b)),
-            OutBody::Stream(s) => (s, None),
+            OutBody::Buffered(b) => (OutBody::Buffered(b.clone()), Some(b)),
+            OutBody::Stream(s) => (OutBody::Stream(s), None),
         };
 
         let started = Instant::now();
@@ -256,7 +273,7 @@ impl Forward<'_> {
             .ok_or_else(|| ProxyError::Internal("renewed token has no access token".into()))?;
         headers.insert(provider.header_name().clone(), value.clone());
         let started = Instant::now();
-        let response = self.send(headers, Body::from(replay_body)).await;
+        let response = self.send(headers, OutBody::Buffered(replay_body)).await;
         set_latency(info, started);
         if let Some(i) = info.as_mut() {
             i.replayed = true;
@@ -275,17 +292,20 @@ impl Forward<'_> {
     async fn send(
         &self,
         headers: HeaderMap,
-        body: Body,
+        body: OutBody,
     ) -> Result<Response<PooledBody>, ProxyError> {
         let pool = self.runtime.upstreams.for_route(self.route.index);
         let timeout = self.runtime.config.server.upstream_timeout;
         // `upstream_timeout` is the upstream's time to answer: for a body
-        // that is still streaming it starts once the body is sent.
-        let (body, sent) = if body.is_end_stream() {
-            (body, None)
-        } else {
-            let (body, sent) = crate::body::SignalOnEnd::new(body);
-            (Body::new(body), Some(sent))
+        // that is still streaming it starts once the body is sent. A
+        // buffered body goes out at once.
+        let (body, sent) = match body {
+            OutBody::Buffered(b) => (Body::new(b), None),
+            OutBody::Stream(s) if s.is_end_stream() => (s, None),
+            OutBody::Stream(s) => {
+                let (body, sent) = crate::body::SignalOnEnd::new(s);
+                (Body::new(body), Some(sent))
+            }
         };
         let mut req = hyper::Request::new(body);
         *req.method_mut() = self.method.clone();
@@ -380,11 +400,7 @@ fn limit_body(body: Body, headers: &HeaderMap, max: Option<u64>) -> Result<Body,
     let Some(limit) = max else {
         return Ok(body);
     };
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit) {
+    if declared_length(headers).is_some_and(|n| n > limit) {
         return Err(ProxyError::PayloadTooLarge { limit });
     }
     Ok(Body::new(http_body_util::Limited::new(
@@ -412,6 +428,14 @@ async fn drain(response: Response<PooledBody>) {
     let _ = tokio::time::timeout(Duration::from_secs(2), body.collect()).await;
 }
 
+/// The request's `Content-Length`, if it has a valid one.
+fn declared_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+}
+
 /// Buffers a body up to `limit` bytes so it can be replayed; a larger one
 /// (by `Content-Length`, or found while reading) streams on unbuffered.
 async fn prepare_body(
@@ -421,18 +445,13 @@ async fn prepare_body(
     max_body: Option<u64>,
 ) -> Result<OutBody, ProxyError> {
     if body.is_end_stream() {
-        return Ok(OutBody::Buffered(Bytes::new()));
+        return Ok(OutBody::Buffered(Buffered::default()));
     }
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit) {
+    if declared_length(headers).is_some_and(|n| n > limit) {
         return Ok(OutBody::Stream(body));
     }
     let mut body = body;
-    let mut buf = BytesMut::new();
-    let mut chunks: Vec<Bytes> = Vec::new();
+    let mut buf = Buffered::default();
     loop {
         match body.frame().await {
             None => break,
@@ -448,20 +467,20 @@ async fn prepare_body(
             }
             Some(Ok(frame)) => {
                 if let Ok(data) = frame.into_data() {
-                    if (buf.len() + data.len()) as u64 > limit {
+                    if buf.len() + data.len() as u64 > limit {
                         // Too big to keep: send what we have, then the rest.
-                        chunks.push(buf.freeze());
-                        chunks.push(data);
+                        let mut chunks = buf.into_chunks();
+                        chunks.push_back(data);
                         let prefix = futures_util::stream::iter(
                             chunks.into_iter().map(Ok::<_, axum::Error>),
                         );
                         let rest = body.into_data_stream();
                         return Ok(OutBody::Stream(Body::from_stream(prefix.chain(rest))));
                     }
-                    buf.extend_from_slice(&data);
+                    buf.push(data);
                 }
             }
         }
     }
-    Ok(OutBody::Buffered(buf.freeze()))
+    Ok(OutBody::Buffered(buf))
 }

@@ -578,6 +578,63 @@ async fn timeout_on_a_reused_connection_is_504_and_drops_it() {
     proxy.stop().await;
 }
 
+/// A small body with a declared length is read in full before the upstream
+/// is contacted: a client that stalls halfway holds no upstream connection,
+/// and the upstream gets the whole body once it is there.
+#[tokio::test]
+async fn small_declared_body_is_read_before_the_upstream_is_contacted() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream = listener.local_addr().unwrap();
+    let (accepted_tx, mut accepted_rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let _ = accepted_tx.send(());
+            let head = read_head(&mut stream).await.to_ascii_lowercase();
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length: "))
+                .and_then(|v| v.trim().parse().ok())
+                .expect("the forwarded request has a content-length");
+            let mut body = vec![0u8; len];
+            tokio::time::timeout(IO_TIMEOUT, stream.read_exact(&mut body))
+                .await
+                .expect("the body arrives")
+                .unwrap();
+            let answer =
+                format!("HTTP/1.1 200 OK\r\ncontent-length: {len}\r\nconnection: close\r\n\r\n");
+            stream.write_all(answer.as_bytes()).await.unwrap();
+            stream.write_all(&body).await.unwrap();
+            let _ = stream.shutdown().await;
+        }
+    });
+    let proxy = start_proxy(&one_route("/ri/", &format!("http://{upstream}/"), "")).await;
+    let mut conn = TcpStream::connect(proxy.addr).await.unwrap();
+    conn.write_all(
+        b"POST /ri/x HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 10\r\nConnection: close\r\n\r\nhello",
+    )
+    .await
+    .unwrap();
+    // Nothing can signal that the proxy is *not* connecting; a streaming
+    // proxy would connect within milliseconds, so a short wait tells.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), accepted_rx.recv())
+            .await
+            .is_err(),
+        "the upstream was contacted before the body was complete"
+    );
+    conn.write_all(b"world").await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(IO_TIMEOUT, conn.read_to_end(&mut answer))
+        .await
+        .expect("the proxy answers and closes")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.ends_with("\r\n\r\nhelloworld"), "{answer}");
+    assert!(accepted_rx.try_recv().is_ok());
+    proxy.stop().await;
+}
+
 /// An upstream redirect is handed to the client, never followed: the
 /// redirect target receives nothing (and so never sees the credential).
 #[tokio::test]
