@@ -35,6 +35,10 @@ impl Buffered {
         self.len
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.chunks.is_empty()
+    }
+
     pub fn into_chunks(self) -> VecDeque<Bytes> {
         self.chunks
     }
@@ -56,7 +60,7 @@ impl http_body::Body for Buffered {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.chunks.is_empty()
+        self.is_empty()
     }
 
     fn size_hint(&self) -> SizeHint {
