@@ -187,15 +187,27 @@ async fn unwritable_store_serves_from_memory_and_writes_later() {
         written,
         "the pending token was written once the folder was back"
     );
-    let status: serde_json::Value = c
-        .get(proxy.url("/_authproxy/status"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert!(status["store"]["error"].is_null(), "{status}");
+    // The file appears (rename) a moment before the write reports success
+    // and clears the error: poll the status too, bounded.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let status: serde_json::Value = c
+            .get(proxy.url("/_authproxy/status"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if status["store"]["error"].is_null() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the store error stayed after the write: {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// A truncated store file stops startup with a message naming the file and
