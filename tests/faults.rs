@@ -70,14 +70,7 @@ async fn token_endpoint_refusing_connections() {
         body["message"].as_str().unwrap().contains("unreachable"),
         "{body}"
     );
-    let status: serde_json::Value = client()
-        .get(proxy.url("/_authproxy/status"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let status = support::get_json(&client(), proxy.url("/_authproxy/status")).await;
     assert_eq!(status["providers"]["std"]["state"], "error");
     assert_eq!(status["providers"]["std"]["last_error"]["code"], "network");
 }

@@ -305,14 +305,7 @@ async fn client_credentials_form_body_with_basic_auth() {
         .unwrap()
         .starts_with("Basic "));
     // expires_in arrived as a string; the status shows the expiry.
-    let status: serde_json::Value = client()
-        .get(proxy.url("/_authproxy/status"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let status = support::get_json(&client(), proxy.url("/_authproxy/status")).await;
     let expires_in = status["providers"]["std"]["expires_in"].as_i64().unwrap();
     assert!((3590..=3600).contains(&expires_in), "{status}");
 }
@@ -496,14 +489,7 @@ async fn no_refresh_token_left_gives_reauthentication_failed() {
         1,
         "a refused refresh token is never sent again"
     );
-    let status: serde_json::Value = client()
-        .get(proxy.url("/_authproxy/status"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let status = support::get_json(&client(), proxy.url("/_authproxy/status")).await;
     assert_eq!(status["providers"]["one"]["state"], "error");
     assert_eq!(
         status["providers"]["one"]["last_error"]["code"],

@@ -149,14 +149,7 @@ async fn unwritable_store_serves_from_memory_and_writes_later() {
     let c = client();
     let r = c.get(proxy.url("/one/a")).send().await.unwrap();
     assert_eq!(r.status(), 200, "served with the token held in memory");
-    let status: serde_json::Value = c
-        .get(proxy.url("/_authproxy/status"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let status = support::get_json(&c, proxy.url("/_authproxy/status")).await;
     let err = status["providers"]["one"]["store_error"].as_str().unwrap();
     assert!(err.contains("tokens.json"), "{status}");
     assert!(status["store"]["error"].is_string());
@@ -191,14 +184,7 @@ async fn unwritable_store_serves_from_memory_and_writes_later() {
     // and clears the error: poll the status too, bounded.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
     loop {
-        let status: serde_json::Value = c
-            .get(proxy.url("/_authproxy/status"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let status = support::get_json(&c, proxy.url("/_authproxy/status")).await;
         if status["store"]["error"].is_null() {
             break;
         }

@@ -95,6 +95,11 @@ pub fn client() -> reqwest::Client {
 }
 
 /// Serves `router` on 127.0.0.1:0 for the rest of the test.
+/// GETs `url` and parses the answer as JSON (status endpoints and the like).
+pub async fn get_json(client: &reqwest::Client, url: String) -> serde_json::Value {
+    client.get(url).send().await.unwrap().json().await.unwrap()
+}
+
 pub async fn serve(router: Router) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
