@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
-
 use futures_util::StreamExt;
 use http::header::{self, HeaderMap, HeaderName};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
@@ -190,8 +189,9 @@ impl Forward<'_> {
         let server = &self.runtime.config.server;
         // Never more than the spec's buffering bound, `max_replay_body`.
         let limit = REQUEST_BUFFER.min(server.max_replay_body);
-        let body = if declared_length(&headers).is_some_and(|n| n <= limit) {
-            prepare_body(body, &headers, limit, server.max_request_body).await?
+        let declared = declared_length(&headers);
+        let body = if declared.is_some_and(|n| n <= limit) {
+            prepare_body(body, declared, limit, server.max_request_body).await?
         } else {
             OutBody::Stream(body)
         };
@@ -220,7 +220,7 @@ impl Forward<'_> {
         let limit = self.runtime.config.server.max_replay_body;
         let body = prepare_body(
             body,
-            &headers,
+            declared_length(&headers),
             limit,
             self.runtime.config.server.max_request_body,
         )
@@ -437,17 +437,17 @@ fn declared_length(headers: &HeaderMap) -> Option<u64> {
 }
 
 /// Buffers a body up to `limit` bytes so it can be replayed; a larger one
-/// (by `Content-Length`, or found while reading) streams on unbuffered.
+/// (by its `declared` length, or found while reading) streams on unbuffered.
 async fn prepare_body(
     body: Body,
-    headers: &HeaderMap,
+    declared: Option<u64>,
     limit: u64,
     max_body: Option<u64>,
 ) -> Result<OutBody, ProxyError> {
     if body.is_end_stream() {
         return Ok(OutBody::Buffered(Buffered::default()));
     }
-    if declared_length(headers).is_some_and(|n| n > limit) {
+    if declared.is_some_and(|n| n > limit) {
         return Ok(OutBody::Stream(body));
     }
     let mut body = body;

@@ -153,20 +153,17 @@ fn build_runtime(
         credentials.insert(name.clone(), credential);
     }
     // Config checking made sure every route's provider exists.
-    let route_credentials = routes
+    let (route_credentials, route_metrics) = routes
         .in_config_order()
-        .iter()
+        .into_iter()
         .map(|r| {
-            r.provider
+            let credential = r
+                .provider
                 .as_ref()
-                .and_then(|p| credentials.get(p).cloned())
+                .and_then(|p| credentials.get(p).cloned());
+            (credential, RouteMetrics::new(metrics, r.label.clone()))
         })
-        .collect();
-    let route_metrics = routes
-        .in_config_order()
-        .iter()
-        .map(|r| RouteMetrics::new(metrics, r.label.clone()))
-        .collect();
+        .unzip();
     Ok(Runtime {
         config: Arc::new(config),
         routes,
