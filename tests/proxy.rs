@@ -1174,23 +1174,36 @@ async fn post_through_pass_through_route() {
     proxy.stop().await;
 }
 
-/// Sends one HTTP/2 (prior knowledge) request for `uri` to `addr`, whatever
-/// host the URI names: its `:authority` is the URI's.
-async fn h2_get(addr: SocketAddr, uri: &str) -> (http::Response<()>, Bytes) {
-    use http_body_util::{BodyExt, Empty};
-    use hyper_util::rt::{TokioExecutor, TokioIo};
-
+/// Opens an HTTP/2 connection with prior knowledge (h2c, no upgrade) to
+/// the proxy.
+async fn h2_connect(addr: SocketAddr) -> hyper::client::conn::http2::SendRequest<Body> {
     let stream = TcpStream::connect(addr).await.unwrap();
-    let (mut send, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+    let (sender, conn) =
+        hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+            .handshake(hyper_util::rt::TokioIo::new(stream))
             .await
             .unwrap();
     tokio::spawn(conn);
-    let req = http::Request::get(uri).body(Empty::<Bytes>::new()).unwrap();
+    sender
+}
+
+async fn h2_body(body: hyper::body::Incoming) -> Bytes {
+    use http_body_util::BodyExt;
+    tokio::time::timeout(IO_TIMEOUT, body.collect())
+        .await
+        .expect("the body arrives in time")
+        .unwrap()
+        .to_bytes()
+}
+
+/// Sends one HTTP/2 (prior knowledge) request for `uri` to `addr`, whatever
+/// host the URI names: its `:authority` is the URI's.
+async fn h2_get(addr: SocketAddr, uri: &str) -> (http::Response<()>, Bytes) {
+    let mut send = h2_connect(addr).await;
+    let req = http::Request::get(uri).body(Body::empty()).unwrap();
     let response = send.send_request(req).await.unwrap();
     let (parts, body) = response.into_parts();
-    let body = body.collect().await.unwrap().to_bytes();
-    (http::Response::from_parts(parts, ()), body)
+    (http::Response::from_parts(parts, ()), h2_body(body).await)
 }
 
 /// An HTTP/2 client (prior knowledge; the server speaks h2c) is served like
@@ -1302,5 +1315,47 @@ async fn upstream_closing_idle_connections_is_invisible_to_clients() {
             .unwrap();
     }
     assert_eq!(connections.load(Ordering::SeqCst), 10);
+    proxy.stop().await;
+}
+
+/// Over one h2c connection a large upload arrives whole with the header
+/// pair injected, and concurrent streams are each forwarded to the
+/// HTTP/1.1 upstream and answered on their own stream.
+#[tokio::test]
+async fn http2_uploads_and_concurrent_streams_share_one_connection() {
+    let echo = Echo::start().await;
+    let proxy = start_proxy(&static_config(&echo.url())).await;
+    let mut h2 = h2_connect(proxy.addr).await;
+    let authority = proxy.addr.to_string();
+
+    let payload = support::pattern(200_000, 7);
+    let post = http::Request::post(format!("http://{authority}/rips/upload"))
+        .body(Body::from(payload.clone()))
+        .unwrap();
+    let r = h2.send_request(post).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let seen: Value = serde_json::from_slice(&h2_body(r.into_body()).await).unwrap();
+    assert_eq!(seen["method"], "POST");
+    assert_eq!(seen["path"], "/api/upload");
+    assert_eq!(seen["body_len"], payload.len());
+    assert_eq!(seen["body_sha256"], sha256(&payload));
+    assert_eq!(seen["headers"]["x-api-email"], json!([EMAIL_SECRET]));
+
+    let mut pending = Vec::new();
+    for i in 0..8 {
+        let req = http::Request::get(format!("http://{authority}/ri/n{i}"))
+            .body(Body::empty())
+            .unwrap();
+        pending.push(h2.send_request(req));
+    }
+    let answers = futures_util::future::join_all(pending).await;
+    for (i, answer) in answers.into_iter().enumerate() {
+        let r = answer.unwrap();
+        assert_eq!(r.status(), 200, "stream {i}");
+        let seen: Value = serde_json::from_slice(&h2_body(r.into_body()).await).unwrap();
+        assert_eq!(seen["path"], format!("/v1/n{i}"));
+        assert_eq!(seen["headers"]["authorization"], json!([TOKEN_SECRET]));
+    }
+    assert_eq!(echo.count(), 9);
     proxy.stop().await;
 }
