@@ -54,7 +54,8 @@ pub async fn serve(
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                let service = app.clone();
+                let app = app.clone();
+                let service = hyper::service::service_fn(move |req| app.serve(req));
                 let conn = builder
                     .serve_connection_with_upgrades(TokioIo::new(stream), service)
                     .into_owned();
