@@ -1,0 +1,153 @@
+//! The cheapest reverse proxy hyper allows: the floor under authproxy's
+//! CPU cost per request on this stack, for `bench/instructions.sh`.
+//!
+//! ```text
+//! cargo build --release --example hyper_floor
+//! bash bench/instructions.sh target/release/examples/hyper_floor
+//! ```
+//!
+//! It takes the same `run --config FILE` arguments as authproxy and reads
+//! only `server.listen` and the first route's `prefix`, `upstream` and
+//! static `Authorization` header. Everything authproxy does beyond hyper's
+//! own work is left out: no pool (each client connection gets its own
+//! upstream connection, opened on its first request), no route table, no
+//! security checks, no hop-by-hop header handling, no timeouts, no access
+//! log, no metrics, no graceful drain. One thread (a current-thread
+//! runtime), HTTP/1.1 only on both sides.
+//!
+//! Not a product: a wrong config panics, and upstream errors answer 502
+//! without a body.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{HeaderValue, Request, Response, StatusCode, Uri};
+use http_body_util::{combinators::BoxBody, BodyExt, Empty};
+use hyper::body::Incoming;
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Mutex;
+
+struct Route {
+    prefix: String,
+    upstream_host: String,
+    upstream_path: String,
+    authorization: HeaderValue,
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let config = match args.iter().position(|a| a == "--config") {
+        Some(i) => &args[i + 1],
+        None => panic!("usage: hyper_floor run --config FILE"),
+    };
+    let text = std::fs::read_to_string(config).expect("config readable");
+    let value: toml::Table = text.parse().expect("config is TOML");
+    let listen = value["server"]["listen"].as_str().expect("server.listen");
+    let route = &value["routes"][0];
+    let upstream: Uri = route["upstream"]
+        .as_str()
+        .expect("routes[0].upstream")
+        .parse()
+        .expect("upstream is a URI");
+    let provider = route["provider"].as_str().expect("routes[0].provider");
+    let authorization = value["providers"][provider]["headers"]["Authorization"]
+        .as_str()
+        .expect("static Authorization header");
+    let route = Arc::new(Route {
+        prefix: route["prefix"].as_str().expect("prefix").to_string(),
+        upstream_host: upstream.authority().expect("upstream host").to_string(),
+        upstream_path: upstream.path().to_string(),
+        authorization: HeaderValue::from_str(authorization).expect("header value"),
+    });
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async move {
+        let listener = TcpListener::bind(listen).await.expect("listen");
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            let route = route.clone();
+            tokio::spawn(serve_connection(stream, route));
+        }
+    });
+}
+
+type Upstream = Arc<Mutex<Option<SendRequest<Incoming>>>>;
+
+async fn serve_connection(stream: TcpStream, route: Arc<Route>) {
+    let upstream: Upstream = Arc::default();
+    let service = hyper::service::service_fn(move |req| {
+        let route = route.clone();
+        let upstream = upstream.clone();
+        async move { Ok::<_, hyper::Error>(forward(req, &route, &upstream).await) }
+    });
+    let _ = hyper::server::conn::http1::Builder::new()
+        .serve_connection(TokioIo::new(stream), service)
+        .await;
+}
+
+async fn forward(
+    req: Request<Incoming>,
+    route: &Route,
+    upstream: &Upstream,
+) -> Response<BoxBody<Bytes, hyper::Error>> {
+    let (mut parts, body) = req.into_parts();
+    let rest = parts
+        .uri
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .strip_prefix(route.prefix.as_str())
+        .unwrap_or("");
+    parts.uri = format!("{}{rest}", route.upstream_path)
+        .parse()
+        .unwrap_or_default();
+    parts.headers.insert(
+        http::header::HOST,
+        HeaderValue::from_str(&route.upstream_host).expect("host value"),
+    );
+    parts
+        .headers
+        .insert(http::header::AUTHORIZATION, route.authorization.clone());
+    let req = Request::from_parts(parts, body);
+
+    let mut guard = upstream.lock().await;
+    if guard.as_ref().is_none_or(|s| s.is_closed()) {
+        *guard = connect(&route.upstream_host).await;
+    }
+    let Some(sender) = guard.as_mut() else {
+        return bad_gateway();
+    };
+    if sender.ready().await.is_err() {
+        *guard = None;
+        return bad_gateway();
+    }
+    let answer = sender.send_request(req);
+    drop(guard);
+    match answer.await {
+        Ok(response) => response.map(BodyExt::boxed),
+        Err(_) => bad_gateway(),
+    }
+}
+
+async fn connect(host: &str) -> Option<SendRequest<Incoming>> {
+    let stream = TcpStream::connect(host).await.ok()?;
+    let _ = stream.set_nodelay(true);
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .ok()?;
+    tokio::spawn(conn);
+    Some(sender)
+}
+
+fn bad_gateway() -> Response<BoxBody<Bytes, hyper::Error>> {
+    let mut r = Response::new(Empty::new().map_err(|never| match never {}).boxed());
+    *r.status_mut() = StatusCode::BAD_GATEWAY;
+    r
+}
