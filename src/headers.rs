@@ -50,7 +50,14 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: Option<HeaderValue>) {
             present |= 1 << i;
         }
     }
-    if present & 1 != 0 {
+    // `Connection: keep-alive` (nginx sends it on every answer) or `close`
+    // names no header: no need to split and trim its tokens.
+    let names_headers = present & 1 != 0
+        && !headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .all(|v| names_no_header(v.as_bytes()));
+    if names_headers {
         let named: Vec<HeaderName> = headers
             .get_all(header::CONNECTION)
             .iter()
@@ -77,6 +84,13 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: Option<HeaderValue>) {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         headers.insert(header::UPGRADE, proto);
     }
+}
+
+/// A `Connection` value that is one of the tokens naming no header.
+fn names_no_header(value: &[u8]) -> bool {
+    [&b"keep-alive"[..], b"close", b"upgrade"]
+        .iter()
+        .any(|t| value.eq_ignore_ascii_case(t))
 }
 
 #[cfg(test)]
@@ -144,5 +158,25 @@ mod tests {
         strip_hop_by_hop(&mut h, up);
         assert_eq!(h.get(header::CONNECTION).unwrap(), "upgrade");
         assert_eq!(h.get(header::UPGRADE).unwrap(), "websocket");
+    }
+
+    #[test]
+    fn plain_connection_values_remove_only_themselves() {
+        for value in ["keep-alive", "Keep-Alive", "close", "UPGRADE"] {
+            let mut h = HeaderMap::new();
+            h.insert(header::CONNECTION, HeaderValue::from_static(value));
+            h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+            h.insert("x-kept", HeaderValue::from_static("1"));
+            strip_hop_by_hop(&mut h, None);
+            assert_eq!(h.len(), 1, "{value}: {h:?}");
+            assert!(h.contains_key("x-kept"), "{value}");
+        }
+        // A second `Connection` line still names a header to remove.
+        let mut h = HeaderMap::new();
+        h.append(header::CONNECTION, HeaderValue::from_static("close"));
+        h.append(header::CONNECTION, HeaderValue::from_static("x-hop"));
+        h.insert("x-hop", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h, None);
+        assert!(h.is_empty(), "{h:?}");
     }
 }
