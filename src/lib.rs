@@ -14,6 +14,7 @@ pub mod config;
 pub mod credentials;
 pub mod demo;
 pub mod error;
+pub mod head_timeout;
 pub mod headers;
 pub mod logwriter;
 pub mod metrics;

@@ -28,6 +28,7 @@ use tower::ServiceExt;
 
 use crate::body::IdleTimeout;
 use crate::error::ProxyError;
+use crate::head_timeout::{Activity, InFlight, Tracked};
 use crate::runtime::AppState;
 use crate::upstream::PooledBody;
 use crate::{admin, proxy, security, telemetry};
@@ -121,10 +122,16 @@ impl App {
     /// allocation and a free of about 4 KB per request (a size glibc's
     /// per-thread cache does not cover), about 3% of the proxy's CPU for a
     /// small request.
+    ///
+    /// `activity` is the connection's: the request counts as in flight
+    /// (no head deadline) until its answer's body is dropped.
     pub fn serve(
         &self,
         req: Request<Incoming>,
-    ) -> impl Future<Output = Result<Response<ResponseBody>, Infallible>> + Send + 'static {
+        activity: &Arc<Activity>,
+    ) -> impl Future<Output = Result<Response<Tracked<ResponseBody>>, Infallible>> + Send + 'static
+    {
+        let in_flight = activity.begin();
         let started = Instant::now();
         // One runtime for the whole request, so a reload mid-request cannot
         // mix two configs.
@@ -137,7 +144,7 @@ impl App {
             let response = local(e);
             let path = req.uri().path();
             telemetry::record_request(&runtime, req.method(), path, None, &response, started);
-            return Either::Left(std::future::ready(Ok(response)));
+            return Either::Left(std::future::ready(Ok(track(response, in_flight))));
         }
         let inner = self.inner.clone();
         let method = req.method().clone();
@@ -157,9 +164,14 @@ impl App {
             };
             let path = uri.path();
             telemetry::record_request(&runtime, &method, path, info.as_ref(), &response, started);
-            Ok(response)
+            Ok(track(response, in_flight))
         })
     }
+}
+
+fn track(response: Response<ResponseBody>, in_flight: InFlight) -> Response<Tracked<ResponseBody>> {
+    let status = response.status();
+    response.map(|body| in_flight.attach(status, body))
 }
 
 #[cfg(test)]

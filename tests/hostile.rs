@@ -148,8 +148,79 @@ async fn slow_loris_client_is_disconnected() {
     assert!(read.is_ok(), "connection still open after 10 s");
     assert!(started.elapsed() < Duration::from_secs(5));
     let answer = String::from_utf8_lossy(&buf);
-    assert!(answer.is_empty() || status_of(&answer) == 408, "{answer}");
+    assert_eq!(status_of(&answer), 408, "{answer}");
     assert_eq!(echo.count(), 0);
+}
+
+/// Reads one answer with a `Content-Length` body from a kept-alive
+/// connection: its status and body.
+async fn read_answer(s: &mut TcpStream) -> (u16, String) {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .map_or(0, |v| v.trim().parse().unwrap());
+            if buf.len() >= end + 4 + len {
+                let body = String::from_utf8_lossy(&buf[end + 4..end + 4 + len]).into_owned();
+                return (status_of(&head), body);
+            }
+        }
+        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut chunk))
+            .await
+            .expect("an answer within 10 s")
+            .unwrap();
+        assert!(n > 0, "connection closed before a whole answer: {buf:?}");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// The head deadline covers waiting for a request head, not answering it:
+/// an upstream slower than `header_read_timeout` is waited for, and the
+/// kept-alive connection then serves the next request.
+#[tokio::test]
+async fn slow_answer_is_not_cut_by_the_head_deadline() {
+    let upstream = support::serve(Router::new().fallback(|| async {
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        "slow but sure"
+    }))
+    .await;
+    let proxy = start_proxy(&format!(
+        "[server]\nheader_read_timeout = \"300ms\"\n[[routes]]\nprefix = \"/s/\"\nupstream = \"http://{upstream}/\"\n"
+    ))
+    .await;
+    let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+    for i in 0..2 {
+        s.write_all(b"GET /s/x HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            .await
+            .unwrap();
+        let (status, body) = read_answer(&mut s).await;
+        assert_eq!(
+            (status, body.as_str()),
+            (200, "slow but sure"),
+            "request {i}"
+        );
+    }
+}
+
+/// A kept-alive connection that sends no further request is closed once
+/// `header_read_timeout` has passed, without an answer (nothing was asked).
+#[tokio::test]
+async fn idle_keep_alive_connection_is_closed_after_the_head_deadline() {
+    let echo = Echo::start().await;
+    let proxy = start_proxy(&config(&echo, "header_read_timeout = \"300ms\"")).await;
+    let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+    s.write_all(b"GET /ri/x HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .await
+        .unwrap();
+    assert_eq!(read_answer(&mut s).await.0, 200);
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut rest)).await;
+    assert!(closed.is_ok(), "idle connection still open after 10 s");
+    assert!(rest.is_empty(), "{:?}", String::from_utf8_lossy(&rest));
 }
 
 #[tokio::test]

@@ -1080,7 +1080,9 @@ async fn absolute_form_target_is_refused() {
 
 /// A WebSocket-style `Upgrade` passes through a credential route: the
 /// upstream sees the injected header (and not the client's), answers 101,
-/// and bytes then flow both ways through the proxy.
+/// and bytes then flow both ways through the proxy, also after the
+/// upgraded connection was quiet for longer than `header_read_timeout`
+/// (which is about HTTP request heads only).
 #[tokio::test]
 async fn upgrade_passes_through_credential_route() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -1099,7 +1101,12 @@ async fn upgrade_passes_through_credential_route() {
         let (mut r, mut w) = stream.split();
         let _ = tokio::io::copy(&mut r, &mut w).await;
     });
-    let proxy = start_proxy(&one_route("/ws/", &format!("http://{upstream}/"), "")).await;
+    let proxy = start_proxy(&one_route(
+        "/ws/",
+        &format!("http://{upstream}/"),
+        "header_read_timeout = \"200ms\"",
+    ))
+    .await;
 
     let mut conn = TcpStream::connect(proxy.addr).await.unwrap();
     conn.write_all(
@@ -1130,7 +1137,14 @@ async fn upgrade_passes_through_credential_route() {
     assert!(!lower.contains("client-own"), "{head}");
     assert!(lower.contains("\r\nupgrade: echo\r\n"), "{head}");
 
-    for message in [&b"ping-123"[..], &b"second message"[..]] {
+    for (i, message) in [&b"ping-123"[..], &b"second message"[..]]
+        .into_iter()
+        .enumerate()
+    {
+        if i == 1 {
+            // Quiet for longer than the head deadline: nothing to wait for.
+            tokio::time::sleep(Duration::from_millis(600)).await;
+        }
         conn.write_all(message).await.unwrap();
         let mut back = vec![0u8; message.len()];
         tokio::time::timeout(IO_TIMEOUT, conn.read_exact(&mut back))
