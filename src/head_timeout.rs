@@ -24,6 +24,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::StatusCode;
 use http_body::{Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -111,6 +112,8 @@ impl<B: http_body::Body + Unpin> http_body::Body for Tracked<B> {
 /// A client socket whose reads fail once a request head is overdue.
 pub struct HeadDeadline {
     stream: TcpStream,
+    /// Read before hyper took over; not yet handed to it.
+    opening: Bytes,
     activity: Arc<Activity>,
     timeout: Duration,
     timer: Pin<Box<Sleep>>,
@@ -118,24 +121,31 @@ pub struct HeadDeadline {
     armed_for: Option<u64>,
     /// Bytes arrived since the deadline was set: part of a head.
     partial_head: bool,
-    /// The client speaks HTTP/2 (it sent the connection preface): no
-    /// HTTP/1.1 `408` for it.
+    /// The client speaks HTTP/2: no HTTP/1.1 `408` for it.
     http2: bool,
     expired: bool,
 }
 
 impl HeadDeadline {
-    pub fn new(stream: TcpStream, timeout: Duration) -> (HeadDeadline, Arc<Activity>) {
+    /// `opening`: bytes already read from `stream` (to tell the protocol),
+    /// handed out first.
+    pub fn new(
+        stream: TcpStream,
+        opening: Bytes,
+        http2: bool,
+        timeout: Duration,
+    ) -> (HeadDeadline, Arc<Activity>) {
         let activity = Arc::new(Activity::default());
         let io = HeadDeadline {
             stream,
+            opening,
             activity: activity.clone(),
             timeout,
             // Registered with the timer wheel on its first poll only.
             timer: Box::pin(tokio::time::sleep_until(Instant::now() + timeout)),
             armed_for: None,
             partial_head: false,
-            http2: false,
+            http2,
             expired: false,
         };
         (io, activity)
@@ -194,13 +204,17 @@ impl AsyncRead for HeadDeadline {
             return Poll::Ready(Err(timed_out()));
         }
         let waiting_for_head = this.waiting_for_head(cx);
+        if !this.opening.is_empty() {
+            let n = this.opening.len().min(buf.remaining());
+            buf.put_slice(&this.opening.split_to(n));
+            this.partial_head |= waiting_for_head;
+            return Poll::Ready(Ok(()));
+        }
         let before = buf.filled().len();
         match Pin::new(&mut this.stream).poll_read(cx, buf) {
             Poll::Ready(Ok(())) => {
-                let read = &buf.filled()[before..];
-                if waiting_for_head && !read.is_empty() && !this.partial_head {
+                if waiting_for_head && buf.filled().len() > before {
                     this.partial_head = true;
-                    this.http2 |= read.starts_with(b"PRI * HTTP/2.0");
                 }
                 Poll::Ready(Ok(()))
             }

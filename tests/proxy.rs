@@ -635,9 +635,10 @@ async fn small_declared_body_is_read_before_the_upstream_is_contacted() {
     proxy.stop().await;
 }
 
-/// Stopping closes idle keep-alive client connections at once instead of
-/// waiting out `drain_timeout` for them, and lets an in-flight request on
-/// another connection finish first.
+/// Stopping closes idle keep-alive client connections (and connections
+/// that have not sent anything yet) at once instead of waiting out
+/// `drain_timeout` for them, and lets an in-flight request on another
+/// connection finish first.
 #[tokio::test]
 async fn stop_closes_idle_connections_and_finishes_in_flight_ones() {
     let (arrived_tx, mut arrived_rx) = mpsc::unbounded_channel::<()>();
@@ -666,6 +667,9 @@ async fn stop_closes_idle_connections_and_finishes_in_flight_ones() {
     .await;
     let addr = proxy.addr;
 
+    // A connection that never sends anything; accepted before the next one
+    // (the accept loop takes them in order), so it is open when stopping.
+    let mut silent = TcpStream::connect(addr).await.unwrap();
     // An idle keep-alive connection: one answered request, then silence.
     let mut idle = TcpStream::connect(addr).await.unwrap();
     idle.write_all(b"GET /ri/ok HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
@@ -687,6 +691,11 @@ async fn stop_closes_idle_connections_and_finishes_in_flight_ones() {
     assert!(
         matches!(closed, Ok(Ok(0))),
         "the idle connection was not closed: {closed:?}"
+    );
+    let closed = tokio::time::timeout(IO_TIMEOUT, silent.read_to_end(&mut rest)).await;
+    assert!(
+        matches!(closed, Ok(Ok(0))),
+        "the silent connection was not closed: {closed:?}"
     );
     assert!(
         !stopping.is_finished(),
