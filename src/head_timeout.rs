@@ -160,16 +160,7 @@ impl HeadDeadline {
         }
         timed_out()
     }
-}
 
-fn timed_out() -> io::Error {
-    io::Error::new(
-        io::ErrorKind::TimedOut,
-        "no complete request head within server.header_read_timeout",
-    )
-}
-
-impl HeadDeadline {
     /// Whether the connection waits for a request head. When it has just
     /// started to, the deadline is set and the timer polled once, so that
     /// it wakes the connection's task when it fires.
@@ -191,6 +182,13 @@ impl HeadDeadline {
         }
         true
     }
+}
+
+fn timed_out() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::TimedOut,
+        "no complete request head within server.header_read_timeout",
+    )
 }
 
 impl AsyncRead for HeadDeadline {
