@@ -94,8 +94,9 @@ pub fn host_allowed(host_header: &str, server: &ServerConfig) -> bool {
     };
     let lower = lower.as_ref();
     let name = strip_port(lower);
-    // What nearly every local client sends; no address parsing needed.
-    if name == "127.0.0.1" || name == "localhost" {
+    // Loopback names, and the address nearly every local client sends,
+    // need no address parsing.
+    if name == "127.0.0.1" || name == "localhost" || name.ends_with(".localhost") {
         return true;
     }
     if server
@@ -103,9 +104,6 @@ pub fn host_allowed(host_header: &str, server: &ServerConfig) -> bool {
         .iter()
         .any(|h| *h == lower || *h == name)
     {
-        return true;
-    }
-    if name == "localhost" || name.ends_with(".localhost") {
         return true;
     }
     match name

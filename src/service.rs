@@ -120,7 +120,7 @@ impl App {
     /// than boxed: hyper keeps each connection's in-flight future in one
     /// allocation made per connection, so a boxed future here would add an
     /// allocation and a free of about 4 KB per request (a size glibc's
-    /// per-thread cache does not cover), about 3% of the proxy's CPU for a
+    /// per-thread cache does not cover), about 2% of the proxy's CPU for a
     /// small request.
     ///
     /// `activity` is the connection's: the request counts as in flight
