@@ -1,13 +1,16 @@
-# syntax=docker/dockerfile:1
-#
 # authproxy container image.
 #
 #   docker build -t authproxy .
-#   docker run --rm -p 8080:8080 \
+#   docker run --rm --read-only -p 127.0.0.1:8080:8080 \
 #     -v "$PWD/config/examples/sidecar.toml:/etc/authproxy/authproxy.toml:ro" \
 #     -v authproxy-state:/var/lib/authproxy \
 #     -e AUTHPROXY_INBOUND_TOKEN -e RIPS_CLIENT_ID -e RIPS_EMAIL -e RIPS_PASSWORD -e RICLOUD_TOKEN \
 #     authproxy
+#
+# Builds with the classic builder and with BuildKit alike: no `# syntax=`
+# line (BuildKit would fetch that frontend image from a registry first) and
+# no `RUN --mount`. The dependencies are compiled in a layer of their own,
+# so a change under src/ rebuilds only authproxy itself.
 #
 # The image ships no config: mount one at /etc/authproxy/authproxy.toml
 # (or point AUTHPROXY_CONFIG / --config elsewhere). Secrets come from the
@@ -16,27 +19,37 @@
 # the config's store.path must point into it, e.g.
 #   [store]
 #   path = "/var/lib/authproxy/tokens.json"
+# Nothing else is written, so the root filesystem can be read-only.
 # See deploy/ for docker compose and Kubernetes sidecar setups.
 
 # ---- build ---------------------------------------------------------------
 FROM rust:1-bookworm AS builder
 WORKDIR /src
 
+# Dependencies first, against placeholder sources: this layer is reused
+# until Cargo.toml or Cargo.lock change.
 COPY Cargo.toml Cargo.lock ./
-COPY src ./src
+RUN mkdir src \
+    && echo 'fn main() {}' > src/main.rs \
+    && touch src/lib.rs \
+    && cargo build --release --locked --bin authproxy \
+    && rm -rf src
 
-# The cache mounts keep the registry and build artefacts between builds
-# (BuildKit); the binary is copied out of the cached target folder.
-RUN --mount=type=cache,target=/usr/local/cargo/registry \
-    --mount=type=cache,target=/usr/local/cargo/git \
-    --mount=type=cache,target=/src/target \
-    cargo build --release --locked --bin authproxy \
+# The real sources. COPY keeps the files' modification times, which can be
+# older than the placeholder build; touch them so cargo rebuilds the crate.
+COPY src ./src
+RUN touch src/main.rs src/lib.rs \
+    && cargo build --release --locked --bin authproxy \
     && install -D -m 0755 target/release/authproxy /out/authproxy
 
 # ---- runtime -------------------------------------------------------------
 FROM debian:bookworm-slim
 
-# ca-certificates: upstream and token endpoint TLS (system trust store).
+# ca-certificates: the system trust store for upstream and token endpoint
+# TLS (authproxy also carries the Mozilla roots). Not version-pinned
+# (DL3008): bookworm only ships fixes to it, and an exact pin breaks the
+# build on the next point release; the base image tag fixes the release.
+# hadolint ignore=DL3008
 RUN apt-get update \
     && apt-get install -y --no-install-recommends ca-certificates \
     && rm -rf /var/lib/apt/lists/* \
@@ -53,7 +66,8 @@ ENV AUTHPROXY_CONFIG=/etc/authproxy/authproxy.toml \
     RUST_LOG=info
 
 # Token store (file store). Mount a named volume / PVC here: it holds the
-# only copy of single-use rotating refresh tokens.
+# only copy of single-use rotating refresh tokens. A fresh named volume
+# takes the owner (10001) and mode (0700) of this folder.
 VOLUME ["/var/lib/authproxy"]
 
 USER 10001:10001
@@ -61,8 +75,10 @@ WORKDIR /var/lib/authproxy
 
 EXPOSE 8080
 
-# `authproxy health` reads the config for the listen port and asks
-# http://127.0.0.1:<port>/_authproxy/health (no inbound token needed).
+# Liveness: `authproxy health` finds the listen address in $AUTHPROXY_CONFIG
+# and asks /_authproxy/health on it (no inbound token needed, no curl in the
+# image). Readiness (`authproxy health --ready`) is for orchestrators that
+# tell the two apart; Docker has one health state.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \
     CMD ["authproxy", "health"]
 
