@@ -119,7 +119,8 @@ mkdir -p "$root/usr/bin" "$root/usr/lib/systemd" "$root/etc/systemd/system"
 ln -s usr/bin "$root/bin"
 ln -s usr/lib "$root/lib"
 cp -a "$(readlink -f /lib/systemd/system)" "$root/usr/lib/systemd/system"
-for exe in $(sed -n 's/^Exec[A-Za-z]*=[-@:+!]*\(\/[^ ]*\).*/\1/p' "$unit" | sort -u); do
+sed -n 's/^Exec[A-Za-z]*=[-@:+!]*\(\/[^ ]*\).*/\1/p' "$unit" | sort -u >"$work/exes"
+while IFS= read -r exe; do
     mkdir -p "$root$(dirname "$exe")"
     if [ "$exe" = /usr/bin/authproxy ]; then
         printf '#!/bin/sh\n' >"$root$exe"
@@ -127,7 +128,7 @@ for exe in $(sed -n 's/^Exec[A-Za-z]*=[-@:+!]*\(\/[^ ]*\).*/\1/p' "$unit" | sort
     elif [ -e "$exe" ]; then
         cp "$exe" "$root$exe"       # e.g. /bin/kill: must exist on a real host too
     fi
-done
+done <"$work/exes"
 cp "$unit" "$root/etc/systemd/system/"
 # Unknown keys and values are only warnings to systemd (exit 0): any output fails.
 if ! systemd-analyze verify --root="$root" authproxy.service >"$work/out" 2>&1 || [ -s "$work/out" ]; then
