@@ -575,6 +575,81 @@ async fn harness_accepts_jwt_client_authentication_with_generated_keys() {
     );
 }
 
+#[tokio::test]
+async fn harness_resource_server_refuses_foreign_and_expired_tokens() {
+    let config = OidcConfig {
+        ttl: Ttl {
+            client_credentials: Some(1),
+            ..Ttl::default()
+        },
+        ..OidcConfig::with_clients([Client::new("app", "client_secret_post").secret(SECRET)])
+    };
+    let Some(op) = OidcServer::start(&config) else {
+        return;
+    };
+    let get_token = |resource: String| {
+        let op = &op;
+        async move {
+            let form = [
+                ("grant_type", "client_credentials"),
+                ("client_id", "app"),
+                ("client_secret", SECRET),
+                ("resource", &resource),
+            ];
+            let resp = op
+                .http()
+                .post(op.token_url())
+                .form(&form)
+                .send()
+                .await
+                .unwrap();
+            let body: Value = resp.json().await.unwrap();
+            body["access_token"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{body}"))
+                .to_string()
+        }
+    };
+    let token = get_token(op.resource()).await;
+    let other_api = get_token(op.url("/other-api")).await;
+    // Right claims, signed by a key the provider never had.
+    let forged = {
+        let claims: Value = serde_json::from_slice(
+            &URL_SAFE_NO_PAD
+                .decode(token.split('.').nth(1).unwrap())
+                .unwrap(),
+        )
+        .unwrap();
+        let key = generate_key(KeyKind::Rsa, KeyFormat::Pkcs8, None);
+        Signer::from_pkcs8_pem(&key.private_pem).jwt(
+            serde_json::json!({ "typ": "at+jwt", "kid": "as-rs256" }),
+            &claims,
+        )
+    };
+    let (status, challenge, _) = call_api(&op, "/api/x", "Bearer", &token, None).await;
+    assert_eq!(status, 200, "{challenge}");
+    for (what, token, reason) in [
+        ("another API's token", &other_api, "'aud' claim"),
+        ("forged token", &forged, "signature verification failed"),
+    ] {
+        let (status, challenge, _) = call_api(&op, "/api/x", "Bearer", token, None).await;
+        assert_eq!(status, 401, "{what}");
+        assert!(challenge.contains(reason), "{what}: {challenge}");
+    }
+    // After its exp (whole seconds), the token is refused.
+    let exp: Value = serde_json::from_slice(
+        &URL_SAFE_NO_PAD
+            .decode(token.split('.').nth(1).unwrap())
+            .unwrap(),
+    )
+    .unwrap();
+    let exp = exp["exp"].as_u64().unwrap();
+    tokio::time::sleep(Duration::from_secs((exp + 1).saturating_sub(now()))).await;
+    let (status, challenge, _) = call_api(&op, "/api/x", "Bearer", &token, None).await;
+    assert_eq!(status, 401);
+    assert!(challenge.contains("'exp' claim"), "{challenge}");
+}
+
 /// A P-256 DPoP key and the proofs it signs (RFC 9449 §4.2).
 struct DpopKey {
     signer: Signer,

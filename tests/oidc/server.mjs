@@ -121,8 +121,9 @@ function makeProvider(issuer) {
         // verify (with cnf.jkt when DPoP-bound), with or without `resource`.
         defaultResource: () => resource,
         useGrantedResource: () => true,
+        // `<issuer>/other-api` is another API: its tokens are refused at /api/.
         getResourceServerInfo: (ctx, indicator) => {
-          if (indicator !== resource) throw new errors.InvalidTarget();
+          if (indicator !== resource && indicator !== `${issuer}/other-api`) throw new errors.InvalidTarget();
           return { scope: SCOPES, accessTokenFormat: 'jwt', jwt: { sign: { alg: 'RS256' } } };
         },
       },
