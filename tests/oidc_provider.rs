@@ -579,7 +579,7 @@ async fn harness_accepts_jwt_client_authentication_with_generated_keys() {
 async fn harness_resource_server_refuses_foreign_and_expired_tokens() {
     let config = OidcConfig {
         ttl: Ttl {
-            client_credentials: Some(1),
+            client_credentials: Some(3),
             ..Ttl::default()
         },
         ..OidcConfig::with_clients([Client::new("app", "client_secret_post").secret(SECRET)])
@@ -611,6 +611,9 @@ async fn harness_resource_server_refuses_foreign_and_expired_tokens() {
         }
     };
     let token = get_token(op.resource()).await;
+    // At least 2 s before its whole-second exp.
+    let (status, challenge, _) = call_api(&op, "/api/x", "Bearer", &token, None).await;
+    assert_eq!(status, 200, "{challenge}");
     let other_api = get_token(op.url("/other-api")).await;
     // Right claims, signed by a key the provider never had.
     let forged = {
@@ -626,8 +629,6 @@ async fn harness_resource_server_refuses_foreign_and_expired_tokens() {
             &claims,
         )
     };
-    let (status, challenge, _) = call_api(&op, "/api/x", "Bearer", &token, None).await;
-    assert_eq!(status, 200, "{challenge}");
     for (what, token, reason) in [
         ("another API's token", &other_api, "'aud' claim"),
         ("forged token", &forged, "signature verification failed"),
