@@ -118,6 +118,11 @@ async fn a_refused_client_secret_is_reauthentication_failed() {
     assert_eq!(grants.len(), 1, "no retry of a refused client: {grants:?}");
     assert_eq!(grants[0].error.as_deref(), Some("invalid_client"));
     assert!(op.requests().await.is_empty(), "the API saw nothing");
+    let log = op.stderr_with("grant.error: invalid_client").await;
+    assert!(
+        !log.contains(SECRET) && !log.contains("another-secret"),
+        "{log}"
+    );
 }
 
 #[tokio::test]
@@ -800,7 +805,13 @@ async fn harness_resource_server_verifies_dpop_binding() {
     let key = DpopKey::new();
     let token = dpop_token(&op, &key, "bound").await;
     let grants = op.grants().await;
-    let issued = grants.iter().find(|g| g.error.is_none()).unwrap();
+    let errors: Vec<_> = grants.iter().map(|g| g.error.as_deref()).collect();
+    assert_eq!(
+        errors,
+        [Some("invalid_grant"), Some("use_dpop_nonce"), None],
+        "no proof; a proof without the nonce; with it"
+    );
+    let issued = grants.last().unwrap();
     assert_eq!(
         issued.dpop_jkt.as_deref(),
         Some(key.thumbprint().as_str()),

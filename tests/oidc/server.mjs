@@ -9,6 +9,12 @@
 // serves; the issuer is http(s)://127.0.0.1:<port>. Everything else goes to
 // stderr, and nothing here prints a secret, a token or a proof.
 //
+// Config (built by tests/support/oidc.rs, `OidcConfig`): `clients` (client
+// metadata as oidc-provider takes it), `ttl` (seconds per token kind),
+// `dpop_nonce` (token endpoint demands a DPoP nonce), `rs_dpop_nonce` (so
+// does the resource server), `rotate_refresh_token`, `device_interval`,
+// `tls` ({cert, key, client_ca} PEM: https + tls_client_auth).
+//
 //   /.well-known/openid-configuration, /auth, /token, /device, ...  oidc-provider
 //   /api/**            the resource server (audience `<issuer>/api`)
 //   GET /_test/requests   what the resource server saw, in order
@@ -27,9 +33,9 @@ console.log = console.error;
 console.info = console.error;
 
 const config = JSON.parse(readFileSync(process.argv[2] ?? 0, 'utf8'));
-const SCOPES = config.resource_scopes ?? 'api:read api:write';
-// How far a DPoP proof's iat may be from the resource server's clock.
-const IAT_WINDOW = config.dpop_iat_window ?? 60;
+const SCOPES = 'api:read api:write';
+// How far a DPoP proof's iat may be from the resource server's clock (s).
+const IAT_WINDOW = 60;
 
 const { privateKey } = crypto.generateKeyPairSync('rsa', { modulusLength: 2048 });
 const signingJwk = { ...privateKey.export({ format: 'jwk' }), kid: 'as-rs256', alg: 'RS256', use: 'sig' };
@@ -76,10 +82,7 @@ function makeProvider(issuer) {
       enabled: true,
       tlsClientAuth: true,
       certificateBoundAccessTokens: true,
-      getCertificate: (ctx) => {
-        const cert = ctx.socket.getPeerX509Certificate?.();
-        return cert ?? undefined;
-      },
+      getCertificate: (ctx) => ctx.socket.getPeerX509Certificate?.(),
       certificateAuthorized: (ctx) => ctx.socket.authorized,
       certificateSubjectMatches: (ctx, property, expected) => {
         const cert = ctx.socket.getPeerX509Certificate();
@@ -117,8 +120,9 @@ function makeProvider(issuer) {
       mTLS: mtls,
       resourceIndicators: {
         enabled: true,
-        // Every token is for the one API, so access tokens are JWTs it can
-        // verify (with cnf.jkt when DPoP-bound), with or without `resource`.
+        // Tokens are for the API at /api/ unless a request names another
+        // resource, so every access token is a JWT it can verify (with
+        // cnf.jkt when DPoP-bound), with or without `resource`.
         defaultResource: () => resource,
         useGrantedResource: () => true,
         // `<issuer>/other-api` is another API: its tokens are refused at /api/.

@@ -9,8 +9,8 @@
 //! pairs for `private_key_jwt`, PKCE pairs and a small PKI for mTLS.
 //!
 //! Needs `node` (20 or later) and `npm ci --prefix tests/oidc`. Without them
-//! the tests fail with that fix, unless `AUTHPROXY_TEST_SKIP` names `oidc`
-//! (then [`OidcServer::start`] returns `None` and the test skips).
+//! the tests fail with that fix, unless `AUTHPROXY_TEST_ALLOW_MISSING` lists
+//! `node` (then [`OidcServer::start`] returns `None` and the test skips).
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
@@ -33,8 +33,9 @@ pub fn node_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/oidc")
 }
 
-/// Whether the node harness can run here. Missing `node` or node_modules is
-/// a failure that says the fix, unless `AUTHPROXY_TEST_SKIP` names `oidc`.
+/// Whether the node harness can run here. Missing `node` or node_modules
+/// fails the test with the fix; only when `AUTHPROXY_TEST_ALLOW_MISSING`
+/// lists `node` (and not under `CI`) is the test skipped, with a message.
 pub fn available() -> bool {
     let node = Command::new("node")
         .arg("--version")
@@ -50,16 +51,19 @@ pub fn available() -> bool {
         (false, _) => "`node` (Node.js 20 or later) is not on PATH",
         (true, false) => "tests/oidc/node_modules is missing",
     };
-    let skip = std::env::var("AUTHPROXY_TEST_SKIP").unwrap_or_default();
-    if skip.split([',', ' ']).any(|s| s == "oidc") {
-        eprintln!("SKIPPED (AUTHPROXY_TEST_SKIP=oidc): {problem}");
+    let allowed = std::env::var(ALLOW_MISSING).unwrap_or_default();
+    if allowed.split(',').any(|t| t.trim() == "node") && std::env::var_os("CI").is_none() {
+        eprintln!("SKIPPED: {problem} and {ALLOW_MISSING} lists node");
         return false;
     }
     panic!(
         "{problem}: the oidc-provider tests need Node.js 20+ and `npm ci --prefix tests/oidc` \
-         (bash .ci/run does both); set AUTHPROXY_TEST_SKIP=oidc to skip them"
+         (bash .ci/run does both); or set {ALLOW_MISSING}=node to skip them (ignored under CI)"
     );
 }
+
+/// The local opt-out for missing test tools (a comma-separated list).
+const ALLOW_MISSING: &str = "AUTHPROXY_TEST_ALLOW_MISSING";
 
 /// What the node server is started with (`tests/oidc/server.mjs` reads it).
 #[derive(Serialize, Clone, Debug)]
@@ -366,6 +370,23 @@ impl OidcServer {
         self.stderr.lock().unwrap().clone()
     }
 
+    /// The stderr once it holds `needle` (polled: a reader thread collects
+    /// it); panics with what it holds if that takes more than 30 s.
+    pub async fn stderr_with(&self, needle: &str) -> String {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let log = self.stderr();
+            if log.contains(needle) {
+                return log;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no {needle:?} in:\n{log}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     pub async fn requests(&self) -> Vec<RsRequest> {
         self.get_test("/_test/requests").await
     }
@@ -542,8 +563,12 @@ fn openssl(dir: &Path, args: &str) {
 
 /// Plays the user in a browser at the provider: follows its redirects,
 /// fills oidc-provider's development login (any name and password work)
-/// and consent forms, keeps its cookies. Stops at the first redirect that
+/// and consent forms, keeps cookies. Stops at the first redirect that
 /// leaves the provider (to the client's `redirect_uri`) without following it.
+///
+/// One cookie jar for all of 127.0.0.1, as a browser has (cookies do not
+/// tell ports apart), so a flow may start at the proxy's login URL and the
+/// callback be opened with [`Browser::get`] carrying the proxy's cookies.
 pub struct Browser<'a> {
     server: &'a OidcServer,
     cookies: Mutex<BTreeMap<String, String>>,
@@ -581,6 +606,11 @@ impl<'a> Browser<'a> {
             End::Left(redirect) => panic!("the device flow left the provider: {redirect}"),
             End::Page(page) => page,
         }
+    }
+
+    /// One request with the browser's cookies; redirects are not followed.
+    pub async fn get(&self, url: &str) -> reqwest::Response {
+        self.send(self.server.http().get(url)).await
     }
 
     async fn run(&self, start: &str, login: &str, user_code: Option<&str>) -> End {
