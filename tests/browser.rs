@@ -13,23 +13,25 @@ use axum::routing::get;
 use axum::Router;
 use support::{client, start_proxy, Echo};
 
-fn chromium() -> Option<&'static str> {
-    ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
-        .into_iter()
-        .find(|p| std::path::Path::new(p).exists())
+/// Debian's `chromium` (or Ubuntu's `chromium-browser`) found on `PATH`.
+fn chromium() -> Option<std::path::PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .flat_map(|dir| ["chromium", "chromium-browser"].map(|name| dir.join(name)))
+        .find(|p| p.is_file())
 }
 
 #[tokio::test]
 async fn implicit_login_in_headless_chromium() {
-    let Some(browser) = chromium() else {
-        // CI installs chromium (.ci/run); there a missing browser is a failure.
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "chromium is not installed but CI is set"
-        );
-        eprintln!("skipping: chromium not installed (apt-get install chromium)");
+    let browser = chromium();
+    if !support::require_tool(
+        "chromium",
+        browser.is_some(),
+        "apt-get install chromium (.ci/run installs it)",
+    ) {
         return;
-    };
+    }
+    let browser = browser.unwrap();
     // The provider's authorize endpoint: approves at once, like a user who
     // is already logged in, and returns the token in the fragment.
     let authorize = support::serve(Router::new().route(

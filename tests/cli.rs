@@ -473,11 +473,8 @@ async fn health_command() {
             .unwrap();
     assert_eq!(code, 0, "stdout:\n{stdout}\nstderr:\n{stderr}");
 
-    let closed = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap()
-    };
-    let url = format!("http://{closed}/_authproxy/health");
+    let closed = support::ClosedPort::new();
+    let url = format!("http://{}/_authproxy/health", closed.addr);
     let cwd = proxy.dir.path().to_path_buf();
     let (code, _, stderr) =
         tokio::task::spawn_blocking(move || run_cli(&["health", "--url", &url], &[], &cwd))

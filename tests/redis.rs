@@ -1,11 +1,12 @@
 //! The Redis token store, against a real `redis-server` (started by the
-//! tests on a free loopback port, no persistence): several proxy processes
+//! tests on a loopback port, no persistence): several proxy processes
 //! sharing one single-use refresh chain, a replica killed while holding the
 //! renewal lock, Redis restarted or missing; plus the store's lock, fencing
 //! and change feed driven directly.
 //!
-//! Without `redis-server` the tests are skipped with a message, except
-//! under `CI`, where they fail.
+//! Without `redis-server` the tests fail, unless
+//! `AUTHPROXY_TEST_ALLOW_MISSING=redis-server` lets them skip (never under
+//! `CI`).
 
 mod support;
 
@@ -19,7 +20,7 @@ use authproxy::secret::Secret;
 use authproxy::store::{RedisOptions, RedisStore, StoreError, StoredToken, TokenStore};
 use serde_json::Value;
 use support::providers::{MockProvider, Style, CLIENT_ID};
-use support::redis_server::{free_port, RedisServer};
+use support::redis_server::RedisServer;
 use support::{client, Echo, ProxyProcess};
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
@@ -411,7 +412,11 @@ async fn start_without_redis_then_recover() {
     if !support::redis_server::available() {
         return;
     }
-    let port = free_port();
+    // Held (bound, not listening) until Redis starts on it: the proxy's
+    // connections are refused meanwhile, and no other test's Redis can
+    // take the port.
+    let reserved = support::ClosedPort::new();
+    let port = reserved.port();
     let mock = MockProvider::start(Style::OneCloud).await;
     mock.issue_seed("seed-D");
     let echo = Echo::start().await;
@@ -456,7 +461,7 @@ provider = "plain"
         "{status}"
     );
 
-    let _redis = RedisServer::start_with(Some(port), None).unwrap();
+    let _redis = RedisServer::start_with(Some(reserved), None).unwrap();
     let ok = until(Duration::from_secs(30), || async {
         get(proxy.url("/one/y")).await.0 == 200
     })

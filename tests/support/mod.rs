@@ -119,6 +119,9 @@ pub struct Recorded {
     pub headers: BTreeMap<String, Vec<String>>,
     pub body_len: usize,
     pub body_sha256: String,
+    /// Whether the body ended normally (false: the sender broke it off;
+    /// `body_len` then counts what arrived).
+    pub body_complete: bool,
 }
 
 impl Recorded {
@@ -186,8 +189,13 @@ pub async fn record(req: Request) -> Recorded {
     let mut hasher = Sha256::new();
     let mut len = 0;
     let mut body = body;
+    let mut body_complete = true;
     while let Some(frame) = body.frame().await {
-        if let Ok(data) = frame.unwrap().into_data() {
+        let Ok(frame) = frame else {
+            body_complete = false;
+            break;
+        };
+        if let Ok(data) = frame.into_data() {
             len += data.len();
             hasher.update(&data);
         }
@@ -199,6 +207,7 @@ pub async fn record(req: Request) -> Recorded {
         headers,
         body_len: len,
         body_sha256: hex(&hasher.finalize()),
+        body_complete,
     }
 }
 
@@ -408,3 +417,67 @@ pub async fn eventually(timeout: Duration, mut cond: impl FnMut() -> bool) -> bo
 
 /// A real `redis-server` for the shared-store tests (tests/redis.rs).
 pub mod redis_server;
+
+/// The variable that lets tests whose external tool is missing be skipped
+/// instead of failing: a comma-separated list of tool names, e.g.
+/// `AUTHPROXY_TEST_ALLOW_MISSING=redis-server,chromium`.
+pub const ALLOW_MISSING: &str = "AUTHPROXY_TEST_ALLOW_MISSING";
+
+/// Whether a test may go on with `tool` (`found` says whether it is
+/// installed). A missing tool fails the test, naming how to install it: a
+/// test that skips itself silently reports `ok` for something that never
+/// ran. Only when [`ALLOW_MISSING`] lists the tool is the test skipped, with
+/// a message; under `CI` it never is (.ci/run installs the tools).
+pub fn require_tool(tool: &str, found: bool, install: &str) -> bool {
+    if found {
+        return true;
+    }
+    let allowed = std::env::var(ALLOW_MISSING).unwrap_or_default();
+    let allowed = allowed.split(',').any(|t| t.trim() == tool);
+    if allowed && std::env::var_os("CI").is_none() {
+        eprintln!("SKIPPED: {tool} is not installed and {ALLOW_MISSING} lists it");
+        return false;
+    }
+    panic!(
+        "this test needs {tool}, which is not installed: {install}; \
+         or set {ALLOW_MISSING}={tool} to skip the tests that need it \
+         (ignored under CI)"
+    );
+}
+
+/// A loopback port held by a socket that is bound but not listening:
+/// connecting to it is refused, and no other socket can bind it while this
+/// lives (unlike "bind port 0, read the port, close", which leaves the port
+/// to whoever binds next). For "nothing listens there" tests.
+pub struct ClosedPort {
+    socket: tokio::net::TcpSocket,
+    pub addr: SocketAddr,
+}
+
+impl ClosedPort {
+    pub fn new() -> ClosedPort {
+        // No SO_REUSEADDR (TcpSocket does not set it): a bind by anyone
+        // else, redis-server's included, conflicts with this one.
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = socket.local_addr().unwrap();
+        ClosedPort { socket, addr }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// Frees the port for a server the test starts on it next.
+    pub fn release(self) -> u16 {
+        let port = self.port();
+        drop(self.socket);
+        port
+    }
+}
+
+impl Default for ClosedPort {
+    fn default() -> Self {
+        Self::new()
+    }
+}

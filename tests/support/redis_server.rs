@@ -1,12 +1,19 @@
-//! A real `redis-server` for the shared-store tests: started on a free
-//! loopback port with no persistence (`--save '' --appendonly no`), killed
-//! when dropped. Missing `redis-server`: the test is skipped with a message,
-//! except under `CI`, where it fails.
+//! A real `redis-server` for the shared-store tests: started on a loopback
+//! port with no persistence (`--save '' --appendonly no`), killed when
+//! dropped. A missing `redis-server` fails the test unless
+//! `AUTHPROXY_TEST_ALLOW_MISSING` lists it (see [`super::require_tool`]).
+//!
+//! redis-server cannot be handed a bound socket, so it is started on a port
+//! that was free a moment ago; when that port was taken in between, it
+//! exits (bind failure) and is started again on another one. The server
+//! that answers on the port is checked to be our child (`INFO server`
+//! `process_id`), never another test's Redis that happens to answer PING.
 
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use super::ClosedPort;
 
 pub struct RedisServer {
     child: Option<Child>,
@@ -15,34 +22,33 @@ pub struct RedisServer {
     dir: tempfile::TempDir,
 }
 
-/// Whether `redis-server` can run here. Under `CI` its absence is a failure.
+/// Whether the tests may use `redis-server`: true when it is installed;
+/// false (skip) when it is missing and the skip is allowed; otherwise the
+/// test fails.
 pub fn available() -> bool {
-    let ok = Command::new("redis-server")
+    let found = Command::new("redis-server")
         .arg("--version")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
         .is_ok_and(|s| s.success());
-    if !ok {
-        if std::env::var_os("CI").is_some() {
-            panic!("redis-server is required under CI (apt-get install redis-server; .ci/run installs it)");
-        }
-        eprintln!("SKIPPED: redis-server is not installed (apt-get install redis-server)");
-    }
-    ok
+    super::require_tool(
+        "redis-server",
+        found,
+        "apt-get install redis-server (.ci/run installs it)",
+    )
 }
 
-/// A loopback port that was free a moment ago (for a server started later).
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// What happened to one start attempt.
+enum Launch {
+    Up,
+    /// Exited at once (port taken) or another server answers there.
+    PortTaken,
 }
 
 impl RedisServer {
-    /// Starts a server, or `None` (skip) when `redis-server` is missing.
+    /// Starts a server, or `None` (skip) when `redis-server` is missing and
+    /// that is allowed.
     pub fn start() -> Option<RedisServer> {
         Self::start_with(None, None)
     }
@@ -52,33 +58,38 @@ impl RedisServer {
         Self::start_with(None, Some(password))
     }
 
-    /// On `port` if given (e.g. one a proxy was already told about), else
-    /// on a free one. A port taken in between is retried with another.
-    pub fn start_with(port: Option<u16>, password: Option<&str>) -> Option<RedisServer> {
+    /// On the port `reserved` held (one a proxy was already told about),
+    /// else on a free one; a free one taken in between is retried with
+    /// another.
+    pub fn start_with(reserved: Option<ClosedPort>, password: Option<&str>) -> Option<RedisServer> {
         if !available() {
             return None;
         }
+        let fixed = reserved.is_some();
         let mut server = RedisServer {
             child: None,
-            port: port.unwrap_or_else(free_port),
+            // The reservation ends here, right before redis-server binds.
+            port: reserved.map_or_else(|| ClosedPort::new().release(), ClosedPort::release),
             password: password.map(str::to_string),
             dir: tempfile::tempdir().unwrap(),
         };
-        for attempt in 0..5 {
-            if server.launch() {
-                return Some(server);
+        for _ in 0..5 {
+            match server.launch() {
+                Launch::Up => return Some(server),
+                Launch::PortTaken if fixed => break,
+                Launch::PortTaken => server.port = ClosedPort::new().release(),
             }
-            if port.is_some() && attempt < 4 {
-                // Our fixed port: it may still be held for a moment.
-                std::thread::sleep(Duration::from_millis(200));
-                continue;
-            }
-            server.port = free_port();
         }
-        panic!("redis-server did not start; log:\n{}", server.log());
+        panic!(
+            "redis-server did not start (last port {}); log:\n{}",
+            server.port,
+            server.log()
+        );
     }
 
-    fn launch(&mut self) -> bool {
+    /// Starts redis-server on `self.port` and waits (bounded) until it
+    /// answers there as itself.
+    fn launch(&mut self) -> Launch {
         let mut cmd = Command::new("redis-server");
         cmd.args(["--port", &self.port.to_string()])
             .args(["--bind", "127.0.0.1"])
@@ -101,17 +112,30 @@ impl RedisServer {
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = child.try_wait() {
-                return false; // exited: port taken?
+                return Launch::PortTaken; // exited: the port was taken
             }
-            if self.ping() {
-                self.child = Some(child);
-                return true;
+            match self.server_pid() {
+                Some(pid) if pid == child.id() => {
+                    self.child = Some(child);
+                    return Launch::Up;
+                }
+                Some(_) => {
+                    // Someone else's server answers on this port; ours
+                    // cannot bind it and is on its way out.
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return Launch::PortTaken;
+                }
+                None => std::thread::sleep(Duration::from_millis(20)),
             }
-            std::thread::sleep(Duration::from_millis(20));
         }
         let _ = child.kill();
         let _ = child.wait();
-        false
+        panic!(
+            "redis-server on port {} did not answer within 10 s; log:\n{}",
+            self.port,
+            self.log()
+        );
     }
 
     fn log_path(&self) -> PathBuf {
@@ -122,14 +146,17 @@ impl RedisServer {
         std::fs::read_to_string(self.log_path()).unwrap_or_default()
     }
 
-    fn ping(&self) -> bool {
-        let Ok(client) = redis::Client::open(self.url()) else {
-            return false;
-        };
-        let Ok(mut conn) = client.get_connection_with_timeout(Duration::from_millis(500)) else {
-            return false;
-        };
-        redis::cmd("PING").query::<String>(&mut conn).is_ok()
+    /// The `process_id` of the server answering on our port (with our
+    /// password), if one does.
+    fn server_pid(&self) -> Option<u32> {
+        let client = redis::Client::open(self.url()).ok()?;
+        let mut conn = client
+            .get_connection_with_timeout(Duration::from_millis(500))
+            .ok()?;
+        let info: String = redis::cmd("INFO").arg("server").query(&mut conn).ok()?;
+        info.lines()
+            .find_map(|l| l.strip_prefix("process_id:"))
+            .and_then(|pid| pid.trim().parse().ok())
     }
 
     /// `redis://[:password@]127.0.0.1:<port>/0`
@@ -157,13 +184,16 @@ impl RedisServer {
         }
     }
 
-    /// Starts it again on the same port, empty.
+    /// Starts it again on the same port, empty. The port was ours until
+    /// the kill; should another process take it meanwhile the test fails
+    /// here rather than talk to a stranger's server.
     pub fn restart(&mut self) {
         self.kill();
         for _ in 0..25 {
-            if self.launch() {
+            if let Launch::Up = self.launch() {
                 return;
             }
+            // Our killed server's socket may still be closing.
             std::thread::sleep(Duration::from_millis(200));
         }
         panic!(
