@@ -6,7 +6,7 @@
 mod support;
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use support::providers::{MockProvider, Style, CLIENT_ID, PASSWORD, USERNAME};
 use support::{client, ProxyProcess};
@@ -355,9 +355,12 @@ async fn burst_across_providers_with_expiry_revocation_and_reload() {
     })
     .await;
     assert!(reloaded);
-    let started = Instant::now();
     proxy.signal("TERM");
-    let (code, _) = proxy.wait();
+    let (code, log) = tokio::task::spawn_blocking(move || proxy.wait())
+        .await
+        .unwrap();
     assert_eq!(code, Some(0));
-    assert!(started.elapsed() < Duration::from_secs(10));
+    // Nothing was in flight: the drain ends by itself, not by its timer.
+    assert!(log.contains("all connections drained"), "{log}");
+    assert!(!log.contains("drain time is up"), "{log}");
 }

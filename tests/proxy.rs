@@ -408,28 +408,36 @@ async fn no_route_is_404_json() {
 /// route's provider.
 #[tokio::test]
 async fn closed_upstream_port_is_502() {
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
-    let proxy = start_proxy(&one_route("/ri/", &format!("http://127.0.0.1:{port}/"), "")).await;
+    let closed = support::ClosedPort::new();
+    let proxy = start_proxy(&one_route("/ri/", &format!("http://{}/", closed.addr), "")).await;
     let r = client().get(proxy.url("/ri/x")).send().await.unwrap();
     assert_error(r, 502, "upstream_unreachable", Some("ri")).await;
     proxy.stop().await;
 }
 
 /// An upstream that accepts but never answers → 504 `upstream_timeout`
-/// after `upstream_timeout`.
+/// after `upstream_timeout`, and the proxy gives the request up: the
+/// upstream sees its connection closed.
 #[tokio::test]
 async fn silent_upstream_is_504() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (accepted_tx, mut accepted_rx) = mpsc::unbounded_channel();
+    let (closed_tx, mut closed_rx) = mpsc::unbounded_channel();
     tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((stream, _)) = listener.accept().await {
-            held.push(stream); // keep it open, say nothing
+        while let Ok((mut stream, _)) = listener.accept().await {
             let _ = accepted_tx.send(());
+            let closed_tx = closed_tx.clone();
+            // Say nothing; read until the proxy closes the connection.
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = stream.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                }
+                let _ = closed_tx.send(());
+            });
         }
     });
     let proxy = start_proxy(&one_route(
@@ -443,11 +451,16 @@ async fn silent_upstream_is_504() {
     let elapsed = started.elapsed();
     assert_error(r, 504, "upstream_timeout", Some("ri")).await;
     assert!(elapsed >= Duration::from_millis(300), "{elapsed:?}");
-    assert!(elapsed < Duration::from_secs(5), "{elapsed:?}");
     assert!(
         accepted_rx.try_recv().is_ok(),
         "the upstream never saw a connection"
     );
+    // The timed-out request is cancelled, not left hanging upstream. (The
+    // bound only keeps a broken proxy from hanging the test.)
+    tokio::time::timeout(IO_TIMEOUT, closed_rx.recv())
+        .await
+        .expect("the proxy did not close the timed-out upstream connection")
+        .unwrap();
     proxy.stop().await;
 }
 
@@ -583,12 +596,37 @@ async fn timeout_on_a_reused_connection_is_504_and_drops_it() {
 /// and the upstream gets the whole body once it is there.
 #[tokio::test]
 async fn small_declared_body_is_read_before_the_upstream_is_contacted() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    // Not accepting yet: a connection from the proxy would wait in the
+    // listen queue, where a non-blocking accept finds it.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
     let upstream = listener.local_addr().unwrap();
-    let (accepted_tx, mut accepted_rx) = mpsc::unbounded_channel();
+    let not_contacted = |when: &str| match listener.accept() {
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+        other => panic!("the upstream was contacted {when}: {other:?}"),
+    };
+    let proxy = start_proxy(&one_route("/ri/", &format!("http://{upstream}/"), "")).await;
+    let mut conn = TcpStream::connect(proxy.addr).await.unwrap();
+    conn.write_all(
+        b"POST /ri/x HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 10\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    // hyper sends `100 Continue` when the proxy first asks for the body. A
+    // proxy that streams asks only after it has connected upstream and
+    // sent the head there (a loopback connect has completed, and is queued
+    // at the listener, once `connect` returns), so here the queue tells.
+    let interim = read_head(&mut conn).await;
+    assert!(interim.starts_with("HTTP/1.1 100 "), "{interim}");
+    not_contacted("before the body arrived");
+    conn.write_all(b"hello").await.unwrap();
+
+    let listener = TcpListener::from_std(listener).unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
     tokio::spawn(async move {
         while let Ok((mut stream, _)) = listener.accept().await {
-            let _ = accepted_tx.send(());
+            count.fetch_add(1, Ordering::SeqCst);
             let head = read_head(&mut stream).await.to_ascii_lowercase();
             let len: usize = head
                 .lines()
@@ -607,21 +645,6 @@ async fn small_declared_body_is_read_before_the_upstream_is_contacted() {
             let _ = stream.shutdown().await;
         }
     });
-    let proxy = start_proxy(&one_route("/ri/", &format!("http://{upstream}/"), "")).await;
-    let mut conn = TcpStream::connect(proxy.addr).await.unwrap();
-    conn.write_all(
-        b"POST /ri/x HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 10\r\nConnection: close\r\n\r\nhello",
-    )
-    .await
-    .unwrap();
-    // Nothing can signal that the proxy is *not* connecting; a streaming
-    // proxy would connect within milliseconds, so a short wait tells.
-    assert!(
-        tokio::time::timeout(Duration::from_millis(300), accepted_rx.recv())
-            .await
-            .is_err(),
-        "the upstream was contacted before the body was complete"
-    );
     conn.write_all(b"world").await.unwrap();
     let mut answer = Vec::new();
     tokio::time::timeout(IO_TIMEOUT, conn.read_to_end(&mut answer))
@@ -631,7 +654,7 @@ async fn small_declared_body_is_read_before_the_upstream_is_contacted() {
     let answer = String::from_utf8_lossy(&answer);
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert!(answer.ends_with("\r\n\r\nhelloworld"), "{answer}");
-    assert!(accepted_rx.try_recv().is_ok());
+    assert_eq!(accepted.load(Ordering::SeqCst), 1);
     proxy.stop().await;
 }
 

@@ -297,7 +297,13 @@ async fn replica_killed_holding_the_lock_is_taken_over_after_the_lease() {
         waited >= Duration::from_secs(2),
         "B waited for the dead replica's lease ({waited:?})"
     );
-    assert!(waited < Duration::from_secs(25), "{waited:?}");
+    // The log is written behind the requests: poll for the line.
+    let took_over = support::eventually(Duration::from_secs(10), || {
+        b.log()
+            .contains("took the renewal lock after another replica")
+    })
+    .await;
+    assert!(took_over, "B did not take the lock over; log:\n{}", b.log());
     let requests = mock.token_requests();
     assert_eq!(requests.len(), 1, "{requests:?}\nA's log:\n{a_log}");
     assert_eq!(requests[0].status, 200);
@@ -520,18 +526,44 @@ async fn lease_is_single_flight_extended_and_handed_over() {
     let b = open(&redis, "t1:");
     let mut la = a.lease("p").await.unwrap().expect("a shared store leases");
     let waiter = tokio::spawn(async move {
-        let started = Instant::now();
         let lease = b.lease("p").await;
-        (b, lease, started.elapsed())
+        (b, lease)
     });
-    // Hold it for longer than its TTL: the keeper extends it.
-    tokio::time::sleep(Duration::from_millis(1000)).await;
-    assert!(!waiter.is_finished(), "the lock was taken twice");
+    // Hold it for longer than its TTL: the keeper extends it every third
+    // of the TTL, which shows as the lock's remaining time (PTTL) going up.
+    // Four extensions come more than one TTL after the lock was taken; all
+    // the while the lock keeps its owner and the waiter waits.
+    let mut conn = redis.connection();
+    let lock = |conn: &mut redis::Connection| -> (Option<String>, i64) {
+        redis::pipe()
+            .cmd("GET")
+            .arg("t1:lock:p")
+            .cmd("PTTL")
+            .arg("t1:lock:p")
+            .query(conn)
+            .unwrap()
+    };
+    let (owner, mut last) = lock(&mut conn);
+    assert!(owner.is_some(), "the lease has no lock in redis");
+    let mut extensions = 0;
+    for _ in 0..1000 {
+        if extensions == 4 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let (now_owner, ttl) = lock(&mut conn);
+        assert_eq!(now_owner, owner, "the lock expired or changed hands");
+        assert!(!waiter.is_finished(), "the lock was taken twice");
+        if ttl > last {
+            extensions += 1;
+        }
+        last = ttl;
+    }
+    assert_eq!(extensions, 4, "the keeper stopped extending the lock");
     la.save(token("from-a")).await.unwrap();
     la.release().await;
-    let (b, lb, waited) = waiter.await.unwrap();
+    let (b, lb) = waiter.await.unwrap();
     let lb = lb.unwrap().unwrap();
-    assert!(waited >= Duration::from_millis(1000), "{waited:?}");
     assert_eq!(access_of(b.reread("p").await.unwrap()), "from-a");
     lb.release().await;
     // Released: free again at once.
@@ -614,10 +646,38 @@ async fn changes_reach_other_replicas() {
         .unwrap();
     assert_eq!(name, "s");
     assert_eq!(access_of(a.load("s")), "x1");
-    // Past a few heartbeats (PING on the subscribed connection) the feed
-    // is still up and still delivers.
-    tokio::time::sleep(Duration::from_millis(2500)).await;
-    assert_eq!(a.pending_error(), None);
+    // Past a few heartbeats (PING on the subscribed connection; nothing
+    // else in this test sends PING) the feed is still up and delivers.
+    let mut conn = redis.connection();
+    let pings = |conn: &mut redis::Connection| -> u64 {
+        let stats: String = redis::cmd("INFO").arg("commandstats").query(conn).unwrap();
+        stats
+            .lines()
+            .find_map(|l| l.strip_prefix("cmdstat_ping:calls="))
+            .and_then(|v| v.split(',').next()?.parse().ok())
+            .unwrap_or(0)
+    };
+    let before = pings(&mut conn);
+    let mut beats = 0;
+    for _ in 0..1500 {
+        if beats >= 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(a.pending_error(), None);
+        beats = pings(&mut conn) - before;
+    }
+    assert!(beats >= 3, "{beats} heartbeats seen");
+    let subscribers: String = redis::cmd("CLIENT")
+        .arg("LIST")
+        .arg("TYPE")
+        .arg("pubsub")
+        .query(&mut conn)
+        .unwrap();
+    assert!(
+        subscribers.contains(" cmd=ping "),
+        "the heartbeat is not on the subscribed connection: {subscribers}"
+    );
     b.save("s", token("x2")).await.unwrap();
     let name = tokio::time::timeout(Duration::from_secs(5), changes.recv())
         .await
@@ -641,14 +701,15 @@ async fn redis_down_fails_fast_and_recovers() {
     let a = open(&redis, "t5:");
     a.save("p", token("before")).await.unwrap();
     redis.kill();
-    let started = Instant::now();
     let err = a.lease("p").await.err().expect("no lease without redis");
     assert!(matches!(err, StoreError::Unavailable(_)), "{err}");
-    assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "{:?}",
-        started.elapsed()
-    );
+    // Refused because the connection failed, not because a timer ran out
+    // (the store's own bound, the lease wait, the client's timeouts).
+    let text = err.to_string();
+    assert!(text.contains("unreachable"), "{text}");
+    for slow in ["no answer within", "gave up waiting", "timed out"] {
+        assert!(!text.contains(slow), "{text}");
+    }
     assert!(a.save("p", token("during")).await.is_err());
     assert!(a.pending_error().is_some());
     assert_eq!(access_of(a.load("p")), "during");
