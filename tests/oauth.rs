@@ -549,7 +549,9 @@ async fn header_and_scheme_are_configurable() {
     assert!(last.header("x-auth-token").unwrap().starts_with("at-1-"));
 }
 
-#[tokio::test]
+// Four workers on any machine: the 200 requests, the proxy and the token
+// endpoint run in parallel, so the single flight is tested under real races.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_requests_on_expired_token_make_one_token_request() {
     let mock = MockProvider::start(Style::OneCloud).await;
     mock.issue_seed("seed-1");

@@ -662,7 +662,7 @@ async fn small_declared_body_is_read_before_the_upstream_is_contacted() {
 /// that have not sent anything yet) at once instead of waiting out
 /// `drain_timeout` for them, and lets an in-flight request on another
 /// connection finish first.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stop_closes_idle_connections_and_finishes_in_flight_ones() {
     let (arrived_tx, mut arrived_rx) = mpsc::unbounded_channel::<()>();
     let (release_tx, release_rx) = oneshot::channel::<()>();
@@ -1367,7 +1367,7 @@ async fn upstream_closing_idle_connections_is_invisible_to_clients() {
 /// Over one h2c connection a large upload arrives whole with the header
 /// pair injected, and concurrent streams are each forwarded to the
 /// HTTP/1.1 upstream and answered on their own stream.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http2_uploads_and_concurrent_streams_share_one_connection() {
     let echo = Echo::start().await;
     let proxy = start_proxy(&static_config(&echo.url())).await;
