@@ -147,7 +147,7 @@ fn push_timestamp(out: &mut String, now: SystemTime) {
     let secs = since.as_secs();
     SECOND.with_borrow_mut(|(cached, text)| {
         if *cached != secs {
-            *text = crate::timefmt::rfc3339(secs);
+            *text = crate::clock::rfc3339(secs);
             text.pop(); // the `Z`
             *cached = secs;
         }

@@ -13,13 +13,13 @@ use http::{header, HeaderMap, HeaderValue, StatusCode};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
+use crate::clock::{rfc3339, unix_now};
 use crate::config::Grant;
 use crate::credentials::implicit::callback_page;
 use crate::credentials::{Credential, OAuthProvider};
 use crate::error::ProxyError;
 use crate::runtime::AppState;
 use crate::secret::Secret;
-use crate::timefmt::rfc3339;
 
 pub fn router() -> Router<Arc<AppState>> {
     Router::new()
@@ -62,7 +62,7 @@ async fn status(State(state): State<Arc<AppState>>) -> Json<Value> {
                     "grant": p.config().grant.as_str(),
                     "state": p.state(),
                     "expires_at": expires_at.map(rfc3339),
-                    "expires_in": expires_at.map(|e| e as i64 - crate::oauth::token::unix_now() as i64),
+                    "expires_in": expires_at.map(|e| e as i64 - unix_now() as i64),
                     "has_refresh_token": current.as_ref().is_some_and(|c| c.has_refresh()),
                     "last_renewal_at": stats.last_renewal_at.map(rfc3339),
                     "last_renewal_outcome": stats.last_renewal_outcome,

@@ -17,9 +17,9 @@ use base64::Engine;
 use http::{header, HeaderMap, StatusCode};
 use serde_json::{json, Value};
 
+use crate::clock::unix_now;
 use crate::config::interpolate::ProcessEnv;
 use crate::config::Config;
-use crate::oauth::token::unix_now;
 use crate::runtime::AppState;
 use crate::telemetry::{self, LogFormat};
 

@@ -10,6 +10,7 @@ pub mod accesslog;
 pub mod admin;
 pub mod body;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod credentials;
 pub mod demo;
@@ -28,7 +29,7 @@ pub mod server;
 pub mod service;
 pub mod store;
 pub mod telemetry;
-pub mod timefmt;
+pub mod text;
 pub mod upstream;
 
 use std::future::Future;

@@ -62,7 +62,7 @@ pub fn check<B>(server: &ServerConfig, req: &Request<B>) -> Result<(), ProxyErro
             if let Some(h) = host {
                 if !host_allowed(h, server) {
                     return Err(ProxyError::ForbiddenHost {
-                        host: crate::oauth::error::sanitize(h, 100),
+                        host: crate::text::sanitize(h, 100),
                     });
                 }
             }
@@ -76,7 +76,7 @@ pub fn check<B>(server: &ServerConfig, req: &Request<B>) -> Result<(), ProxyErro
             own.as_deref() == Some(origin) || server.allowed_origins.iter().any(|o| o == origin);
         if !allowed {
             return Err(ProxyError::ForbiddenOrigin {
-                origin: crate::oauth::error::sanitize(origin, 100),
+                origin: crate::text::sanitize(origin, 100),
             });
         }
     }

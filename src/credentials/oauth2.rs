@@ -10,9 +10,10 @@ use arc_swap::ArcSwapOption;
 use http::{HeaderName, HeaderValue};
 use serde::Serialize;
 
+use crate::clock::unix_now;
 use crate::config::{Grant, OAuth2Config};
 use crate::metrics::{Metrics, ReauthLabels, TokenLabels};
-use crate::oauth::token::{jwt_exp, unix_now};
+use crate::oauth::token::jwt_exp;
 use crate::oauth::{GrantRequest, TokenClient, TokenError, TokenSet};
 use crate::secret::Secret;
 use crate::store::{RenewalLease, StoredToken, TokenStore};

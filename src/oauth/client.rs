@@ -8,7 +8,8 @@ use base64::Engine;
 use rand::Rng;
 
 use super::error::TokenError;
-use super::token::{parse_error_answer, parse_token_answer, unix_now, TokenSet};
+use super::token::{parse_error_answer, parse_token_answer, TokenSet};
+use crate::clock::unix_now;
 use crate::config::{BodyEncoding, ClientAuth, Grant, OAuth2Config};
 use crate::secret::Secret;
 

@@ -2,6 +2,8 @@
 
 use std::fmt;
 
+use crate::text::sanitize;
+
 /// The `error` field of a token endpoint's error answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OAuthErrorCode {
@@ -125,17 +127,4 @@ impl TokenError {
             TokenError::NotConfigured(_) => "not_configured".into(),
         }
     }
-}
-
-/// Keeps text from a remote server printable and short.
-pub fn sanitize(text: &str, max: usize) -> String {
-    let mut out: String = text
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .take(max)
-        .collect();
-    if text.chars().count() > max {
-        out.push('…');
-    }
-    out
 }

@@ -1,13 +1,12 @@
 //! The token a provider hands out, and parsing of token endpoint answers
 //! (RFC 6749 §5.1 plus the quirks of real providers).
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
 use base64::Engine;
 use serde::Deserialize;
 
-use super::error::{sanitize, OAuthErrorCode, TokenError};
+use super::error::{OAuthErrorCode, TokenError};
 use crate::secret::Secret;
+use crate::text::sanitize;
 
 /// A token answer, checked. Held behind `Arc` and swapped whole.
 #[derive(Debug, Clone, PartialEq)]
@@ -19,13 +18,6 @@ pub struct TokenSet {
     /// Normalised: `bearer` in any case becomes `Bearer`.
     pub token_type: Option<String>,
     pub obtained_at: u64,
-}
-
-pub fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or(Duration::ZERO)
-        .as_secs()
 }
 
 #[derive(Deserialize)]

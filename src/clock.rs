@@ -1,4 +1,15 @@
-//! RFC 3339 timestamps from Unix seconds, without a date-time dependency.
+//! Wall-clock helpers: Unix seconds now, and RFC 3339 timestamps from Unix
+//! seconds without a date-time dependency.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Seconds since the Unix epoch (0 if the clock is before it).
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_secs()
+}
 
 /// `1700000000` → `2023-11-14T22:13:20Z`.
 pub fn rfc3339(unix: u64) -> String {
