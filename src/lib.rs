@@ -8,15 +8,13 @@
 
 pub mod accesslog;
 pub mod admin;
-pub mod body;
 pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod credentials;
 pub mod demo;
 pub mod error;
-pub mod head_timeout;
-pub mod headers;
+pub mod http;
 pub mod logwriter;
 pub mod metrics;
 pub mod oauth;
@@ -25,7 +23,6 @@ pub mod routes;
 pub mod runtime;
 pub mod secret;
 pub mod security;
-pub mod server;
 pub mod service;
 pub mod store;
 pub mod telemetry;
@@ -49,12 +46,19 @@ pub fn install_crypto_provider() {
 /// Serves until `shutdown` resolves, then drains. Also retries pending
 /// token-store writes in the background.
 pub async fn run(state: Arc<AppState>, listener: TcpListener, shutdown: impl Future<Output = ()>) {
-    let limits = state.runtime().config.server.clone();
+    let server = &state.runtime().config.server;
+    let limits = http::Limits {
+        max_header_bytes: server.max_header_bytes,
+        max_headers: server.max_headers,
+        header_read_timeout: server.header_read_timeout,
+        drain_timeout: server.drain_timeout,
+    };
     let flusher = tokio::spawn(flush_store_periodically(state.clone()));
     let watcher = tokio::spawn(follow_shared_store(state.clone()));
-    server::serve(
+    let app = service::App::new(state.clone());
+    http::serve(
         listener,
-        service::App::new(state.clone()),
+        move |req, activity: &Arc<http::head_timeout::Activity>| app.serve(req, activity),
         shutdown,
         &limits,
     )

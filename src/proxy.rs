@@ -14,11 +14,12 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
-use crate::body::Buffered;
 use crate::credentials::{Credential, CredentialError, OAuthProvider, Trigger};
 use crate::error::ProxyError;
-use crate::headers::{strip_hop_by_hop, upgrade_requested};
-use crate::routes::{has_dot_segment, Route};
+use crate::http::body::Buffered;
+use crate::http::headers::{strip_hop_by_hop, upgrade_requested};
+use crate::http::path::has_dot_segment;
+use crate::routes::Route;
 use crate::runtime::Runtime;
 use crate::service::{local, ResponseBody};
 use crate::upstream::{PooledBody, UpstreamError};
@@ -303,7 +304,7 @@ impl Forward<'_> {
             OutBody::Buffered(b) => (Body::new(b), None),
             OutBody::Stream(s) if s.is_end_stream() => (s, None),
             OutBody::Stream(s) => {
-                let (body, sent) = crate::body::SignalOnEnd::new(s);
+                let (body, sent) = crate::http::body::SignalOnEnd::new(s);
                 (Body::new(body), Some(sent))
             }
         };
@@ -359,7 +360,7 @@ impl Forward<'_> {
         let idle = self.runtime.config.server.upstream_idle_timeout;
         Response::from_parts(
             parts,
-            ResponseBody::Upstream(crate::body::IdleTimeout::new(body, idle)),
+            ResponseBody::Upstream(crate::http::body::IdleTimeout::new(body, idle)),
         )
     }
 }

@@ -11,75 +11,27 @@
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Instant;
 
 use axum::body::Body;
 use axum::response::IntoResponse;
 use axum::Router;
-use bytes::Bytes;
 use futures_util::future::Either;
 use http::{Request, Response};
-use http_body::{Frame, SizeHint};
 use hyper::body::Incoming;
 use tower::ServiceExt;
 
-use crate::body::IdleTimeout;
 use crate::error::ProxyError;
-use crate::head_timeout::{Activity, InFlight, Tracked};
+use crate::http::head_timeout::{Activity, InFlight, Tracked};
 use crate::runtime::AppState;
 use crate::upstream::PooledBody;
 use crate::{admin, proxy, security, telemetry};
 
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
 /// A response body: streamed from an upstream, or made here.
-pub enum ResponseBody {
-    Upstream(IdleTimeout<PooledBody>),
-    Local(Body),
-}
+pub type ResponseBody = crate::http::body::ResponseBody<PooledBody>;
 
-impl From<Body> for ResponseBody {
-    fn from(b: Body) -> Self {
-        ResponseBody::Local(b)
-    }
-}
-
-impl http_body::Body for ResponseBody {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        match self.get_mut() {
-            ResponseBody::Upstream(b) => Pin::new(b).poll_frame(cx),
-            ResponseBody::Local(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match self {
-            ResponseBody::Upstream(b) => b.is_end_stream(),
-            ResponseBody::Local(b) => b.is_end_stream(),
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match self {
-            ResponseBody::Upstream(b) => b.size_hint(),
-            ResponseBody::Local(b) => b.size_hint(),
-        }
-    }
-}
-
-/// Turns one of our own answers (errors, local endpoints) into a response.
-pub fn local(r: impl IntoResponse) -> Response<ResponseBody> {
-    r.into_response().map(ResponseBody::Local)
-}
+pub use crate::http::body::local;
 
 /// What every connection serves ([`App::serve`]); cloning is one `Arc`.
 #[derive(Clone)]

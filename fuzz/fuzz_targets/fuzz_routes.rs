@@ -17,7 +17,8 @@
 #![no_main]
 
 use authproxy::config::RouteConfig;
-use authproxy::routes::{has_dot_segment, PathPrefix, RouteTable};
+use authproxy::http::path::has_dot_segment;
+use authproxy::routes::{PathPrefix, RouteTable};
 use libfuzzer_sys::fuzz_target;
 use url::Url;
 

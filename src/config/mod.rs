@@ -852,7 +852,7 @@ impl Checker<'_> {
 
     fn header_name(&mut self, key: &str, name: &str) -> Option<HeaderName> {
         match HeaderName::from_bytes(name.as_bytes()) {
-            Ok(h) if !crate::headers::is_hop_by_hop(&h) && h != http::header::HOST => Some(h),
+            Ok(h) if !crate::http::headers::is_hop_by_hop(&h) && h != http::header::HOST => Some(h),
             Ok(_) => {
                 self.err(
                     key,

@@ -1,7 +1,7 @@
-//! Body types of the forwarding path: request bodies read in full before
-//! sending ([`Buffered`]) or streamed with a signal at their end
-//! ([`SignalOnEnd`]), and upstream response bodies with a stall limit
-//! ([`IdleTimeout`]).
+//! Body types: request bodies read in full before sending ([`Buffered`])
+//! or streamed with a signal at their end ([`SignalOnEnd`]), upstream
+//! response bodies with a stall limit ([`IdleTimeout`]), and the body of
+//! every answer we give ([`ResponseBody`]).
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -10,9 +10,64 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use axum::body::Body;
+use axum::response::IntoResponse;
 use bytes::Bytes;
+use http::Response;
 use http_body::{Frame, SizeHint};
 use tokio::sync::oneshot;
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A response body: streamed from an upstream (`U`, behind its stall
+/// limit), or made here.
+pub enum ResponseBody<U> {
+    Upstream(IdleTimeout<U>),
+    Local(Body),
+}
+
+impl<U> From<Body> for ResponseBody<U> {
+    fn from(b: Body) -> Self {
+        ResponseBody::Local(b)
+    }
+}
+
+impl<U> http_body::Body for ResponseBody<U>
+where
+    U: http_body::Body<Data = Bytes> + Unpin,
+    U::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            ResponseBody::Upstream(b) => Pin::new(b).poll_frame(cx),
+            ResponseBody::Local(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ResponseBody::Upstream(b) => b.is_end_stream(),
+            ResponseBody::Local(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ResponseBody::Upstream(b) => b.size_hint(),
+            ResponseBody::Local(b) => b.size_hint(),
+        }
+    }
+}
+
+/// Turns one of our own answers (errors, local endpoints) into a response.
+pub fn local<U>(r: impl IntoResponse) -> Response<ResponseBody<U>> {
+    r.into_response().map(ResponseBody::Local)
+}
 
 /// A request body read in full, kept as the chunks that arrived (no copy
 /// into one buffer). Cloning shares the chunks, so the same body can be
@@ -157,10 +212,10 @@ impl<B> IdleTimeout<B> {
 impl<B> http_body::Body for IdleTimeout<B>
 where
     B: http_body::Body<Data = Bytes> + Unpin,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B::Error: Into<BoxError>,
 {
     type Data = Bytes;
-    type Error = Box<dyn std::error::Error + Send + Sync>;
+    type Error = BoxError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,

@@ -1,0 +1,14 @@
+//! hyper glue that knows nothing about the app: the accept loop
+//! ([`server`], generic over what answers a request), the connection drain
+//! ([`drain`]), the request-head deadline ([`head_timeout`]), body types
+//! ([`body`]), and rules about HTTP messages: hop-by-hop headers
+//! ([`headers`]) and request paths ([`path`]).
+
+pub mod body;
+pub mod drain;
+pub mod head_timeout;
+pub mod headers;
+pub mod path;
+pub mod server;
+
+pub use server::{serve, Limits};
