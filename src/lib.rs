@@ -6,7 +6,6 @@
 //! forwards the rest using the [`routes`] table and the [`credentials`] of
 //! the current [`runtime::Runtime`].
 
-pub mod accesslog;
 pub mod admin;
 pub mod cli;
 pub mod clock;
@@ -15,8 +14,6 @@ pub mod credentials;
 pub mod demo;
 pub mod error;
 pub mod http;
-pub mod logwriter;
-pub mod metrics;
 pub mod oauth;
 pub mod proxy;
 pub mod routes;

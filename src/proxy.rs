@@ -22,17 +22,8 @@ use crate::http::path::has_dot_segment;
 use crate::routes::Route;
 use crate::runtime::Runtime;
 use crate::service::{local, ResponseBody};
+use crate::telemetry::AccessInfo;
 use crate::upstream::{PooledBody, UpstreamError};
-
-/// What the access log needs to know about a proxied request.
-#[derive(Clone, Debug)]
-pub struct AccessInfo {
-    pub route: Arc<str>,
-    /// Index into the runtime's per-route tables (metric handles).
-    pub route_index: usize,
-    pub upstream_latency: Option<Duration>,
-    pub replayed: bool,
-}
 
 const X_API_EXPIRED: HeaderName = HeaderName::from_static("x-api-expired");
 const X_API_REVOKED: HeaderName = HeaderName::from_static("x-api-revoked");
@@ -282,7 +273,7 @@ impl Forward<'_> {
         self.runtime
             .metrics
             .replays
-            .get_or_create(&crate::metrics::ProviderLabels {
+            .get_or_create(&crate::telemetry::metrics::ProviderLabels {
                 provider: provider.name().to_string(),
             })
             .inc();

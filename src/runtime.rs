@@ -9,11 +9,11 @@ use arc_swap::ArcSwap;
 
 use crate::config::{Config, ProviderKind};
 use crate::credentials::{Credential, OAuthProvider, StaticHeaders};
-use crate::metrics::{Metrics, RouteMetrics};
 use crate::oauth::client::RetryPolicy;
 use crate::oauth::TokenClient;
 use crate::routes::{Route, RouteTable};
 use crate::store::{self, StoreError, TokenStore};
+use crate::telemetry::{Metrics, RouteMetrics};
 use crate::upstream::{TlsSetupError, Upstreams};
 
 pub struct Runtime {

@@ -95,7 +95,15 @@ impl App {
         if let Err(e) = security::check(&runtime.config.server, &req) {
             let response = local(e);
             let path = req.uri().path();
-            telemetry::record_request(&runtime, req.method(), path, None, &response, started);
+            telemetry::record_request(
+                &runtime.metrics,
+                None,
+                req.method(),
+                path,
+                None,
+                &response,
+                started,
+            );
             return Either::Left(std::future::ready(Ok(track(response, in_flight))));
         }
         let inner = self.inner.clone();
@@ -115,7 +123,16 @@ impl App {
                 proxy::handle(&runtime, req).await
             };
             let path = uri.path();
-            telemetry::record_request(&runtime, &method, path, info.as_ref(), &response, started);
+            let route = info.as_ref().map(|i| runtime.route_metrics(i.route_index));
+            telemetry::record_request(
+                &runtime.metrics,
+                route,
+                &method,
+                path,
+                info.as_ref(),
+                &response,
+                started,
+            );
             Ok(track(response, in_flight))
         })
     }

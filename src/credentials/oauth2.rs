@@ -12,11 +12,11 @@ use serde::Serialize;
 
 use crate::clock::unix_now;
 use crate::config::{Grant, OAuth2Config};
-use crate::metrics::{Metrics, ReauthLabels, TokenLabels};
 use crate::oauth::token::jwt_exp;
 use crate::oauth::{GrantRequest, TokenClient, TokenError, TokenSet};
 use crate::secret::Secret;
 use crate::store::{RenewalLease, StoredToken, TokenStore};
+use crate::telemetry::metrics::{Metrics, ReauthLabels, TokenLabels};
 
 /// Why a renewal was asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -17,7 +17,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use tracing_subscriber::fmt::MakeWriter;
 
-use crate::logwriter::BatchWriter;
+use super::writer::BatchWriter;
 
 /// One finished request.
 pub struct Entry<'a> {
@@ -39,7 +39,7 @@ struct Sink {
 static SINK: OnceLock<Sink> = OnceLock::new();
 
 /// Sends access lines straight to `writer` from now on. Without this (the
-/// library used without [`crate::telemetry::init`]) they go through
+/// library used without [`super::init`]) they go through
 /// `tracing` like every other event.
 pub fn install(writer: BatchWriter, json: bool) {
     let _ = SINK.set(Sink { writer, json });
