@@ -1,97 +1,9 @@
 //! The route table: path prefix → upstream, longest prefix wins, matching on
 //! whole path segments, with optional prefix stripping.
 
-use std::fmt;
-
 use url::Url;
 
-use crate::config::RouteConfig;
-
-/// A checked route prefix. `/api/` and `/api` are the same prefix; it matches
-/// `/api`, `/api/` and `/api/…`, never `/apix`.
-#[derive(Clone)]
-pub struct PathPrefix {
-    /// Without trailing slash, except the root prefix `/`.
-    normalized: String,
-    written: String,
-}
-
-impl PathPrefix {
-    pub fn parse(text: &str) -> Result<PathPrefix, String> {
-        if !text.starts_with('/') {
-            return Err("must start with `/`, e.g. \"/api/\"".into());
-        }
-        if text.contains(['?', '#']) {
-            return Err("must be a path only (no `?` or `#`)".into());
-        }
-        if text.chars().any(|c| c.is_control() || c == ' ') {
-            return Err("must not contain spaces or control characters".into());
-        }
-        if crate::http::path::has_dot_segment(text) {
-            return Err("must not contain `.` or `..` segments".into());
-        }
-        if text.starts_with("/_authproxy") && PathPrefix::segment_match("/_authproxy", text) {
-            return Err("is reserved for authproxy's own endpoints; choose another prefix".into());
-        }
-        let trimmed = text.trim_end_matches('/');
-        let normalized = if trimmed.is_empty() {
-            "/".to_string()
-        } else {
-            trimmed.to_string()
-        };
-        Ok(PathPrefix {
-            normalized,
-            written: text.to_string(),
-        })
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.written
-    }
-
-    fn segment_match(prefix: &str, path: &str) -> bool {
-        path.starts_with(prefix)
-            && (path.len() == prefix.len() || path.as_bytes()[prefix.len()] == b'/')
-    }
-
-    /// The rest of `path` after this prefix (`""` or starting with `/`), if
-    /// the prefix matches on whole segments.
-    pub fn strip<'a>(&self, path: &'a str) -> Option<&'a str> {
-        if self.normalized == "/" {
-            return Some(path);
-        }
-        if Self::segment_match(&self.normalized, path) {
-            Some(&path[self.normalized.len()..])
-        } else {
-            None
-        }
-    }
-
-    fn depth(&self) -> usize {
-        self.normalized.len()
-    }
-}
-
-// Equal when they match the same paths: `/api` == `/api/`.
-impl PartialEq for PathPrefix {
-    fn eq(&self, other: &Self) -> bool {
-        self.normalized == other.normalized
-    }
-}
-
-impl Eq for PathPrefix {}
-
-impl fmt::Display for PathPrefix {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.written)
-    }
-}
-
-impl fmt::Debug for PathPrefix {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "PathPrefix({:?})", self.written)
-    }
-}
+use crate::config::{PathPrefix, RouteConfig};
 
 /// One route, with everything precomputed that the hot path needs.
 #[derive(Debug, Clone)]

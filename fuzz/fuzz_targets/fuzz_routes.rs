@@ -16,9 +16,9 @@
 //!   parses as an `http::Uri`, with the route's scheme and authority.
 #![no_main]
 
-use authproxy::config::RouteConfig;
+use authproxy::config::{PathPrefix, RouteConfig};
 use authproxy::http::path::has_dot_segment;
-use authproxy::routes::{PathPrefix, RouteTable};
+use authproxy::routes::RouteTable;
 use libfuzzer_sys::fuzz_target;
 use url::Url;
 

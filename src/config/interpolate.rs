@@ -3,6 +3,8 @@
 
 use std::path::Path;
 
+use super::error::KeyError;
+
 /// Where interpolated values come from; a trait so tests and reloads can use
 /// a fixed environment.
 pub trait Env {
@@ -86,6 +88,57 @@ fn resolve(reference: &str, env: &dyn Env, base_dir: &Path) -> Result<String, In
     }
     env.var(reference)
         .ok_or_else(|| InterpolateError::MissingVar(reference.to_string()))
+}
+
+fn join_key(parent: &str, key: &str) -> String {
+    if parent.is_empty() {
+        key.to_string()
+    } else {
+        format!("{parent}.{key}")
+    }
+}
+
+/// Expands `${...}` in every string of `table` (keys named by their dotted
+/// path in errors).
+pub fn interpolate_table(
+    table: &mut toml::Table,
+    parent: &str,
+    env: &dyn Env,
+    base_dir: &Path,
+    substituted: &mut Vec<String>,
+    errors: &mut Vec<KeyError>,
+) {
+    for (key, value) in table.iter_mut() {
+        let path = join_key(parent, key);
+        interpolate_value(value, &path, env, base_dir, substituted, errors);
+    }
+}
+
+fn interpolate_value(
+    value: &mut toml::Value,
+    path: &str,
+    env: &dyn Env,
+    base_dir: &Path,
+    substituted: &mut Vec<String>,
+    errors: &mut Vec<KeyError>,
+) {
+    match value {
+        toml::Value::String(s) => match interpolate(s, env, base_dir, substituted) {
+            Ok(expanded) => *s = expanded,
+            Err(e) => errors.push(KeyError {
+                key: path.to_string(),
+                message: e.to_string(),
+            }),
+        },
+        toml::Value::Array(items) => {
+            for (i, item) in items.iter_mut().enumerate() {
+                let p = format!("{path}[{i}]");
+                interpolate_value(item, &p, env, base_dir, substituted, errors);
+            }
+        }
+        toml::Value::Table(t) => interpolate_table(t, path, env, base_dir, substituted, errors),
+        _ => {}
+    }
 }
 
 #[cfg(test)]

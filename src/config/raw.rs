@@ -47,35 +47,53 @@ pub struct RawStore {
     pub key_prefix: Option<String>,
 }
 
-/// One flat struct for every provider type: which keys are allowed depends
-/// on `type` and `grant`, and the checker says which key does not belong
-/// (a tagged enum would only say "unknown field").
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawProvider {
-    #[serde(rename = "type")]
-    pub kind: Option<String>,
-    pub headers: Option<BTreeMap<String, String>>,
-    pub grant: Option<String>,
-    pub token_url: Option<String>,
-    pub authorize_url: Option<String>,
-    pub body: Option<String>,
-    pub client_id: Option<String>,
-    pub client_secret: Option<String>,
-    pub client_auth: Option<String>,
-    pub username: Option<String>,
-    pub password: Option<String>,
-    pub scope: Option<String>,
-    pub refresh_before: Option<String>,
-    pub header: Option<String>,
-    pub scheme: Option<String>,
-    pub refresh_token: Option<String>,
-    pub access_token: Option<String>,
-    pub extra: Option<BTreeMap<String, String>>,
-    pub refresh_on_401: Option<bool>,
-    pub allow_http: Option<bool>,
-    pub redirect_uri: Option<String>,
-    pub token_timeout: Option<String>,
+/// Declares [`RawProvider`] and the list of its keys ([`RawProvider::keys`])
+/// from one table, so the checks of which keys a provider type or grant
+/// takes cannot miss one.
+macro_rules! raw_provider {
+    ($($(#[$meta:meta])* $key:literal => $field:ident: $ty:ty,)*) => {
+        /// One flat struct for every provider type: which keys are allowed
+        /// depends on `type` and `grant`, and the checker says which key does
+        /// not belong (a tagged enum would only say "unknown field").
+        #[derive(Debug, Default, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        pub struct RawProvider {
+            $($(#[$meta])* #[serde(rename = $key)] pub $field: Option<$ty>,)*
+        }
+
+        impl RawProvider {
+            /// Every key a provider table may have, as written in TOML, in
+            /// declaration order, with whether this table gave it.
+            pub fn keys(&self) -> Vec<(&'static str, bool)> {
+                vec![$(($key, self.$field.is_some()),)*]
+            }
+        }
+    };
+}
+
+raw_provider! {
+    "type" => kind: String,
+    "headers" => headers: BTreeMap<String, String>,
+    "grant" => grant: String,
+    "token_url" => token_url: String,
+    "authorize_url" => authorize_url: String,
+    "body" => body: String,
+    "client_id" => client_id: String,
+    "client_secret" => client_secret: String,
+    "client_auth" => client_auth: String,
+    "username" => username: String,
+    "password" => password: String,
+    "scope" => scope: String,
+    "refresh_before" => refresh_before: String,
+    "header" => header: String,
+    "scheme" => scheme: String,
+    "refresh_token" => refresh_token: String,
+    "access_token" => access_token: String,
+    "extra" => extra: BTreeMap<String, String>,
+    "refresh_on_401" => refresh_on_401: bool,
+    "allow_http" => allow_http: bool,
+    "redirect_uri" => redirect_uri: String,
+    "token_timeout" => token_timeout: String,
 }
 
 #[derive(Debug, Default, Deserialize)]

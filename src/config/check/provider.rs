@@ -1,0 +1,274 @@
+//! `[providers.<name>]`: static headers or oauth2, and which keys each
+//! type and grant takes.
+
+use std::time::Duration;
+
+use url::Url;
+
+use super::Checker;
+use crate::config::raw::RawProvider;
+use crate::config::types::*;
+use crate::secret::Secret;
+
+impl Checker<'_> {
+    pub(super) fn provider(&mut self, key: &str, p: RawProvider) -> Option<ProviderKind> {
+        let kind = match p.kind.as_deref() {
+            Some(k) => k.to_string(),
+            None => {
+                self.err(
+                    format!("{key}.type"),
+                    "is missing; set type = \"static\" or type = \"oauth2\"",
+                );
+                return None;
+            }
+        };
+        match kind.as_str() {
+            "static" => self.static_provider(key, p).map(ProviderKind::Static),
+            "oauth2" => self
+                .oauth2_provider(key, p)
+                .map(|o| ProviderKind::OAuth2(Box::new(o))),
+            other => {
+                self.err(
+                    format!("{key}.type"),
+                    format!("unknown provider type `{other}`; use \"static\" or \"oauth2\""),
+                );
+                None
+            }
+        }
+    }
+
+    fn static_provider(&mut self, key: &str, p: RawProvider) -> Option<StaticConfig> {
+        // Every key but these two belongs to oauth2.
+        const STATIC_KEYS: [&str; 2] = ["type", "headers"];
+        let oauth_keys = p
+            .keys()
+            .into_iter()
+            .filter(|(name, _)| !STATIC_KEYS.contains(name));
+        for (name, present) in oauth_keys {
+            if present {
+                self.err(
+                    format!("{key}.{name}"),
+                    "is an oauth2 setting and does nothing with type = \"static\"; remove it or set type = \"oauth2\"",
+                );
+            }
+        }
+        let headers = match p.headers {
+            Some(h) if !h.is_empty() => h,
+            _ => {
+                self.err(
+                    format!("{key}.headers"),
+                    "is required for type = \"static\"; e.g. headers = { Authorization = \"Token ${MY_TOKEN}\" }",
+                );
+                return None;
+            }
+        };
+        let mut out = Vec::new();
+        for (name, value) in headers {
+            let hkey = format!("{key}.headers.{name}");
+            let Some(header) = self.header_name(&hkey, &name) else {
+                continue;
+            };
+            if self.header_value_ok(&hkey, &value) {
+                out.push((header, Secret::new(value)));
+            }
+        }
+        Some(StaticConfig { headers: out })
+    }
+
+    fn oauth2_provider(&mut self, key: &str, p: RawProvider) -> Option<OAuth2Config> {
+        if p.headers.is_some() {
+            self.err(
+                format!("{key}.headers"),
+                "is a static-provider setting; for oauth2 use `header` and `scheme` to say where the token goes",
+            );
+        }
+        let grant = match p.grant.as_deref() {
+            Some("password") => Grant::Password,
+            Some("client_credentials") => Grant::ClientCredentials,
+            Some("refresh_token") => Grant::RefreshToken,
+            Some("implicit") => Grant::Implicit,
+            Some(other) => {
+                self.err(
+                    format!("{key}.grant"),
+                    format!("unknown grant `{other}`; use \"password\", \"client_credentials\", \"refresh_token\" or \"implicit\""),
+                );
+                return None;
+            }
+            None => {
+                self.err(
+                    format!("{key}.grant"),
+                    "is required for type = \"oauth2\"; use \"password\", \"client_credentials\", \"refresh_token\" or \"implicit\"",
+                );
+                return None;
+            }
+        };
+        let allow_http = p.allow_http.unwrap_or(false);
+        let fix_http = format!("allow_http = true on {key} if the network is trusted");
+        let g = grant.as_str();
+
+        // Which keys each grant needs and which it cannot use.
+        let need = |k: &str| -> bool {
+            match (grant, k) {
+                (Grant::Implicit, "authorize_url" | "client_id") => true,
+                (Grant::Implicit, _) => false,
+                (_, "token_url") => true,
+                (Grant::Password, "username" | "password") => true,
+                (Grant::ClientCredentials, "client_id") => true,
+                (Grant::RefreshToken, "refresh_token") => true,
+                _ => false,
+            }
+        };
+        let forbidden = |k: &str| -> bool {
+            match grant {
+                Grant::Implicit => matches!(
+                    k,
+                    "token_url"
+                        | "body"
+                        | "client_secret"
+                        | "client_auth"
+                        | "username"
+                        | "password"
+                        | "refresh_token"
+                        | "extra"
+                        | "token_timeout"
+                ),
+                Grant::ClientCredentials | Grant::RefreshToken => {
+                    matches!(
+                        k,
+                        "username" | "password" | "authorize_url" | "redirect_uri"
+                    )
+                }
+                Grant::Password => matches!(k, "authorize_url" | "redirect_uri"),
+            }
+        };
+        // Keys no grant needs or forbids pass through `need` and
+        // `forbidden` as false.
+        for (k, is) in p.keys() {
+            if is && forbidden(k) {
+                self.err(
+                    format!("{key}.{k}"),
+                    format!("is not used by grant = \"{g}\"; remove it (or change the grant)"),
+                );
+            } else if !is && need(k) {
+                self.err(
+                    format!("{key}.{k}"),
+                    format!("is required for grant = \"{g}\""),
+                );
+            }
+        }
+
+        let token_url = p
+            .token_url
+            .as_deref()
+            .filter(|_| !forbidden("token_url"))
+            .and_then(|u| self.url(&format!("{key}.token_url"), u, allow_http, &fix_http));
+        let authorize_url = p
+            .authorize_url
+            .as_deref()
+            .filter(|_| !forbidden("authorize_url"))
+            .and_then(|u| self.url(&format!("{key}.authorize_url"), u, allow_http, &fix_http));
+        let redirect_uri = p.redirect_uri.as_deref().and_then(|u| match Url::parse(u) {
+            Ok(url) => Some(url),
+            Err(e) => {
+                self.err(
+                    format!("{key}.redirect_uri"),
+                    format!("`{u}` is not a valid URL ({e})"),
+                );
+                None
+            }
+        });
+        let body = match p.body.as_deref() {
+            None | Some("form") => BodyEncoding::Form,
+            Some("json") => BodyEncoding::Json,
+            Some(other) => {
+                self.err(
+                    format!("{key}.body"),
+                    format!("unknown body encoding `{other}`; use \"form\" (RFC 6749) or \"json\""),
+                );
+                BodyEncoding::Form
+            }
+        };
+        let client_auth = match p.client_auth.as_deref() {
+            None | Some("body") => ClientAuth::Body,
+            Some("basic") => ClientAuth::Basic,
+            Some(other) => {
+                self.err(
+                    format!("{key}.client_auth"),
+                    format!("unknown client_auth `{other}`; use \"body\" or \"basic\""),
+                );
+                ClientAuth::Body
+            }
+        };
+        if client_auth == ClientAuth::Basic && p.client_id.is_none() {
+            self.err(
+                format!("{key}.client_id"),
+                "is required with client_auth = \"basic\"",
+            );
+        }
+        let header = match p.header.as_deref() {
+            None => http::header::AUTHORIZATION,
+            Some(h) => self.header_name(&format!("{key}.header"), h)?,
+        };
+        let scheme = p.scheme;
+        if let Some(s) = scheme.as_deref().filter(|s| !s.is_empty()) {
+            self.header_value_ok(&format!("{key}.scheme"), s);
+        }
+        let refresh_before = self.duration(
+            &format!("{key}.refresh_before"),
+            p.refresh_before,
+            Duration::from_secs(60),
+        );
+        let token_timeout = self.duration(
+            &format!("{key}.token_timeout"),
+            p.token_timeout,
+            Duration::from_secs(15),
+        );
+        let mut extra = Vec::new();
+        for (k, v) in p.extra.unwrap_or_default() {
+            const RESERVED: [&str; 8] = [
+                "grant_type",
+                "client_id",
+                "client_secret",
+                "username",
+                "password",
+                "refresh_token",
+                "scope",
+                "code",
+            ];
+            if RESERVED.contains(&k.as_str()) {
+                self.err(
+                    format!("{key}.extra.{k}"),
+                    format!("`{k}` is set by authproxy itself; use the provider's own `{k}` key instead"),
+                );
+            } else {
+                extra.push((k, Secret::new(v)));
+            }
+        }
+        let seed_access_token = p.access_token.map(Secret::new);
+        if let Some(t) = &seed_access_token {
+            self.header_value_ok(&format!("{key}.access_token"), t.expose());
+        }
+        let nonempty = |v: Option<String>| v.filter(|s| !s.is_empty()).map(Secret::new);
+        Some(OAuth2Config {
+            grant,
+            token_url,
+            authorize_url,
+            body,
+            client_id: nonempty(p.client_id),
+            client_secret: nonempty(p.client_secret),
+            client_auth,
+            username: nonempty(p.username),
+            password: nonempty(p.password),
+            scope: p.scope.filter(|s| !s.is_empty()),
+            extra,
+            refresh_before,
+            header,
+            scheme,
+            refresh_on_401: p.refresh_on_401.unwrap_or(true),
+            seed_refresh_token: nonempty(p.refresh_token),
+            seed_access_token: seed_access_token.filter(|s| !s.is_empty()),
+            redirect_uri,
+            token_timeout,
+        })
+    }
+}

@@ -1,0 +1,93 @@
+//! `[[routes]]`.
+
+use std::collections::BTreeMap;
+
+use super::Checker;
+use crate::config::raw::RawRoute;
+use crate::config::types::*;
+
+impl Checker<'_> {
+    pub(super) fn route(
+        &mut self,
+        key: &str,
+        r: RawRoute,
+        providers: &BTreeMap<String, ProviderConfig>,
+    ) -> Option<RouteConfig> {
+        let prefix = match r.prefix.as_deref() {
+            None => {
+                self.err(
+                    format!("{key}.prefix"),
+                    "is required; e.g. prefix = \"/api/\"",
+                );
+                None
+            }
+            Some(p) => match PathPrefix::parse(p) {
+                Ok(prefix) => Some(prefix),
+                Err(problem) => {
+                    self.err(format!("{key}.prefix"), format!("`{p}` {problem}"));
+                    None
+                }
+            },
+        };
+        let fix_http = format!("allow_http = true on {key} if the network is trusted");
+        let upstream = match r.upstream.as_deref() {
+            None => {
+                self.err(
+                    format!("{key}.upstream"),
+                    "is required; e.g. upstream = \"https://api.example/v1/\"",
+                );
+                None
+            }
+            Some(u) => {
+                let url = self.url(
+                    &format!("{key}.upstream"),
+                    u,
+                    r.allow_http.unwrap_or(false),
+                    &fix_http,
+                );
+                match url {
+                    Some(url) if url.query().is_some() || url.fragment().is_some() => {
+                        self.err(
+                            format!("{key}.upstream"),
+                            "must not have a query string or fragment; the client's query is forwarded as is",
+                        );
+                        None
+                    }
+                    other => other,
+                }
+            }
+        };
+        if let Some(name) = &r.provider {
+            if !providers.contains_key(name) {
+                let known: Vec<&str> = providers.keys().map(String::as_str).collect();
+                self.err(
+                    format!("{key}.provider"),
+                    format!(
+                        "unknown provider `{name}`; define [providers.{name}] or use one of: {}",
+                        if known.is_empty() {
+                            "(none defined)".to_string()
+                        } else {
+                            known.join(", ")
+                        }
+                    ),
+                );
+            }
+        }
+        let ca_file = r.ca_file.map(|p| self.base_dir.join(p));
+        if let Some(path) = &ca_file {
+            if !path.is_file() {
+                self.err(
+                    format!("{key}.ca_file"),
+                    format!("file {} does not exist; give a PEM file of CA certificates (relative to the config file)", path.display()),
+                );
+            }
+        }
+        Some(RouteConfig {
+            prefix: prefix?,
+            upstream: upstream?,
+            provider: r.provider,
+            strip_prefix: r.strip_prefix.unwrap_or(true),
+            ca_file,
+        })
+    }
+}

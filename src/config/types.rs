@@ -1,0 +1,259 @@
+//! The checked configuration: what the rest of the proxy reads. Built only
+//! by [`super::Config::load`] / [`super::Config::parse`], so every value here
+//! has passed its checks.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use http::HeaderName;
+use url::Url;
+
+use crate::secret::Secret;
+
+/// A checked configuration. Built only by [`Config::load`] / [`Config::parse`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// The file this came from (empty for in-memory configs).
+    pub file: PathBuf,
+    pub server: ServerConfig,
+    pub store: StoreConfig,
+    pub providers: BTreeMap<String, ProviderConfig>,
+    pub routes: Vec<RouteConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub inbound_token: Option<Secret>,
+    pub allow_remote_unauthenticated: bool,
+    /// Request bodies up to this size are buffered so they can be replayed.
+    pub max_replay_body: u64,
+    /// Time allowed for the upstream to send its response head.
+    pub upstream_timeout: Duration,
+    pub connect_timeout: Duration,
+    /// How long in-flight requests may take to finish after SIGTERM/SIGINT.
+    pub drain_timeout: Duration,
+    pub allowed_origins: Vec<String>,
+    pub allowed_hosts: Vec<String>,
+    /// Largest request head a client may send (431 beyond).
+    pub max_header_bytes: usize,
+    /// Most header fields in a request head (431 beyond).
+    pub max_headers: usize,
+    /// Time a client has to send its request head (slow-loris defence).
+    pub header_read_timeout: Duration,
+    /// Largest request body (413 beyond); `None` = no limit (bodies stream).
+    pub max_request_body: Option<u64>,
+    /// Longest pause inside an upstream's response body before it is cut.
+    pub upstream_idle_timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum StoreConfig {
+    File { path: PathBuf },
+    Memory,
+    Redis { url: Secret, key_prefix: String },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProviderConfig {
+    pub name: String,
+    pub kind: ProviderKind,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ProviderKind {
+    Static(StaticConfig),
+    OAuth2(Box<OAuth2Config>),
+}
+
+impl ProviderKind {
+    /// The credential kind as shown by `check` and `status`.
+    pub fn label(&self) -> String {
+        match self {
+            ProviderKind::Static(_) => "static".into(),
+            ProviderKind::OAuth2(o) => format!("oauth2/{}", o.grant.as_str()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct StaticConfig {
+    /// Header name and the full value to inject (a secret).
+    pub headers: Vec<(HeaderName, Secret)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Grant {
+    Password,
+    ClientCredentials,
+    RefreshToken,
+    Implicit,
+}
+
+impl Grant {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Grant::Password => "password",
+            Grant::ClientCredentials => "client_credentials",
+            Grant::RefreshToken => "refresh_token",
+            Grant::Implicit => "implicit",
+        }
+    }
+
+    /// Whether this grant can obtain a token without any stored state
+    /// (the "primary grant" of the spec).
+    pub fn has_primary(self) -> bool {
+        matches!(self, Grant::Password | Grant::ClientCredentials)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyEncoding {
+    Form,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientAuth {
+    /// `client_id` / `client_secret` in the request body.
+    Body,
+    /// HTTP Basic with the url-encoded client id and secret (RFC 6749 §2.3.1).
+    Basic,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct OAuth2Config {
+    pub grant: Grant,
+    pub token_url: Option<Url>,
+    pub authorize_url: Option<Url>,
+    pub body: BodyEncoding,
+    pub client_id: Option<Secret>,
+    pub client_secret: Option<Secret>,
+    pub client_auth: ClientAuth,
+    pub username: Option<Secret>,
+    pub password: Option<Secret>,
+    pub scope: Option<String>,
+    pub extra: Vec<(String, Secret)>,
+    pub refresh_before: Duration,
+    pub header: HeaderName,
+    /// Prefix of the injected value (`scheme` key); `None` means "from the
+    /// token response's `token_type`, `Bearer` by default"; `Some("")` means
+    /// the bare token.
+    pub scheme: Option<String>,
+    pub refresh_on_401: bool,
+    pub seed_refresh_token: Option<Secret>,
+    pub seed_access_token: Option<Secret>,
+    pub redirect_uri: Option<Url>,
+    pub token_timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RouteConfig {
+    pub prefix: PathPrefix,
+    pub upstream: Url,
+    pub provider: Option<String>,
+    pub strip_prefix: bool,
+    pub ca_file: Option<PathBuf>,
+}
+
+/// A checked route prefix. `/api/` and `/api` are the same prefix; it matches
+/// `/api`, `/api/` and `/api/…`, never `/apix`.
+#[derive(Clone)]
+pub struct PathPrefix {
+    /// Without trailing slash, except the root prefix `/`.
+    normalized: String,
+    written: String,
+}
+
+impl PathPrefix {
+    pub fn parse(text: &str) -> Result<PathPrefix, String> {
+        if !text.starts_with('/') {
+            return Err("must start with `/`, e.g. \"/api/\"".into());
+        }
+        if text.contains(['?', '#']) {
+            return Err("must be a path only (no `?` or `#`)".into());
+        }
+        if text.chars().any(|c| c.is_control() || c == ' ') {
+            return Err("must not contain spaces or control characters".into());
+        }
+        if crate::http::path::has_dot_segment(text) {
+            return Err("must not contain `.` or `..` segments".into());
+        }
+        if text.starts_with("/_authproxy") && PathPrefix::segment_match("/_authproxy", text) {
+            return Err("is reserved for authproxy's own endpoints; choose another prefix".into());
+        }
+        let trimmed = text.trim_end_matches('/');
+        let normalized = if trimmed.is_empty() {
+            "/".to_string()
+        } else {
+            trimmed.to_string()
+        };
+        Ok(PathPrefix {
+            normalized,
+            written: text.to_string(),
+        })
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.written
+    }
+
+    fn segment_match(prefix: &str, path: &str) -> bool {
+        path.starts_with(prefix)
+            && (path.len() == prefix.len() || path.as_bytes()[prefix.len()] == b'/')
+    }
+
+    /// The rest of `path` after this prefix (`""` or starting with `/`), if
+    /// the prefix matches on whole segments.
+    pub fn strip<'a>(&self, path: &'a str) -> Option<&'a str> {
+        if self.normalized == "/" {
+            return Some(path);
+        }
+        if Self::segment_match(&self.normalized, path) {
+            Some(&path[self.normalized.len()..])
+        } else {
+            None
+        }
+    }
+
+    /// How specific the prefix is: the longer, the more.
+    pub fn depth(&self) -> usize {
+        self.normalized.len()
+    }
+}
+
+// Equal when they match the same paths: `/api` == `/api/`.
+impl PartialEq for PathPrefix {
+    fn eq(&self, other: &Self) -> bool {
+        self.normalized == other.normalized
+    }
+}
+
+impl Eq for PathPrefix {}
+
+impl fmt::Display for PathPrefix {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.written)
+    }
+}
+
+impl fmt::Debug for PathPrefix {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PathPrefix({:?})", self.written)
+    }
+}
+
+/// Loopback hosts may use plain http: traffic never leaves the machine.
+pub fn is_loopback_host(host: url::Host<&str>) -> bool {
+    match host {
+        url::Host::Domain(d) => {
+            let d = d.to_ascii_lowercase();
+            d == "localhost" || d.ends_with(".localhost")
+        }
+        url::Host::Ipv4(ip) => ip.is_loopback(),
+        url::Host::Ipv6(ip) => ip.is_loopback(),
+    }
+}
