@@ -11,6 +11,7 @@ use std::time::Duration;
 use http::HeaderName;
 use url::Url;
 
+pub use crate::oauth::{BodyEncoding, ClientAuth};
 use crate::secret::Secret;
 
 /// A checked configuration. Built only by [`Config::load`] / [`Config::parse`].
@@ -108,20 +109,6 @@ impl Grant {
     pub fn has_primary(self) -> bool {
         matches!(self, Grant::Password | Grant::ClientCredentials)
     }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BodyEncoding {
-    Form,
-    Json,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ClientAuth {
-    /// `client_id` / `client_secret` in the request body.
-    Body,
-    /// HTTP Basic with the url-encoded client id and secret (RFC 6749 §2.3.1).
-    Basic,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -12,8 +12,9 @@ use serde::Serialize;
 
 use crate::clock::unix_now;
 use crate::config::{Grant, OAuth2Config};
+use crate::oauth;
 use crate::oauth::token::jwt_exp;
-use crate::oauth::{GrantRequest, TokenClient, TokenError, TokenSet};
+use crate::oauth::{TokenClient, TokenError, TokenRequest, TokenSet};
 use crate::secret::Secret;
 use crate::store::{RenewalLease, StoredToken, TokenStore};
 use crate::telemetry::metrics::{Metrics, ReauthLabels, TokenLabels};
@@ -477,7 +478,7 @@ impl OAuthProvider {
         }
         let mut refresh_error = None;
         if let Some(rt) = refresh {
-            match self.grant(GrantRequest::Refresh(&rt), Some(&rt)).await {
+            match self.grant(Some(&rt)).await {
                 Ok(set) => return Ok(self.accept(set, lease.as_mut()).await),
                 Err(e) => {
                     if e.is_grant_refused() {
@@ -503,7 +504,7 @@ impl OAuthProvider {
         if refresh_error.is_some() {
             tracing::info!(provider = %self.name, grant = self.cfg.grant.as_str(), "falling back to the primary grant");
         }
-        match self.grant(GrantRequest::Primary, None).await {
+        match self.grant(None).await {
             Ok(set) => Ok(self.accept(set, lease.as_mut()).await),
             Err(e) if e.is_grant_refused() => Err(CredentialError::Reauthentication(format!(
                 "{} grant refused: {e}",
@@ -513,14 +514,12 @@ impl OAuthProvider {
         }
     }
 
-    async fn grant(
-        &self,
-        request: GrantRequest<'_>,
-        previous_refresh: Option<&Secret>,
-    ) -> Result<TokenSet, TokenError> {
-        let kind = match request {
-            GrantRequest::Primary => self.cfg.grant.as_str(),
-            GrantRequest::Refresh(_) => "refresh_token",
+    /// One grant, with its retries: the refresh grant with `refresh`, else
+    /// the primary grant. Every try is counted in the metrics.
+    async fn grant(&self, refresh: Option<&Secret>) -> Result<TokenSet, TokenError> {
+        let kind = match refresh {
+            None => self.cfg.grant.as_str(),
+            Some(_) => "refresh_token",
         };
         let observe = |r: &Result<TokenSet, TokenError>| {
             self.stats.lock().unwrap().token_requests += 1;
@@ -538,9 +537,14 @@ impl OAuthProvider {
                 .inc();
             self.token_request_log.lock().unwrap().push((kind, outcome));
         };
-        self.client
-            .request(&self.cfg, request, previous_refresh, &observe)
-            .await
+        match token_request(&self.cfg, refresh) {
+            Ok(request) => self.client.request(&request, &observe).await,
+            Err(e) => {
+                let failed = Err(e);
+                observe(&failed);
+                failed
+            }
+        }
     }
 
     fn drop_refresh_token(&self) {
@@ -683,9 +687,7 @@ impl OAuthProvider {
     /// Runs the primary grant once without storing or using the token
     /// (`authproxy check --probe`).
     pub async fn probe(cfg: &OAuth2Config, client: &TokenClient) -> Result<TokenSet, TokenError> {
-        client
-            .request(cfg, GrantRequest::Primary, None, &|_| {})
-            .await
+        client.request(&token_request(cfg, None)?, &|_| {}).await
     }
 
     pub fn stats(&self) -> RenewalStats {
@@ -716,6 +718,53 @@ impl OAuthProvider {
             _ => "ok",
         }
     }
+}
+
+/// The token request for the refresh grant with `refresh`, else for the
+/// provider's primary grant.
+fn token_request<'a>(
+    cfg: &'a OAuth2Config,
+    refresh: Option<&'a Secret>,
+) -> Result<TokenRequest<'a>, TokenError> {
+    let token_url = cfg
+        .token_url
+        .as_ref()
+        .ok_or(TokenError::NotConfigured("provider has no token_url"))?;
+    let grant = match (refresh, cfg.grant) {
+        (Some(token), _) => oauth::Grant::Refresh(token),
+        (None, Grant::Password) => oauth::Grant::Password {
+            username: cfg
+                .username
+                .as_ref()
+                .ok_or(TokenError::NotConfigured("password grant without username"))?,
+            password: cfg
+                .password
+                .as_ref()
+                .ok_or(TokenError::NotConfigured("password grant without password"))?,
+        },
+        (None, Grant::ClientCredentials) => oauth::Grant::ClientCredentials,
+        (None, Grant::RefreshToken) => {
+            return Err(TokenError::NotConfigured(
+                "grant = \"refresh_token\" has no primary grant; it needs a refresh token",
+            ))
+        }
+        (None, Grant::Implicit) => {
+            return Err(TokenError::NotConfigured(
+                "implicit grant tokens come from a browser login, not the token endpoint",
+            ))
+        }
+    };
+    Ok(TokenRequest {
+        token_url,
+        grant,
+        client_id: cfg.client_id.as_ref(),
+        client_secret: cfg.client_secret.as_ref(),
+        client_auth: cfg.client_auth,
+        body: cfg.body,
+        scope: cfg.scope.as_deref(),
+        extra: &cfg.extra,
+        timeout: cfg.token_timeout,
+    })
 }
 
 fn error_code(e: &CredentialError) -> String {

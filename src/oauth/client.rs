@@ -1,25 +1,79 @@
 //! Talks to token endpoints: builds the grant request (form or JSON body,
 //! client credentials in the body or as HTTP Basic), never follows
 //! redirects, retries passing faults a bounded number of times.
+//!
+//! Takes a [`TokenRequest`], a description of one request, rather than a
+//! provider's whole configuration: this module knows the protocol only.
 
 use std::time::Duration;
 
 use base64::Engine;
 use rand::Rng;
+use url::Url;
 
 use super::error::TokenError;
 use super::token::{parse_error_answer, parse_token_answer, TokenSet};
 use crate::clock::unix_now;
-use crate::config::{BodyEncoding, ClientAuth, Grant, OAuth2Config};
 use crate::secret::Secret;
 
-/// Which grant to run.
+/// A grant the token endpoint can run, with what it needs.
 #[derive(Debug, Clone, Copy)]
-pub enum GrantRequest<'a> {
-    /// The provider's own grant (`password` or `client_credentials`).
-    Primary,
+pub enum Grant<'a> {
+    /// RFC 6749 §4.3: resource owner password credentials.
+    Password {
+        username: &'a Secret,
+        password: &'a Secret,
+    },
+    /// RFC 6749 §4.4.
+    ClientCredentials,
     /// RFC 6749 §6 refresh with this refresh token.
     Refresh(&'a Secret),
+}
+
+impl Grant<'_> {
+    /// The `grant_type` value.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Grant::Password { .. } => "password",
+            Grant::ClientCredentials => "client_credentials",
+            Grant::Refresh(_) => "refresh_token",
+        }
+    }
+}
+
+/// How the request body is encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyEncoding {
+    /// `application/x-www-form-urlencoded` (RFC 6749).
+    Form,
+    /// A JSON object of the same fields (some providers take only this).
+    Json,
+}
+
+/// How the client authenticates itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientAuth {
+    /// `client_id` / `client_secret` in the request body.
+    Body,
+    /// HTTP Basic with the url-encoded client id and secret (RFC 6749 §2.3.1).
+    Basic,
+}
+
+/// One token request: where it goes, which grant, how the client
+/// authenticates, and what else the provider wants in the body.
+#[derive(Debug, Clone, Copy)]
+pub struct TokenRequest<'a> {
+    pub token_url: &'a Url,
+    pub grant: Grant<'a>,
+    pub client_id: Option<&'a Secret>,
+    pub client_secret: Option<&'a Secret>,
+    pub client_auth: ClientAuth,
+    pub body: BodyEncoding,
+    pub scope: Option<&'a str>,
+    /// More body fields, sent as they are.
+    pub extra: &'a [(String, Secret)],
+    /// Time allowed for each try (connect, answer, body).
+    pub timeout: Duration,
 }
 
 /// Retry policy for passing faults (5xx, 429, network, timeout).
@@ -53,7 +107,9 @@ pub type AttemptObserver<'a> = &'a (dyn Fn(&Result<TokenSet, TokenError>) + Send
 
 impl TokenClient {
     pub fn new(retry: RetryPolicy) -> Result<TokenClient, String> {
-        crate::install_crypto_provider();
+        // reqwest is built without a TLS provider of its own: rustls needs
+        // the process-wide one (ring), installed once.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let http = reqwest::Client::builder()
             // A redirect would carry the client secret / password elsewhere.
             .redirect(reqwest::redirect::Policy::none())
@@ -68,15 +124,13 @@ impl TokenClient {
     /// jitter. `invalid_grant` and other refusals return at once.
     pub async fn request(
         &self,
-        cfg: &OAuth2Config,
-        grant: GrantRequest<'_>,
-        previous_refresh: Option<&Secret>,
+        req: &TokenRequest<'_>,
         observe: AttemptObserver<'_>,
     ) -> Result<TokenSet, TokenError> {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let result = self.request_once(cfg, grant, previous_refresh).await;
+            let result = self.request_once(req).await;
             observe(&result);
             match result {
                 Err(e) if e.is_transient() && attempt < self.retry.attempts => {
@@ -104,26 +158,17 @@ impl TokenClient {
         capped.mul_f64(factor)
     }
 
-    async fn request_once(
-        &self,
-        cfg: &OAuth2Config,
-        grant: GrantRequest<'_>,
-        previous_refresh: Option<&Secret>,
-    ) -> Result<TokenSet, TokenError> {
-        let url = cfg
-            .token_url
-            .as_ref()
-            .ok_or(TokenError::NotConfigured("provider has no token_url"))?;
-        let fields = grant_fields(cfg, grant)?;
+    async fn request_once(&self, r: &TokenRequest<'_>) -> Result<TokenSet, TokenError> {
+        let fields = grant_fields(r);
         let mut req = self
             .http
-            .post(url.clone())
-            .timeout(cfg.token_timeout)
+            .post(r.token_url.clone())
+            .timeout(r.timeout)
             .header(http::header::ACCEPT, "application/json");
-        if cfg.client_auth == ClientAuth::Basic {
-            req = req.header(http::header::AUTHORIZATION, basic_auth(cfg));
+        if r.client_auth == ClientAuth::Basic {
+            req = req.header(http::header::AUTHORIZATION, basic_auth(r));
         }
-        req = match cfg.body {
+        req = match r.body {
             BodyEncoding::Json => {
                 let map: serde_json::Map<String, serde_json::Value> = fields
                     .iter()
@@ -152,7 +197,7 @@ impl TokenClient {
         };
         let response = req.send().await.map_err(|e| {
             if e.is_timeout() {
-                TokenError::Timeout(cfg.token_timeout.as_secs_f64())
+                TokenError::Timeout(r.timeout.as_secs_f64())
             } else {
                 TokenError::Network(describe_reqwest(&e))
             }
@@ -164,7 +209,7 @@ impl TokenClient {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok());
         // Token answers are small; refuse to read a runaway body.
-        let body = read_limited(response, 256 * 1024, cfg.token_timeout).await?;
+        let body = read_limited(response, 256 * 1024, r.timeout).await?;
         if status.is_redirection() {
             return Err(TokenError::Redirect {
                 status: status.as_u16(),
@@ -179,6 +224,11 @@ impl TokenClient {
                 retry_after,
             });
         }
+        // RFC 6749 §6: an answer without a new refresh token keeps the old.
+        let previous_refresh = match r.grant {
+            Grant::Refresh(token) => Some(token),
+            _ => None,
+        };
         parse_token_answer(&body, unix_now(), previous_refresh)
     }
 }
@@ -209,72 +259,42 @@ async fn read_limited(
 }
 
 /// The body fields of a grant request, in a stable order.
-fn grant_fields(
-    cfg: &OAuth2Config,
-    grant: GrantRequest<'_>,
-) -> Result<Vec<(String, Secret)>, TokenError> {
+fn grant_fields(r: &TokenRequest<'_>) -> Vec<(String, Secret)> {
     let mut fields: Vec<(String, Secret)> = Vec::new();
     let mut push = |k: &str, v: &Secret| fields.push((k.to_string(), v.clone()));
-    match grant {
-        GrantRequest::Refresh(token) => {
-            push("grant_type", &Secret::new("refresh_token"));
-            push("refresh_token", token);
+    push("grant_type", &Secret::new(r.grant.as_str()));
+    match r.grant {
+        Grant::Refresh(token) => push("refresh_token", token),
+        Grant::Password { username, password } => {
+            push("username", username);
+            push("password", password);
         }
-        GrantRequest::Primary => match cfg.grant {
-            Grant::Password => {
-                push("grant_type", &Secret::new("password"));
-                let user = cfg
-                    .username
-                    .as_ref()
-                    .ok_or(TokenError::NotConfigured("password grant without username"))?;
-                let pass = cfg
-                    .password
-                    .as_ref()
-                    .ok_or(TokenError::NotConfigured("password grant without password"))?;
-                push("username", user);
-                push("password", pass);
-            }
-            Grant::ClientCredentials => push("grant_type", &Secret::new("client_credentials")),
-            Grant::RefreshToken => {
-                return Err(TokenError::NotConfigured(
-                    "grant = \"refresh_token\" has no primary grant; it needs a refresh token",
-                ))
-            }
-            Grant::Implicit => {
-                return Err(TokenError::NotConfigured(
-                    "implicit grant tokens come from a browser login, not the token endpoint",
-                ))
-            }
-        },
+        Grant::ClientCredentials => {}
     }
-    if cfg.client_auth == ClientAuth::Body {
-        if let Some(id) = &cfg.client_id {
+    if r.client_auth == ClientAuth::Body {
+        if let Some(id) = r.client_id {
             push("client_id", id);
         }
-        if let Some(secret) = &cfg.client_secret {
+        if let Some(secret) = r.client_secret {
             push("client_secret", secret);
         }
     }
-    if let Some(scope) = &cfg.scope {
-        push("scope", &Secret::new(scope.clone()));
+    if let Some(scope) = r.scope {
+        push("scope", &Secret::new(scope));
     }
-    for (k, v) in &cfg.extra {
+    for (k, v) in r.extra {
         push(k, v);
     }
-    Ok(fields)
+    fields
 }
 
 /// RFC 6749 §2.3.1: id and secret are form-url-encoded before Basic encoding.
-fn basic_auth(cfg: &OAuth2Config) -> http::HeaderValue {
+fn basic_auth(r: &TokenRequest<'_>) -> http::HeaderValue {
     let enc = |s: Option<&Secret>| {
         url::form_urlencoded::byte_serialize(s.map(Secret::expose).unwrap_or("").as_bytes())
             .collect::<String>()
     };
-    let raw = format!(
-        "{}:{}",
-        enc(cfg.client_id.as_ref()),
-        enc(cfg.client_secret.as_ref())
-    );
+    let raw = format!("{}:{}", enc(r.client_id), enc(r.client_secret));
     let mut value = http::HeaderValue::from_str(&format!(
         "Basic {}",
         base64::engine::general_purpose::STANDARD.encode(raw)
