@@ -1,0 +1,51 @@
+//! What `/_authproxy/status` shows of a provider. Never a secret.
+
+use serde::Serialize;
+
+use super::OAuthProvider;
+use crate::clock::unix_now;
+use crate::config::Grant;
+
+/// What `/_authproxy/status` shows. Never a secret.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RenewalStats {
+    pub renewals: u64,
+    pub token_requests: u64,
+    pub last_renewal_at: Option<u64>,
+    pub last_renewal_outcome: Option<&'static str>,
+    pub last_renewal_reason: Option<&'static str>,
+    pub last_error_code: Option<String>,
+    pub last_error_message: Option<String>,
+    pub store_error: Option<String>,
+}
+
+impl OAuthProvider {
+    pub fn stats(&self) -> RenewalStats {
+        let mut s = self.stats.lock().unwrap().clone();
+        if s.store_error.is_none() {
+            s.store_error = self.store.pending_error();
+        }
+        s
+    }
+
+    /// Token requests made so far, as (grant, outcome) pairs: for metrics.
+    pub fn token_requests(&self) -> Vec<(&'static str, String)> {
+        self.token_request_log.lock().unwrap().clone()
+    }
+
+    /// `ok`, `expiring`, `login_required` or `error`.
+    pub fn state(&self) -> &'static str {
+        let now = unix_now();
+        let cur = self.current.load_full();
+        let failed = self.failure.lock().unwrap().is_some();
+        match cur {
+            Some(c) if c.fresh(now, self.cfg.refresh_before) && !failed => "ok",
+            Some(c) if c.usable(now) => "expiring",
+            _ if self.cfg.grant == Grant::Implicit => "login_required",
+            _ if failed => "error",
+            // Nothing obtained yet, nothing failed: the first request will
+            // run the grant.
+            _ => "ok",
+        }
+    }
+}
