@@ -1,0 +1,456 @@
+//! Tokens shared by several proxy replicas in Redis, with a cross-replica
+//! renewal lock.
+//!
+//! Layout (all keys start with the configured `key_prefix`):
+//!
+//! - `{prefix}token:{provider}`: a hash with `token` (the JSON of a
+//!   [`StoredToken`]) and `version`, a counter bumped by every write.
+//! - `{prefix}lock:{provider}`: the renewal lock, `SET NX PX` to a random
+//!   value owned by one replica, extended while its renewal is in flight.
+//! - `{prefix}changes`: a pub/sub channel; every write publishes the
+//!   provider's name so the other replicas take the new token over.
+//!
+//! Requests never touch Redis: [`TokenStore::load`] answers from a local
+//! cache, filled at start, updated on every write and on every change
+//! message. Only a renewal talks to Redis (lock, re-read, fenced write,
+//! unlock), plus one `PING` on the pub/sub connection every few seconds.
+//!
+//! Writes are Lua scripts so that check and write are one atomic step:
+//! a renewal's write lands only if its replica still holds the lock, or,
+//! when the lock expired meanwhile, if nobody has written since the lock
+//! was taken. A replica that lost its lease therefore never overwrites a
+//! newer token. Versions never go backwards: a write takes the larger of
+//! the stored and the locally known version, plus one, so a Redis that
+//! restarted empty is refilled from the replicas' memory without
+//! resurrecting an older token over a newer one.
+//!
+//! Here the store itself (opening, the [`TokenStore`] side); the Lua
+//! scripts in [`scripts`], the local cache and reading records in
+//! [`cache`], the change feed in [`feed`], the renewal lock in [`lease`].
+
+mod cache;
+mod feed;
+mod lease;
+mod scripts;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ::redis::aio::ConnectionManager;
+use ::redis::aio::ConnectionManagerConfig;
+use ::redis::{Client, RedisResult};
+use futures_util::future::BoxFuture;
+use tokio::sync::broadcast;
+
+use super::{RenewalLease, StoreError, StoredToken, TokenStore};
+use crate::secret::Secret;
+use cache::Cached;
+use scripts::SAVE;
+
+/// Timings of the Redis store. The defaults suit production; tests that
+/// drive [`RedisStore`] directly may shorten them.
+#[derive(Debug, Clone)]
+pub struct RedisOptions {
+    /// How long the renewal lock lives without being extended. A replica
+    /// that dies while holding it blocks renewals for at most this long.
+    pub lease_ttl: Duration,
+    /// How long a renewal waits for another replica's lock before giving up.
+    pub lease_wait: Duration,
+    /// Connect and response timeout of one Redis command. A command
+    /// (one reconnect attempt included) gives up after about twice this.
+    pub op_timeout: Duration,
+    /// How often the pub/sub connection is checked with a `PING`.
+    pub heartbeat: Duration,
+}
+
+impl Default for RedisOptions {
+    fn default() -> Self {
+        RedisOptions {
+            lease_ttl: Duration::from_secs(10),
+            lease_wait: Duration::from_secs(30),
+            op_timeout: Duration::from_secs(2),
+            heartbeat: Duration::from_secs(5),
+        }
+    }
+}
+
+pub struct RedisStore {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    client: Client,
+    /// Reconnects by itself; replaced when it is stuck on a non-I/O error.
+    conn: Mutex<ConnectionManager>,
+    prefix: String,
+    /// `host:port/db`, for messages. Never the URL (it may hold a password).
+    endpoint: String,
+    tls: bool,
+    /// Credentials from the URL, scrubbed from any error text we pass on.
+    redact: Vec<String>,
+    opts: RedisOptions,
+    cache: Mutex<HashMap<String, Cached>>,
+    /// Set while the change feed (pub/sub) is down or was never up.
+    link_error: Mutex<Option<String>>,
+    /// Set by a failed command, cleared by the next one that works.
+    command_error: Mutex<Option<String>>,
+    changes: broadcast::Sender<String>,
+    follower_started: AtomicBool,
+}
+
+impl RedisStore {
+    /// Connects and reads every stored token into the local cache. Must be
+    /// called inside a Tokio runtime. A Redis that cannot be reached is
+    /// not an error: the proxy starts with the config's seeds, says so
+    /// loudly, and takes the stored tokens over once Redis answers (see
+    /// [`TokenStore::subscribe`]); an invalid URL is.
+    pub fn open(url: &Secret, key_prefix: &str, opts: RedisOptions) -> Result<Self, StoreError> {
+        let (endpoint, tls, redact) = describe_url(url.expose());
+        let bad_url = |reason: String| StoreError::Read {
+            path: format!("redis {endpoint}"),
+            reason,
+        };
+        let client = Client::open(url.expose())
+            .map_err(|e| bad_url(format!("invalid store.url: {}", scrub(&e, &redact))))?;
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(bad_url("the redis store needs an async runtime".into()));
+        }
+        let conn = connection_manager(&client, &opts)
+            .map_err(|e| bad_url(format!("cannot set up the client: {}", scrub(&e, &redact))))?;
+        let (changes, _) = broadcast::channel(64);
+        let shared = Arc::new(Shared {
+            client,
+            conn: Mutex::new(conn),
+            prefix: key_prefix.to_string(),
+            endpoint,
+            tls,
+            redact,
+            opts,
+            cache: Mutex::new(HashMap::new()),
+            link_error: Mutex::new(None),
+            command_error: Mutex::new(None),
+            changes,
+            follower_started: AtomicBool::new(false),
+        });
+        match shared.initial_fill() {
+            Ok(n) => {
+                tracing::info!(store = %shared.describe(), tokens = n, "connected to the shared token store")
+            }
+            Err(e) => {
+                tracing::error!(
+                    store = %shared.describe(),
+                    error = %e,
+                    "REDIS TOKEN STORE UNREACHABLE AT START: serving with the config's seed tokens; \
+                     renewals of single-use refresh tokens are refused until it answers; \
+                     stored tokens are taken over as soon as it does"
+                );
+                *shared.link_error.lock().unwrap() =
+                    Some(format!("redis {} unreachable: {e}", shared.endpoint));
+            }
+        }
+        Ok(RedisStore { shared })
+    }
+}
+
+fn connection_manager(client: &Client, opts: &RedisOptions) -> RedisResult<ConnectionManager> {
+    // Few, quick reconnect attempts per command: when Redis is down a
+    // renewal should be refused within seconds, not after a long backoff.
+    let config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(opts.op_timeout))
+        .set_response_timeout(Some(opts.op_timeout))
+        .set_number_of_retries(1)
+        .set_min_delay(Duration::from_millis(50))
+        .set_max_delay(Duration::from_millis(500));
+    ConnectionManager::new_lazy_with_config(client.clone(), config)
+}
+
+/// `host:port/db` and whether TLS is used, plus the credentials to scrub
+/// from error messages. Parsed leniently: the config already checked it.
+fn describe_url(url: &str) -> (String, bool, Vec<String>) {
+    let Ok(parsed) = url::Url::parse(url) else {
+        return ("(unparsable url)".into(), false, Vec::new());
+    };
+    let host = parsed.host_str().unwrap_or("localhost");
+    let port = parsed.port().unwrap_or(6379);
+    let db = parsed.path().trim_start_matches('/');
+    let db = if db.is_empty() { "0" } else { db };
+    let mut redact = Vec::new();
+    if let Some(password) = parsed.password().filter(|p| !p.is_empty()) {
+        redact.push(password.to_string());
+        let decoded = percent_encoding::percent_decode_str(password)
+            .decode_utf8_lossy()
+            .into_owned();
+        if decoded != password {
+            redact.push(decoded);
+        }
+    }
+    (
+        format!("{host}:{port}/{db}"),
+        parsed.scheme() == "rediss",
+        redact,
+    )
+}
+
+/// An error's text with any credential from the URL cut out.
+fn scrub(e: &dyn std::fmt::Display, redact: &[String]) -> String {
+    let mut text = e.to_string();
+    for secret in redact {
+        text = text.replace(secret.as_str(), "[redacted]");
+    }
+    text
+}
+
+/// `\`-escapes glob characters so a prefix matches only itself in `SCAN`.
+fn glob_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn random_owner() -> String {
+    format!("{:032x}", rand::random::<u128>())
+}
+
+impl Shared {
+    fn token_key(&self, provider: &str) -> String {
+        format!("{}token:{provider}", self.prefix)
+    }
+
+    fn lock_key(&self, provider: &str) -> String {
+        format!("{}lock:{provider}", self.prefix)
+    }
+
+    fn channel(&self) -> String {
+        format!("{}changes", self.prefix)
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "redis {}{} (key prefix {:?})",
+            self.endpoint,
+            if self.tls { " tls" } else { "" },
+            self.prefix
+        )
+    }
+
+    fn unavailable(&self, e: &dyn std::fmt::Display) -> StoreError {
+        StoreError::Unavailable(format!(
+            "redis {} unreachable: {}",
+            self.endpoint,
+            scrub(e, &self.redact)
+        ))
+    }
+
+    /// Runs one operation on the shared connection, bounded in time, and
+    /// keeps the health state up to date.
+    async fn call<T, F, Fut>(&self, op: F) -> Result<T, StoreError>
+    where
+        F: FnOnce(ConnectionManager) -> Fut,
+        Fut: Future<Output = RedisResult<T>>,
+    {
+        let conn = self.conn.lock().unwrap().clone();
+        // The manager's own timeouts fire first (and make it reconnect);
+        // this outer bound only catches what they do not cover.
+        let bound = self.opts.op_timeout * 2 + Duration::from_millis(500);
+        let result = tokio::time::timeout(bound, op(conn)).await;
+        match result {
+            Ok(Ok(v)) => {
+                if self.command_error.lock().unwrap().take().is_some() {
+                    tracing::info!(store = %self.describe(), "redis answers again");
+                }
+                Ok(v)
+            }
+            Ok(Err(e)) => {
+                if !e.is_io_error() {
+                    // The manager reconnects on I/O errors only; anything
+                    // else (TLS, auth during a reconnect) could leave it
+                    // stuck, so start over with a fresh one.
+                    if let Ok(fresh) = connection_manager(&self.client, &self.opts) {
+                        *self.conn.lock().unwrap() = fresh;
+                    }
+                }
+                Err(self.command_failed(&e))
+            }
+            Err(_) => Err(self.command_failed(&format!("no answer within {bound:.0?}"))),
+        }
+    }
+
+    fn command_failed(&self, e: &dyn std::fmt::Display) -> StoreError {
+        let err = self.unavailable(e);
+        let mut slot = self.command_error.lock().unwrap();
+        if slot.is_none() {
+            tracing::error!(store = %self.describe(), error = %err, "redis command failed");
+        }
+        *slot = Some(err.to_string());
+        err
+    }
+}
+
+impl TokenStore for RedisStore {
+    fn load(&self, provider: &str) -> Option<StoredToken> {
+        self.shared
+            .cache
+            .lock()
+            .unwrap()
+            .get(provider)
+            .map(|c| c.token.clone())
+    }
+
+    fn save<'a>(
+        &'a self,
+        provider: &'a str,
+        token: StoredToken,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            let s = &self.shared;
+            let json = serde_json::to_string(&token).expect("token record serialises");
+            let key = s.token_key(provider);
+            let floor = s.cached_version(provider);
+            let channel = s.channel();
+            let name = provider.to_string();
+            let written: Result<u64, StoreError> = s
+                .call(|mut c| async move {
+                    SAVE.key(key)
+                        .arg(json)
+                        .arg(floor)
+                        .arg(channel)
+                        .arg(name)
+                        .invoke_async(&mut c)
+                        .await
+                })
+                .await;
+            match written {
+                Ok(version) => {
+                    s.remember_written(provider, version, token);
+                    Ok(())
+                }
+                Err(e) => {
+                    s.remember_dirty(provider, floor + 1, token);
+                    Err(e)
+                }
+            }
+        })
+    }
+
+    fn flush(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            let s = &self.shared;
+            if !s.follower_started.load(Ordering::Acquire) {
+                // Nobody follows the change feed (an embedding that never
+                // subscribed): catch up here instead.
+                s.resync().await?;
+                s.link_up();
+            } else {
+                s.flush_dirty().await?;
+            }
+            if s.link_error.lock().unwrap().is_none() && s.command_error.lock().unwrap().is_none() {
+                return Ok(());
+            }
+            // Still marked unreachable: a PING tells whether that is over
+            // (the change feed clears its own mark when it reconnects).
+            s.call(|mut c| async move {
+                ::redis::cmd("PING")
+                    .query_async::<::redis::Value>(&mut c)
+                    .await
+            })
+            .await
+            .map(|_| ())
+        })
+    }
+
+    fn pending_error(&self) -> Option<String> {
+        let s = &self.shared;
+        if let Some(e) = s.link_error.lock().unwrap().clone() {
+            return Some(e);
+        }
+        if let Some(e) = s.command_error.lock().unwrap().clone() {
+            return Some(e);
+        }
+        let dirty: Vec<String> = s
+            .cache
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, c)| c.dirty)
+            .map(|(p, _)| p.clone())
+            .collect();
+        (!dirty.is_empty()).then(|| {
+            format!(
+                "newest token of {} only in memory, not yet written to redis {}",
+                dirty.join(", "),
+                s.endpoint
+            )
+        })
+    }
+
+    fn describe(&self) -> String {
+        self.shared.describe()
+    }
+
+    fn lease<'a>(
+        &'a self,
+        provider: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Box<dyn RenewalLease>>, StoreError>> {
+        Box::pin(async move { lease::acquire(&self.shared, provider).await.map(Some) })
+    }
+
+    fn reread<'a>(
+        &'a self,
+        provider: &'a str,
+    ) -> BoxFuture<'a, Result<Option<StoredToken>, StoreError>> {
+        Box::pin(async move {
+            let s = &self.shared;
+            match s.fetch(provider).await? {
+                Some((version, token)) => {
+                    s.remember_read(provider, version, token.clone());
+                    Ok(Some(token))
+                }
+                None => Ok(None),
+            }
+        })
+    }
+
+    /// Starts the change feed on first use (so no change is announced
+    /// before anyone listens; the feed's first resync covers the gap
+    /// since `open`).
+    fn subscribe(&self) -> Option<broadcast::Receiver<String>> {
+        let receiver = self.shared.changes.subscribe();
+        self.shared.start_follower();
+        Some(receiver)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn describe_never_shows_credentials() {
+        let (endpoint, tls, redact) =
+            describe_url("rediss://user:p%40ss-SECRET@cache.example:6380/2");
+        assert_eq!(endpoint, "cache.example:6380/2");
+        assert!(tls);
+        let text = scrub(
+            &"AUTH failed for user with p@ss-SECRET and p%40ss-SECRET",
+            &redact,
+        );
+        assert!(!text.contains("SECRET"), "{text}");
+        assert!(text.contains("for user with"), "{text}");
+        let (endpoint, tls, _) = describe_url("redis://127.0.0.1");
+        assert_eq!(endpoint, "127.0.0.1:6379/0");
+        assert!(!tls);
+    }
+
+    #[test]
+    fn glob_characters_in_the_prefix_are_escaped() {
+        assert_eq!(glob_escape("a*b?[c]\\:"), "a\\*b\\?\\[c\\]\\\\:");
+    }
+}
