@@ -34,11 +34,7 @@ use tokio::net::TcpListener;
 
 pub use config::Config;
 pub use runtime::{AppState, StartupError};
-
-/// rustls needs one process-wide crypto provider; ring it is.
-pub fn install_crypto_provider() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-}
+pub use upstream::tls::install_crypto_provider;
 
 /// Serves until `shutdown` resolves, then drains. Also retries pending
 /// token-store writes in the background.

@@ -1,15 +1,7 @@
-//! Connections to upstreams: a pool of HTTP/1.1 keep-alive connections
-//! per upstream origin (and CA file), over plain TCP or rustls.
-//!
-//! Our own small pool on hyper's connection API instead of hyper-util's
-//! legacy client: that client spawned a task per request to put the
-//! connection back, cloned its connector and hashed the pool key on every
-//! request, about a sixth of the proxy's CPU per small request. Here a
-//! request costs a pop and a push under an uncontended mutex, and the
-//! connection goes back when its response body has been read to the end.
+//! Keep-alive connections to one upstream origin, and the response body
+//! that gives its connection back.
 
-use std::collections::{HashMap, VecDeque};
-use std::path::{Path, PathBuf};
+use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -24,115 +16,15 @@ use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
-use rustls::RootCertStore;
 use tokio::sync::oneshot;
 use tower::ServiceExt;
 
-use crate::config::Config;
+use super::UpstreamError;
 
 /// Idle connections kept per pool; more are closed when they come back.
 const MAX_IDLE: usize = 256;
 /// An idle connection older than this is closed rather than reused.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
-
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
-/// Pools by route index (routes to the same origin share one).
-#[derive(Clone)]
-pub struct Upstreams {
-    by_route: Vec<Arc<Pool>>,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum TlsSetupError {
-    #[error("routes[{route}].ca_file {path}: {reason}")]
-    CaFile {
-        route: usize,
-        path: String,
-        reason: String,
-    },
-}
-
-/// Why a request did not get an answer from the upstream.
-#[derive(Debug, thiserror::Error)]
-pub enum UpstreamError {
-    /// No connection: DNS, TCP or TLS failed.
-    #[error("connect failed")]
-    Connect(#[source] BoxError),
-    /// The connection failed while sending or waiting for the answer.
-    #[error(transparent)]
-    Http(#[from] hyper::Error),
-    /// No response head within the time allowed.
-    #[error("no answer in time")]
-    Timeout,
-}
-
-impl UpstreamError {
-    /// The error and its causes, e.g. "connect failed: tcp connect error:
-    /// Connection refused (os error 111)".
-    pub fn describe(&self) -> String {
-        let mut parts: Vec<String> = Vec::new();
-        let chain = std::iter::successors(Some(self as &dyn std::error::Error), |e| e.source());
-        for e in chain {
-            let text = e.to_string();
-            if !parts.iter().any(|p| p.contains(&text)) {
-                parts.push(text);
-            }
-        }
-        parts.join(": ")
-    }
-}
-
-impl Upstreams {
-    pub fn new(config: &Config) -> Result<Upstreams, TlsSetupError> {
-        crate::install_crypto_provider();
-        let base_roots = system_roots();
-        let default = build_connector(base_roots.clone(), config.server.connect_timeout);
-        let mut connectors: HashMap<PathBuf, HttpsConnector<HttpConnector>> = HashMap::new();
-        let mut pools: HashMap<(String, Option<PathBuf>), Arc<Pool>> = HashMap::new();
-        let mut by_route = Vec::with_capacity(config.routes.len());
-        for (i, route) in config.routes.iter().enumerate() {
-            let connector = match &route.ca_file {
-                None => default.clone(),
-                Some(path) => match connectors.get(path) {
-                    Some(c) => c.clone(),
-                    None => {
-                        let mut roots = base_roots.clone();
-                        add_pem_roots(&mut roots, path).map_err(|reason| {
-                            TlsSetupError::CaFile {
-                                route: i,
-                                path: path.display().to_string(),
-                                reason,
-                            }
-                        })?;
-                        let c = build_connector(roots, config.server.connect_timeout);
-                        connectors.insert(path.clone(), c.clone());
-                        c
-                    }
-                },
-            };
-            let origin = route.upstream.origin().ascii_serialization();
-            let pool = pools
-                .entry((origin.clone(), route.ca_file.clone()))
-                .or_insert_with(|| {
-                    Arc::new(Pool {
-                        connector,
-                        origin: origin
-                            .parse()
-                            .expect("config check made sure the upstream origin is a valid URI"),
-                        idle: Mutex::new(VecDeque::new()),
-                    })
-                })
-                .clone();
-            by_route.push(pool);
-        }
-        Ok(Upstreams { by_route })
-    }
-
-    pub fn for_route(&self, index: usize) -> &Arc<Pool> {
-        &self.by_route[index]
-    }
-}
 
 /// Keep-alive connections to one upstream origin.
 pub struct Pool {
@@ -159,6 +51,14 @@ struct Conn {
 }
 
 impl Pool {
+    pub(super) fn new(connector: HttpsConnector<HttpConnector>, origin: Uri) -> Pool {
+        Pool {
+            connector,
+            origin,
+            idle: Mutex::new(VecDeque::new()),
+        }
+    }
+
     /// Sends `req` (its URI in origin form) on a pooled connection, or a new
     /// one. A pooled connection that turns out to be closed before the
     /// request was written is dropped and the request tried on another.
@@ -327,52 +227,4 @@ impl http_body::Body for PooledBody {
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
     }
-}
-
-fn system_roots() -> RootCertStore {
-    let mut roots = RootCertStore::empty();
-    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    // Corporate CAs installed on the host count too; a missing or partly
-    // unreadable system store is not fatal (webpki roots remain).
-    let native = rustls_native_certs::load_native_certs();
-    for cert in native.certs {
-        let _ = roots.add(cert);
-    }
-    roots
-}
-
-fn add_pem_roots(roots: &mut RootCertStore, path: &Path) -> Result<(), String> {
-    let data = std::fs::read(path).map_err(|e| e.to_string())?;
-    let mut added = 0;
-    use rustls::pki_types::{pem::PemObject, CertificateDer};
-    for cert in CertificateDer::pem_slice_iter(&data) {
-        let cert = cert.map_err(|e| format!("not a PEM certificate file ({e})"))?;
-        roots
-            .add(cert)
-            .map_err(|e| format!("certificate rejected: {e}"))?;
-        added += 1;
-    }
-    if added == 0 {
-        return Err("contains no PEM certificates (-----BEGIN CERTIFICATE-----)".into());
-    }
-    Ok(())
-}
-
-fn build_connector(
-    roots: RootCertStore,
-    connect_timeout: Duration,
-) -> HttpsConnector<HttpConnector> {
-    let tls = rustls::ClientConfig::builder()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let mut http = HttpConnector::new();
-    http.enforce_http(false);
-    http.set_nodelay(true);
-    http.set_connect_timeout(Some(connect_timeout));
-    http.set_keepalive(Some(Duration::from_secs(60)));
-    hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(tls)
-        .https_or_http()
-        .enable_http1()
-        .wrap_connector(http)
 }

@@ -1,0 +1,62 @@
+//! TLS to upstreams: the trusted roots (webpki's, plus the system's, plus
+//! a route's `ca_file`) and the connector built from them.
+
+use std::path::Path;
+use std::time::Duration;
+
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use rustls::RootCertStore;
+
+/// rustls needs one process-wide crypto provider; ring it is.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+pub(super) fn system_roots() -> RootCertStore {
+    let mut roots = RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    // Corporate CAs installed on the host count too; a missing or partly
+    // unreadable system store is not fatal (webpki roots remain).
+    let native = rustls_native_certs::load_native_certs();
+    for cert in native.certs {
+        let _ = roots.add(cert);
+    }
+    roots
+}
+
+pub(super) fn add_pem_roots(roots: &mut RootCertStore, path: &Path) -> Result<(), String> {
+    let data = std::fs::read(path).map_err(|e| e.to_string())?;
+    let mut added = 0;
+    use rustls::pki_types::{pem::PemObject, CertificateDer};
+    for cert in CertificateDer::pem_slice_iter(&data) {
+        let cert = cert.map_err(|e| format!("not a PEM certificate file ({e})"))?;
+        roots
+            .add(cert)
+            .map_err(|e| format!("certificate rejected: {e}"))?;
+        added += 1;
+    }
+    if added == 0 {
+        return Err("contains no PEM certificates (-----BEGIN CERTIFICATE-----)".into());
+    }
+    Ok(())
+}
+
+pub(super) fn build_connector(
+    roots: RootCertStore,
+    connect_timeout: Duration,
+) -> HttpsConnector<HttpConnector> {
+    let tls = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(connect_timeout));
+    http.set_keepalive(Some(Duration::from_secs(60)));
+    hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http)
+}
