@@ -1,8 +1,15 @@
 //! Errors the proxy itself answers with, and their one mapping to HTTP.
 //! Every body is `{"error": code, "message": text, "provider": name?}`.
 
+use std::time::Duration;
+
 use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, StatusCode};
+
+use crate::credentials::CredentialError;
+use crate::http::body::is_body_limit;
+use crate::oauth::TokenError;
+use crate::upstream::UpstreamError;
 
 /// A failure while handling a request. Messages never contain secrets.
 #[derive(Debug, thiserror::Error)]
@@ -89,6 +96,65 @@ impl ProxyError {
 
     pub fn code(&self) -> &'static str {
         self.parts().1
+    }
+}
+
+impl ProxyError {
+    /// No token can be injected for `provider`.
+    pub fn credential(provider: &str, e: CredentialError) -> ProxyError {
+        let provider = provider.to_string();
+        match e {
+            CredentialError::TokenEndpoint(t) => ProxyError::TokenEndpoint {
+                provider,
+                detail: t.to_string(),
+            },
+            CredentialError::WaitTimeout(_) | CredentialError::StoreUnavailable(_) => {
+                ProxyError::TokenEndpoint {
+                    provider,
+                    detail: e.to_string(),
+                }
+            }
+            CredentialError::Reauthentication(detail) => {
+                ProxyError::ReauthenticationFailed { provider, detail }
+            }
+            CredentialError::LoginRequired { login_url } => ProxyError::LoginRequired {
+                provider,
+                login_url,
+            },
+        }
+    }
+
+    /// The upstream `upstream` (an origin) of a route with `provider` gave
+    /// no answer within `timeout`, or none at all; or our own request body
+    /// limit (`max_request_body`) cut the body on its way.
+    pub fn upstream(
+        e: UpstreamError,
+        provider: Option<&str>,
+        upstream: &str,
+        timeout: Duration,
+        max_request_body: Option<u64>,
+    ) -> ProxyError {
+        match e {
+            UpstreamError::Timeout => ProxyError::UpstreamTimeout {
+                provider: provider.map(str::to_string),
+                upstream: upstream.to_string(),
+                seconds: timeout.as_secs_f64(),
+            },
+            e if is_body_limit(&e) => ProxyError::PayloadTooLarge {
+                limit: max_request_body.unwrap_or(0),
+            },
+            e => ProxyError::UpstreamUnreachable {
+                provider: provider.map(str::to_string),
+                upstream: upstream.to_string(),
+                detail: e.describe(),
+            },
+        }
+    }
+
+    /// A token handed to us (a login callback, a pasted token) that cannot
+    /// be used.
+    pub fn rejected_token(e: TokenError) -> ProxyError {
+        ProxyError::BadRequest(e.to_string())
     }
 }
 

@@ -22,7 +22,7 @@ use std::path::Path;
 
 use authproxy::config::interpolate::{interpolate, Env};
 use authproxy::config::{Config, ProviderKind};
-use authproxy::routes::RouteTable;
+use authproxy::proxy::routes::RouteTable;
 use libfuzzer_sys::fuzz_target;
 
 /// Findings already reported can be skipped so a long run looks further:

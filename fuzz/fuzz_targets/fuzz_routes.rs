@@ -18,7 +18,7 @@
 
 use authproxy::config::{PathPrefix, RouteConfig};
 use authproxy::http::path::has_dot_segment;
-use authproxy::routes::RouteTable;
+use authproxy::proxy::routes::RouteTable;
 use libfuzzer_sys::fuzz_target;
 use url::Url;
 

@@ -1,7 +1,6 @@
 //! Credentials a route injects: fixed headers ([`static_headers`]) or an
 //! OAuth2 token kept fresh by a provider runtime ([`oauth2`]).
 
-pub mod implicit;
 pub mod oauth2;
 pub mod static_headers;
 

@@ -69,6 +69,19 @@ pub fn local<U>(r: impl IntoResponse) -> Response<ResponseBody<U>> {
     r.into_response().map(ResponseBody::Local)
 }
 
+/// Whether a failure was a [`http_body_util::Limited`] body tripping its
+/// limit (anywhere in the error's cause chain).
+pub fn is_body_limit(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if err.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
+}
+
 /// A request body read in full, kept as the chunks that arrived (no copy
 /// into one buffer). Cloning shares the chunks, so the same body can be
 /// sent again for a replay.

@@ -1,7 +1,8 @@
 //! What every connection serves, per request: the access log and request
-//! metrics around everything, the [`security`] guard, then either the local
-//! endpoints under `/_authproxy/` ([`admin`], an axum router) or forwarding
-//! ([`proxy`]).
+//! metrics around everything, the [`security`](crate::proxy::security)
+//! guard, then either the local endpoints under `/_authproxy/` (an axum
+//! router, handed over ready-made so that this layer does not depend on
+//! the endpoints, which read the app state) or forwarding ([`crate::proxy`]).
 //!
 //! Written as one hyper `Service` rather than axum middleware around a
 //! fallback handler: the layered version cost a boxed future and a service
@@ -15,23 +16,18 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::Body;
-use axum::response::IntoResponse;
 use axum::Router;
 use futures_util::future::Either;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use tower::ServiceExt;
 
-use crate::error::ProxyError;
+use super::state::AppState;
+use crate::http::body::{local, ResponseBody};
 use crate::http::head_timeout::{Activity, InFlight, Tracked};
-use crate::runtime::AppState;
+use crate::proxy::{security, ProxyResponse};
+use crate::telemetry;
 use crate::upstream::PooledBody;
-use crate::{admin, proxy, security, telemetry};
-
-/// A response body: streamed from an upstream, or made here.
-pub type ResponseBody = crate::http::body::ResponseBody<PooledBody>;
-
-pub use crate::http::body::local;
 
 /// What every connection serves ([`App::serve`]); cloning is one `Arc`.
 #[derive(Clone)]
@@ -41,25 +37,17 @@ pub struct App {
 
 struct Inner {
     state: Arc<AppState>,
-    admin: Router,
+    /// The local endpoints, every path under `/_authproxy` included.
+    local: Router,
 }
 
 impl App {
-    pub fn new(state: Arc<AppState>) -> App {
-        let admin = admin::router()
-            .fallback(no_local_endpoint)
-            .with_state(state.clone());
+    /// `local` answers every request under `/_authproxy/`.
+    pub fn new(state: Arc<AppState>, local: Router) -> App {
         App {
-            inner: Arc::new(Inner { state, admin }),
+            inner: Arc::new(Inner { state, local }),
         }
     }
-}
-
-async fn no_local_endpoint(uri: http::Uri) -> axum::response::Response {
-    ProxyError::NoLocalEndpoint {
-        path: uri.path().to_string(),
-    }
-    .into_response()
 }
 
 fn is_local(path: &str) -> bool {
@@ -81,8 +69,9 @@ impl App {
         &self,
         req: Request<Incoming>,
         activity: &Arc<Activity>,
-    ) -> impl Future<Output = Result<Response<Tracked<ResponseBody>>, Infallible>> + Send + 'static
-    {
+    ) -> impl Future<Output = Result<Response<Tracked<ResponseBody<PooledBody>>>, Infallible>>
+           + Send
+           + 'static {
         let in_flight = activity.begin();
         let started = Instant::now();
         // One runtime for the whole request, so a reload mid-request cannot
@@ -113,14 +102,14 @@ impl App {
         let uri = req.uri().clone();
         Either::Right(async move {
             let (response, info) = if is_local(uri.path()) {
-                let answer = inner.admin.clone().oneshot(req.map(Body::new)).await;
+                let answer = inner.local.clone().oneshot(req.map(Body::new)).await;
                 let answer = match answer {
                     Ok(r) => r,
                     Err(never) => match never {},
                 };
                 (answer.map(ResponseBody::Local), None)
             } else {
-                proxy::handle(&runtime, req).await
+                runtime.proxy.handle(req).await
             };
             let path = uri.path();
             let route = info.as_ref().map(|i| runtime.route_metrics(i.route_index));
@@ -138,7 +127,10 @@ impl App {
     }
 }
 
-fn track(response: Response<ResponseBody>, in_flight: InFlight) -> Response<Tracked<ResponseBody>> {
+fn track(
+    response: ProxyResponse,
+    in_flight: InFlight,
+) -> Response<Tracked<ResponseBody<PooledBody>>> {
     let status = response.status();
     response.map(|body| in_flight.attach(status, body))
 }

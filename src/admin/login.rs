@@ -1,0 +1,258 @@
+//! The browser login of implicit-grant providers (ReadyCloud style):
+//! `/_authproxy/login/<provider>` redirects to the provider with a fresh
+//! single-use `state`; the provider sends the browser back to
+//! `/_authproxy/callback/<provider>`, whose page reads the token from the
+//! URL fragment (which never reaches a server by itself) and POSTs it here.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use http::{header, HeaderMap, HeaderValue, StatusCode};
+use rand::Rng;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{json_body, oauth_provider, Admin};
+use crate::app::AppState;
+use crate::config::Grant;
+use crate::credentials::OAuthProvider;
+use crate::error::ProxyError;
+use crate::secret::Secret;
+
+fn implicit_provider(app: &AppState, name: &str) -> Result<Arc<OAuthProvider>, ProxyError> {
+    let p = oauth_provider(app, name)?;
+    if p.config().grant != Grant::Implicit {
+        return Err(ProxyError::BadRequest(format!(
+            "provider {name} uses grant = \"{}\"; browser login is only for grant = \"implicit\"",
+            p.config().grant.as_str()
+        )));
+    }
+    Ok(p)
+}
+
+fn own_base(headers: &HeaderMap, app: &AppState) -> String {
+    match headers.get(header::HOST).and_then(|h| h.to_str().ok()) {
+        Some(host) => format!("http://{host}"),
+        None => format!("http://{}", app.runtime().config.server.listen),
+    }
+}
+
+/// 302 to the provider's authorize URL with a fresh single-use `state`.
+pub(super) async fn login(
+    State(admin): State<Arc<Admin>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ProxyError> {
+    let p = implicit_provider(&admin.app, &name)?;
+    let cfg = p.config();
+    let mut url = cfg
+        .authorize_url
+        .clone()
+        .ok_or_else(|| ProxyError::Internal("implicit provider without authorize_url".into()))?;
+    let redirect_uri = match &cfg.redirect_uri {
+        Some(u) => u.to_string(),
+        None => format!(
+            "{}/_authproxy/callback/{name}",
+            own_base(&headers, &admin.app)
+        ),
+    };
+    let login_state = admin.logins.begin(&name);
+    {
+        let mut q = url.query_pairs_mut();
+        q.append_pair("response_type", "token");
+        if let Some(id) = &cfg.client_id {
+            q.append_pair("client_id", id.expose());
+        }
+        if let Some(scope) = &cfg.scope {
+            q.append_pair("scope", scope);
+        }
+        q.append_pair("redirect_uri", &redirect_uri);
+        q.append_pair("state", &login_state);
+    }
+    tracing::info!(provider = %name, "login started; redirecting to the provider");
+    Ok((
+        StatusCode::FOUND,
+        [
+            (
+                header::LOCATION,
+                HeaderValue::from_str(url.as_str())
+                    .map_err(|_| ProxyError::Internal("authorize URL".into()))?,
+            ),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+        ],
+    )
+        .into_response())
+}
+
+pub(super) async fn callback_get(
+    State(admin): State<Arc<Admin>>,
+    Path(name): Path<String>,
+) -> Result<Response, ProxyError> {
+    implicit_provider(&admin.app, &name)?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+            (header::REFERRER_POLICY, "no-referrer"),
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'",
+            ),
+        ],
+        callback_page(&name),
+    )
+        .into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CallbackBody {
+    access_token: Secret,
+    #[serde(default)]
+    expires_in: Option<u64>,
+    state: String,
+    #[serde(default)]
+    token_type: Option<String>,
+}
+
+pub(super) async fn callback_post(
+    State(admin): State<Arc<Admin>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ProxyError> {
+    let p = implicit_provider(&admin.app, &name)?;
+    let body: CallbackBody = json_body(&headers, &body)?;
+    if !admin.logins.finish(&name, &body.state) {
+        return Err(ProxyError::BadRequest(format!(
+            "unknown, used or expired login state; start again at /_authproxy/login/{name}"
+        )));
+    }
+    let _ = body.token_type;
+    p.set_token(body.access_token, body.expires_in, None)
+        .await
+        .map_err(ProxyError::rejected_token)?;
+    tracing::info!(provider = %name, "login completed; token stored");
+    Ok(Json(json!({"status": "ok", "provider": name})).into_response())
+}
+
+/// How long a login may take between the redirect and the callback.
+const STATE_TTL: Duration = Duration::from_secs(600);
+/// Bound on outstanding logins, so a loop hitting /login cannot grow memory.
+const MAX_PENDING: usize = 256;
+
+/// Outstanding `state` values: single use, tied to one provider, expiring.
+#[derive(Default)]
+pub struct PendingLogins {
+    states: Mutex<HashMap<String, (String, Instant)>>,
+}
+
+impl PendingLogins {
+    /// A fresh random state for `provider`.
+    pub fn begin(&self, provider: &str) -> String {
+        let bytes: [u8; 24] = rand::rng().random();
+        let state: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        let mut states = self.states.lock().unwrap();
+        let now = Instant::now();
+        states.retain(|_, (_, at)| now.duration_since(*at) < STATE_TTL);
+        if states.len() >= MAX_PENDING {
+            if let Some(oldest) = states
+                .iter()
+                .min_by_key(|(_, (_, at))| *at)
+                .map(|(k, _)| k.clone())
+            {
+                states.remove(&oldest);
+            }
+        }
+        states.insert(state.clone(), (provider.to_string(), now));
+        state
+    }
+
+    /// Consumes `state` if it was issued for `provider` and is still fresh.
+    pub fn finish(&self, provider: &str, state: &str) -> bool {
+        let mut states = self.states.lock().unwrap();
+        match states.remove(state) {
+            Some((p, at)) => p == provider && at.elapsed() < STATE_TTL,
+            None => false,
+        }
+    }
+}
+
+/// The callback page. Its script reads `#access_token=…&state=…`, removes
+/// the fragment from the address bar, and POSTs the values back as JSON to
+/// the same path.
+fn callback_page(provider: &str) -> String {
+    CALLBACK_HTML.replace("{provider}", provider)
+}
+
+const CALLBACK_HTML: &str = r#"<!doctype html>
+<html lang="en">
+<head><meta charset="utf-8"><title>authproxy: login for {provider}</title>
+<style>body{font-family:system-ui,sans-serif;max-width:40em;margin:4em auto;padding:0 1em}</style></head>
+<body>
+<h1>authproxy: login for {provider}</h1>
+<p id="msg">Completing the login…</p>
+<script>
+(function () {
+  var msg = document.getElementById("msg");
+  var params = new URLSearchParams(location.hash.slice(1));
+  function done(ok, text) {
+    msg.textContent = text;
+    document.body.setAttribute("data-result", ok ? "ok" : "error");
+  }
+  if (!params.get("access_token")) {
+    done(false, params.get("error")
+      ? "The provider refused the login: " + params.get("error")
+      : "No access_token in the URL fragment. Start again at /_authproxy/login/{provider}.");
+    return;
+  }
+  var body = { access_token: params.get("access_token"), state: params.get("state") || "" };
+  if (params.get("expires_in")) { body.expires_in = Number(params.get("expires_in")); }
+  // Keep the token out of the address bar and the history.
+  history.replaceState(null, "", location.pathname);
+  fetch(location.pathname, {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify(body)
+  }).then(function (r) {
+    return r.json().then(function (j) {
+      done(r.ok, r.ok ? "Logged in: authproxy now holds a token for {provider}. You can close this tab."
+                      : "Login failed: " + (j.message || r.status));
+    });
+  }).catch(function (e) { done(false, "Login failed: " + e); });
+})();
+</script>
+</body>
+</html>
+"#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_is_single_use_and_bound_to_provider() {
+        let p = PendingLogins::default();
+        let s = p.begin("ready");
+        assert_eq!(s.len(), 48);
+        assert!(!p.finish("other", &s), "wrong provider");
+        let s = p.begin("ready");
+        assert!(p.finish("ready", &s));
+        assert!(!p.finish("ready", &s), "used twice");
+        assert!(!p.finish("ready", "made-up"));
+    }
+
+    #[test]
+    fn pending_logins_are_bounded() {
+        let p = PendingLogins::default();
+        for _ in 0..(MAX_PENDING + 50) {
+            p.begin("x");
+        }
+        assert!(p.states.lock().unwrap().len() <= MAX_PENDING);
+    }
+}

@@ -1,0 +1,103 @@
+//! Local endpoints under `/_authproxy/`: never proxied. Endpoints that
+//! change state take JSON only (a cross-site form post cannot send it
+//! without a preflight, and the Origin check refuses foreign pages).
+//!
+//! Health, status and metrics in [`status`]; the browser login flow of
+//! implicit-grant providers in [`login`]; tokens pasted by hand in
+//! [`tokens`]. The router is handed to the per-request dispatcher ready
+//! made ([`crate::app::serve`]), which is why this module may read the
+//! app state while `app` knows nothing of it.
+
+mod login;
+mod status;
+mod tokens;
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::Router;
+use http::{header, HeaderMap};
+
+use crate::app::AppState;
+use crate::credentials::{Credential, OAuthProvider};
+use crate::error::ProxyError;
+use login::PendingLogins;
+
+/// What the local endpoints share: the app, and the logins in progress
+/// (which outlive reloads, as the router does).
+pub struct Admin {
+    app: Arc<AppState>,
+    logins: PendingLogins,
+}
+
+/// Every path under `/_authproxy`, unknown ones included (`404 no_route`).
+pub fn router(app: Arc<AppState>) -> Router {
+    let admin = Arc::new(Admin {
+        app,
+        logins: PendingLogins::default(),
+    });
+    Router::new()
+        .route("/_authproxy/health", get(status::health))
+        .route("/_authproxy/status", get(status::status))
+        .route("/_authproxy/metrics", get(status::metrics))
+        .route("/_authproxy/login/{provider}", get(login::login))
+        .route(
+            "/_authproxy/callback/{provider}",
+            get(login::callback_get).post(login::callback_post),
+        )
+        .route("/_authproxy/tokens/{provider}", post(tokens::paste_token))
+        .fallback(no_local_endpoint)
+        .with_state(admin)
+}
+
+async fn no_local_endpoint(uri: http::Uri) -> axum::response::Response {
+    ProxyError::NoLocalEndpoint {
+        path: uri.path().to_string(),
+    }
+    .into_response()
+}
+
+fn oauth_provider(app: &AppState, name: &str) -> Result<Arc<OAuthProvider>, ProxyError> {
+    match app.runtime().credentials.get(name).map(|c| c.as_ref()) {
+        Some(Credential::OAuth2(p)) => Ok(p.clone()),
+        Some(Credential::Static(_)) => Err(ProxyError::BadRequest(format!(
+            "provider {name} is a static provider; it has no tokens to log in for or paste"
+        ))),
+        None => Err(ProxyError::NoLocalEndpoint {
+            path: format!("/_authproxy/…/{name} (no provider named {name})"),
+        }),
+    }
+}
+
+/// Parses a JSON body; anything else is a clear 400, never a silent drop.
+fn json_body<T: serde::de::DeserializeOwned>(
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<T, ProxyError> {
+    let is_json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .eq_ignore_ascii_case("application/json")
+        });
+    if !is_json {
+        return Err(ProxyError::BadRequest(
+            "this endpoint takes JSON only: send Content-Type: application/json".into(),
+        ));
+    }
+    serde_json::from_slice(body).map_err(|e| {
+        // serde's message can quote input; keep only the class and position.
+        ProxyError::BadRequest(format!(
+            "body is not the expected JSON ({:?} error at line {} column {}); expected {{\"access_token\": \"...\", \"expires_in\": seconds}}",
+            e.classify(),
+            e.line(),
+            e.column()
+        ))
+    })
+}

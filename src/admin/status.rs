@@ -1,0 +1,77 @@
+//! Health, status and metrics.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use http::{header, HeaderValue};
+use serde_json::{json, Map, Value};
+
+use super::Admin;
+use crate::clock::{rfc3339, unix_now};
+use crate::config::Grant;
+use crate::credentials::Credential;
+
+pub(super) async fn health() -> Json<Value> {
+    Json(json!({"status": "ok"}))
+}
+
+/// Per provider: type, grant, state, expiry, renewal figures, last error.
+/// Built field by field from non-secret data only.
+pub(super) async fn status(State(admin): State<Arc<Admin>>) -> Json<Value> {
+    let runtime = admin.app.runtime();
+    let mut providers = Map::new();
+    for (name, credential) in &runtime.credentials {
+        let entry = match credential.as_ref() {
+            Credential::Static(s) => json!({
+                "type": "static",
+                "state": "ok",
+                "headers": s.names().map(|n| n.as_str()).collect::<Vec<_>>(),
+            }),
+            Credential::OAuth2(p) => {
+                let stats = p.stats();
+                let current = p.current();
+                let expires_at = current.as_ref().and_then(|c| c.expires_at);
+                json!({
+                    "type": "oauth2",
+                    "grant": p.config().grant.as_str(),
+                    "state": p.state(),
+                    "expires_at": expires_at.map(rfc3339),
+                    "expires_in": expires_at.map(|e| e as i64 - unix_now() as i64),
+                    "has_refresh_token": current.as_ref().is_some_and(|c| c.has_refresh()),
+                    "last_renewal_at": stats.last_renewal_at.map(rfc3339),
+                    "last_renewal_outcome": stats.last_renewal_outcome,
+                    "last_renewal_reason": stats.last_renewal_reason,
+                    "renewals": stats.renewals,
+                    "token_requests": stats.token_requests,
+                    "last_error": stats.last_error_code.as_ref().map(|code| json!({
+                        "code": code,
+                        "message": stats.last_error_message,
+                    })),
+                    "store_error": stats.store_error,
+                    "login_url": (p.config().grant == Grant::Implicit).then(|| p.login_url()),
+                })
+            }
+        };
+        providers.insert(name.clone(), entry);
+    }
+    Json(json!({
+        "providers": providers,
+        "store": {
+            "kind": admin.app.store.describe(),
+            "error": admin.app.store.pending_error(),
+        },
+    }))
+}
+
+pub(super) async fn metrics(State(admin): State<Arc<Admin>>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+        )],
+        admin.app.metrics.render(),
+    )
+        .into_response()
+}

@@ -1,0 +1,69 @@
+//! Reload: a new config replaces routes and providers while requests keep
+//! flowing; SIGHUP asks for it.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use super::runtime::build_runtime;
+use super::state::{AppState, StartupError};
+use crate::config::Config;
+
+impl AppState {
+    /// Replaces routes and providers with those of `config`. Providers whose
+    /// settings did not change keep their runtime (and so their tokens);
+    /// requests in flight finish on the runtime they started with.
+    pub fn reload(&self, config: Config) -> Result<(), StartupError> {
+        let old = self.runtime();
+        if old.config.store != config.store {
+            return Err(StartupError::StoreChanged {
+                from: format!("{:?}", old.config.store)
+                    .split([' ', '{'])
+                    .next()
+                    .unwrap_or("")
+                    .to_string(),
+                to: format!("{:?}", config.store)
+                    .split([' ', '{'])
+                    .next()
+                    .unwrap_or("")
+                    .to_string(),
+            });
+        }
+        let runtime = build_runtime(
+            config,
+            &self.store,
+            &self.token_client,
+            &self.metrics,
+            Some(&old),
+        )?;
+        self.runtime.store(Arc::new(runtime));
+        Ok(())
+    }
+}
+
+/// SIGHUP: load the config again; a bad one is logged and the old one kept.
+pub async fn reload_on_sighup(state: Arc<AppState>, path: PathBuf) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        return;
+    };
+    while hup.recv().await.is_some() {
+        match Config::load(&path) {
+            Err(e) => {
+                tracing::error!(error = %e, "reload refused: config has errors; keeping the running config")
+            }
+            Ok(config) => {
+                if config.server != state.runtime().config.server {
+                    tracing::warn!(
+                        "[server] settings changed; they take effect at the next restart"
+                    );
+                }
+                match state.reload(config) {
+                    Ok(()) => tracing::info!(config = %path.display(), "config reloaded"),
+                    Err(e) => {
+                        tracing::error!(error = %e, "reload refused; keeping the running config")
+                    }
+                }
+            }
+        }
+    }
+}

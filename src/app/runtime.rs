@@ -1,0 +1,97 @@
+//! What a request needs, built from one config: route table, credentials,
+//! upstream pools, metric handles. Swapped whole on reload, so a request
+//! sees one consistent version from start to end.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use super::state::StartupError;
+use crate::config::{Config, ProviderKind};
+use crate::credentials::{Credential, OAuthProvider, StaticHeaders};
+use crate::oauth::TokenClient;
+use crate::proxy::routes::RouteTable;
+use crate::proxy::Forwarder;
+use crate::store::TokenStore;
+use crate::telemetry::{Metrics, RouteMetrics};
+use crate::upstream::Upstreams;
+
+pub struct Runtime {
+    pub config: Arc<Config>,
+    /// By provider name.
+    pub credentials: HashMap<String, Arc<Credential>>,
+    /// Route table, each route's credential, upstream pools.
+    pub proxy: Forwarder,
+    /// By route index: the route's metric handles, found once here rather
+    /// than by name on every request.
+    route_metrics: Vec<RouteMetrics>,
+    pub metrics: Arc<Metrics>,
+}
+
+impl Runtime {
+    pub fn route_metrics(&self, route_index: usize) -> &RouteMetrics {
+        &self.route_metrics[route_index]
+    }
+}
+
+/// Builds the runtime of `config`. Providers whose settings are the same
+/// as in `previous` keep their runtime (and so their tokens).
+pub(super) fn build_runtime(
+    config: Config,
+    store: &Arc<dyn TokenStore>,
+    token_client: &TokenClient,
+    metrics: &Arc<Metrics>,
+    previous: Option<&Runtime>,
+) -> Result<Runtime, StartupError> {
+    let upstreams = Upstreams::new(&config)?;
+    let routes = RouteTable::new(&config.routes);
+    let mut credentials = HashMap::new();
+    for (name, provider) in &config.providers {
+        let unchanged = previous.and_then(|p| {
+            (p.config.providers.get(name) == Some(provider))
+                .then(|| p.credentials.get(name).cloned())
+                .flatten()
+        });
+        let credential = match unchanged {
+            Some(c) => c,
+            None => Arc::new(match &provider.kind {
+                ProviderKind::Static(s) => Credential::Static(StaticHeaders::new(s)),
+                ProviderKind::OAuth2(o) => Credential::OAuth2(Arc::new(OAuthProvider::new(
+                    name,
+                    (**o).clone(),
+                    token_client.clone(),
+                    store.clone(),
+                    metrics.clone(),
+                    format!("/_authproxy/login/{name}"),
+                ))),
+            }),
+        };
+        credentials.insert(name.clone(), credential);
+    }
+    // Config checking made sure every route's provider exists.
+    let (route_credentials, route_metrics) = routes
+        .in_config_order()
+        .into_iter()
+        .map(|r| {
+            let credential = r
+                .provider
+                .as_ref()
+                .and_then(|p| credentials.get(p).cloned());
+            (credential, RouteMetrics::new(metrics, r.label.clone()))
+        })
+        .unzip();
+    let config = Arc::new(config);
+    let proxy = Forwarder::new(
+        config.clone(),
+        routes,
+        route_credentials,
+        upstreams,
+        metrics.clone(),
+    );
+    Ok(Runtime {
+        config,
+        credentials,
+        proxy,
+        route_metrics,
+        metrics: metrics.clone(),
+    })
+}

@@ -1,0 +1,62 @@
+//! Shared by every request: the current [`Runtime`] plus what outlives
+//! reloads (token store, token client, metrics).
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+
+use super::runtime::{build_runtime, Runtime};
+use crate::config::Config;
+use crate::oauth::client::RetryPolicy;
+use crate::oauth::TokenClient;
+use crate::store::{self, StoreError, TokenStore};
+use crate::telemetry::Metrics;
+use crate::upstream::TlsSetupError;
+
+/// Failures after the config itself was accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Tls(#[from] TlsSetupError),
+    #[error("{0}")]
+    TokenClient(String),
+    #[error("cannot listen on {addr}: {reason}")]
+    Bind { addr: String, reason: String },
+    #[error("store kind changed from `{from}` to `{to}`; a reload cannot move tokens between stores, restart instead")]
+    StoreChanged { from: String, to: String },
+}
+
+/// Shared by every request: the current runtime plus what outlives reloads.
+pub struct AppState {
+    pub(super) runtime: ArcSwap<Runtime>,
+    pub store: Arc<dyn TokenStore>,
+    pub token_client: TokenClient,
+    pub metrics: Arc<Metrics>,
+}
+
+impl AppState {
+    pub fn new(config: Config) -> Result<Arc<AppState>, StartupError> {
+        Self::with_retry(config, RetryPolicy::default())
+    }
+
+    /// As [`AppState::new`] with a chosen token-endpoint retry policy.
+    pub fn with_retry(config: Config, retry: RetryPolicy) -> Result<Arc<AppState>, StartupError> {
+        let store = store::open(&config.store)?;
+        let token_client = TokenClient::new(retry).map_err(StartupError::TokenClient)?;
+        let metrics = Arc::new(Metrics::default());
+        let runtime = build_runtime(config, &store, &token_client, &metrics, None)?;
+        Ok(Arc::new(AppState {
+            runtime: ArcSwap::from_pointee(runtime),
+            store,
+            token_client,
+            metrics,
+        }))
+    }
+
+    /// The runtime to use for one request.
+    pub fn runtime(&self) -> Arc<Runtime> {
+        self.runtime.load_full()
+    }
+}

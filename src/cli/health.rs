@@ -1,0 +1,43 @@
+//! `authproxy health`: exit 0 if the proxy answers its health endpoint
+//! (for container health checks).
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use super::say;
+use crate::config::Config;
+
+pub(super) async fn health(url: Option<String>, config_path: &Path) -> ExitCode {
+    let url = url.unwrap_or_else(|| {
+        let port = Config::load(config_path)
+            .map(|c| c.server.listen.port())
+            .unwrap_or(8080);
+        format!("http://127.0.0.1:{port}/_authproxy/health")
+    });
+    let client = match reqwest::Client::builder()
+        .timeout(Duration::from_secs(3))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("authproxy health: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match client.get(&url).send().await {
+        Ok(r) if r.status().is_success() => {
+            say!("ok: {url}");
+            ExitCode::SUCCESS
+        }
+        Ok(r) => {
+            eprintln!("unhealthy: {url} answered {}", r.status());
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("unhealthy: {url}: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,105 @@
+//! The command line: `run` (default), `check [--probe]`, `demo`, `health`,
+//! one file each.
+
+mod check;
+mod demo;
+mod health;
+mod run;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::app::EXIT_CONFIG;
+use crate::config::{Config, DEFAULT_CONFIG_PATH};
+use crate::telemetry::LogFormat;
+
+/// Prints to stdout, ignoring a closed pipe (`authproxy check | head`)
+/// instead of panicking like `println!`.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+use say;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "authproxy",
+    version,
+    about = "Local reverse proxy that injects API credentials and keeps OAuth2 tokens fresh"
+)]
+pub struct Cli {
+    /// Config file [default: $AUTHPROXY_CONFIG, else config/authproxy.toml]
+    #[arg(long, global = true, env = "AUTHPROXY_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Log format
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve (the default)
+    Run,
+    /// Validate config and secrets, print the route table; exit 0 or 1
+    Check {
+        /// Also run the primary grant of each oauth2 provider once (the token is neither stored nor printed)
+        #[arg(long)]
+        probe: bool,
+    },
+    /// Mock APIs of every provider style on loopback, with the proxy in front
+    Demo {
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: String,
+    },
+    /// Exit 0 if the proxy answers /_authproxy/health (for container health checks)
+    Health {
+        /// [default: derived from the config's listen address, else http://127.0.0.1:8080/_authproxy/health]
+        #[arg(long)]
+        url: Option<String>,
+    },
+}
+
+/// Entry point used by `main`.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // `TOKIO_WORKER_THREADS=1` asks for one thread: the current-thread
+    // scheduler does that without the work-stealing machinery (atomics and
+    // cross-thread wake-ups on every task switch).
+    let one_thread = std::env::var("TOKIO_WORKER_THREADS").is_ok_and(|v| v.trim() == "1");
+    let mut builder = if one_thread {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    let runtime = match builder.enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("authproxy: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let config_path = cli
+        .config
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_PATH));
+    crate::install_crypto_provider();
+    match cli.command.unwrap_or(Command::Run) {
+        Command::Run => runtime.block_on(run::run(&config_path, cli.log_format)),
+        Command::Check { probe } => runtime.block_on(check::check(&config_path, probe)),
+        Command::Demo { listen } => runtime.block_on(demo::demo(&listen, cli.log_format)),
+        Command::Health { url } => runtime.block_on(health::health(url, &config_path)),
+    }
+}
+
+fn load(path: &Path) -> Result<Config, ExitCode> {
+    Config::load(path).map_err(|e| {
+        eprintln!("authproxy: {e}");
+        ExitCode::from(EXIT_CONFIG)
+    })
+}

@@ -1,0 +1,42 @@
+//! `authproxy run`: serve until SIGTERM or SIGINT; SIGHUP reloads.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use super::load;
+use crate::app::reload::reload_on_sighup;
+use crate::app::signals::shutdown_signal;
+use crate::app::AppState;
+use crate::telemetry::{self, LogFormat};
+
+pub(super) async fn run(path: &Path, format: LogFormat) -> ExitCode {
+    let config = match load(path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let _log = telemetry::init(format);
+    let listen = config.server.listen;
+    let state = match AppState::new(config) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("authproxy: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let listener = match tokio::net::TcpListener::bind(listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("authproxy: cannot listen on {listen}: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let addr = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    tracing::info!(address = %addr, config = %path.display(), store = %state.store.describe(), "listening on {addr}");
+    tokio::spawn(reload_on_sighup(state.clone(), path.to_path_buf()));
+    crate::run(state, listener, shutdown_signal()).await;
+    tracing::info!("stopped");
+    ExitCode::SUCCESS
+}

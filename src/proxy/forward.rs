@@ -1,0 +1,285 @@
+//! Forwarding one request: match the route, guard the body (size limit,
+//! read small bodies in full), strip hop-by-hop headers, inject the
+//! credential, send, and turn the upstream's answer into ours.
+
+use std::time::Instant;
+
+use axum::body::Body;
+use futures_util::StreamExt;
+use http::header::{self, HeaderMap};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http_body::Body as _;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+
+use super::routes::Route;
+use super::{Forwarder, ProxyResponse};
+use crate::credentials::Credential;
+use crate::error::ProxyError;
+use crate::http::body::{is_body_limit, Buffered, IdleTimeout, ResponseBody, SignalOnEnd};
+use crate::http::headers::{strip_hop_by_hop, upgrade_requested};
+use crate::http::path::has_dot_segment;
+use crate::telemetry::AccessInfo;
+use crate::upstream::PooledBody;
+
+/// A request body that can be sent again (small enough to keep) or only once.
+pub(super) enum OutBody {
+    Buffered(Buffered),
+    Stream(Body),
+}
+
+/// Request bodies up to this size, with a declared length, are read in full
+/// before the upstream request starts: the upstream gets head and body in
+/// one write and answers once, where a streamed body went out in pieces and
+/// some upstreams (nginx among them) answered before it was complete, which
+/// cost the keep-alive connection. Larger and chunked bodies stream. Never
+/// more than `server.max_replay_body`, which bounds request buffering.
+const REQUEST_BUFFER: u64 = 64 * 1024;
+
+pub(super) async fn forward(
+    fwd: &Forwarder,
+    req: Request<Incoming>,
+    info: &mut Option<AccessInfo>,
+) -> Result<ProxyResponse, ProxyError> {
+    let path = req.uri().path();
+    if !path.starts_with('/') {
+        // `OPTIONS *` and other non-path targets have no route (found by
+        // fuzzing: `*` was appended to the upstream's host).
+        return Err(ProxyError::BadRequest(
+            "request target must be a path starting with `/`".into(),
+        ));
+    }
+    if has_dot_segment(path) {
+        return Err(ProxyError::BadRequest(
+            "path contains `.` or `..` segments (also percent-encoded); send the normalised path"
+                .into(),
+        ));
+    }
+    let route = fwd.routes.lookup(path).ok_or_else(|| ProxyError::NoRoute {
+        path: path.to_string(),
+    })?;
+    *info = Some(AccessInfo {
+        route: route.label.clone(),
+        route_index: route.index,
+        upstream_latency: None,
+        replayed: false,
+    });
+    // Origin form: the connection already goes to the upstream's origin.
+    let uri: Uri = route
+        .upstream_target(path, req.uri().query())
+        .parse()
+        .map_err(|_| ProxyError::BadRequest("request path is not a valid URI".into()))?;
+
+    let (mut parts, body) = req.into_parts();
+    let body = limit_body(
+        Body::new(body),
+        &parts.headers,
+        fwd.config.server.max_request_body,
+    )?;
+    let client_upgrade = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
+    let upgrade = upgrade_requested(&parts.headers);
+    strip_hop_by_hop(&mut parts.headers, upgrade.clone());
+    parts.headers.insert(header::HOST, route.host_value.clone());
+
+    let credential = fwd.credential(route);
+    if let (Some(name), None) = (&route.provider, credential) {
+        return Err(ProxyError::Internal(format!("provider {name} missing")));
+    }
+    tracing::debug!(
+        route = route.prefix.as_str(),
+        provider = route.provider.as_deref(),
+        upstream = %uri.path(),
+        "forwarding"
+    );
+    let ctx = Forward {
+        fwd,
+        route,
+        method: parts.method,
+        uri,
+        client_upgrade,
+        upgrade_requested: upgrade.is_some(),
+    };
+
+    match credential {
+        None => ctx.send_plain(parts.headers, body, info).await,
+        Some(Credential::Static(s)) => {
+            // Any client Authorization is dropped; injected names replaced.
+            parts.headers.remove(header::AUTHORIZATION);
+            s.apply(&mut parts.headers);
+            ctx.send_plain(parts.headers, body, info).await
+        }
+        Some(Credential::OAuth2(p)) => {
+            parts.headers.remove(header::AUTHORIZATION);
+            parts.headers.remove(p.header_name());
+            // Boxed: its state (replay buffer, renewal) would otherwise size
+            // the future of every request, static routes included.
+            Box::pin(ctx.send_oauth(p, parts.headers, body, info)).await
+        }
+    }
+}
+
+/// One request on its way out, after the route and credential were found.
+pub(super) struct Forward<'a> {
+    pub(super) fwd: &'a Forwarder,
+    pub(super) route: &'a Route,
+    method: Method,
+    uri: Uri,
+    client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    upgrade_requested: bool,
+}
+
+impl Forward<'_> {
+    async fn send_plain(
+        self,
+        headers: HeaderMap,
+        body: Body,
+        info: &mut Option<AccessInfo>,
+    ) -> Result<ProxyResponse, ProxyError> {
+        let server = &self.fwd.config.server;
+        // Never more than the spec's buffering bound, `max_replay_body`.
+        let limit = REQUEST_BUFFER.min(server.max_replay_body);
+        let declared = declared_length(&headers);
+        let body = if declared.is_some_and(|n| n <= limit) {
+            prepare_body(body, declared, limit, server.max_request_body).await?
+        } else {
+            OutBody::Stream(body)
+        };
+        let started = Instant::now();
+        let response = self.send(headers, body).await;
+        set_latency(info, started);
+        Ok(self.finish(response?))
+    }
+
+    pub(super) async fn send(
+        &self,
+        headers: HeaderMap,
+        body: OutBody,
+    ) -> Result<Response<PooledBody>, ProxyError> {
+        let pool = self.fwd.upstreams.for_route(self.route.index);
+        let timeout = self.fwd.config.server.upstream_timeout;
+        // `upstream_timeout` is the upstream's time to answer: for a body
+        // that is still streaming it starts once the body is sent. A
+        // buffered body goes out at once.
+        let (body, sent) = match body {
+            OutBody::Buffered(b) => (Body::new(b), None),
+            OutBody::Stream(s) if s.is_end_stream() => (s, None),
+            OutBody::Stream(s) => {
+                let (body, sent) = SignalOnEnd::new(s);
+                (Body::new(body), Some(sent))
+            }
+        };
+        let mut req = hyper::Request::new(body);
+        *req.method_mut() = self.method.clone();
+        *req.uri_mut() = self.uri.clone();
+        *req.version_mut() = Version::HTTP_11;
+        *req.headers_mut() = headers;
+        match pool.send(req, timeout, sent).await {
+            Ok(response) => Ok(response),
+            Err(e) => Err(ProxyError::upstream(
+                e,
+                self.route.provider.as_deref(),
+                self.route.origin(),
+                timeout,
+                self.fwd.config.server.max_request_body,
+            )),
+        }
+    }
+
+    /// Turns the upstream's answer into ours: hop-by-hop headers out, body
+    /// streamed, protocol upgrades spliced.
+    pub(super) fn finish(self, mut response: Response<PooledBody>) -> ProxyResponse {
+        let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
+        let upgrade = if switching && self.upgrade_requested {
+            upgrade_requested(response.headers())
+        } else {
+            None
+        };
+        if upgrade.is_some() {
+            if let Some(client_upgrade) = self.client_upgrade {
+                super::upgrade::splice(client_upgrade, hyper::upgrade::on(&mut response));
+            }
+        }
+        let (mut parts, body) = response.into_parts();
+        strip_hop_by_hop(&mut parts.headers, upgrade);
+        let idle = self.fwd.config.server.upstream_idle_timeout;
+        Response::from_parts(parts, ResponseBody::Upstream(IdleTimeout::new(body, idle)))
+    }
+}
+
+pub(super) fn set_latency(info: &mut Option<AccessInfo>, started: Instant) {
+    if let Some(i) = info.as_mut() {
+        i.upstream_latency = Some(started.elapsed());
+    }
+}
+
+/// Enforces `server.max_request_body`: a declared length over it is a 413
+/// before anything is sent; a chunked body that grows past it is cut.
+fn limit_body(body: Body, headers: &HeaderMap, max: Option<u64>) -> Result<Body, ProxyError> {
+    let Some(limit) = max else {
+        return Ok(body);
+    };
+    if declared_length(headers).is_some_and(|n| n > limit) {
+        return Err(ProxyError::PayloadTooLarge { limit });
+    }
+    Ok(Body::new(http_body_util::Limited::new(
+        body,
+        usize::try_from(limit).unwrap_or(usize::MAX),
+    )))
+}
+
+/// The request's `Content-Length`, if it has a valid one.
+pub(super) fn declared_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+}
+
+/// Buffers a body up to `limit` bytes so it can be replayed; a larger one
+/// (by its `declared` length, or found while reading) streams on unbuffered.
+pub(super) async fn prepare_body(
+    body: Body,
+    declared: Option<u64>,
+    limit: u64,
+    max_body: Option<u64>,
+) -> Result<OutBody, ProxyError> {
+    if body.is_end_stream() {
+        return Ok(OutBody::Buffered(Buffered::default()));
+    }
+    if declared.is_some_and(|n| n > limit) {
+        return Ok(OutBody::Stream(body));
+    }
+    let mut body = body;
+    let mut buf = Buffered::default();
+    loop {
+        match body.frame().await {
+            None => break,
+            Some(Err(e)) if is_body_limit(&e) => {
+                return Err(ProxyError::PayloadTooLarge {
+                    limit: max_body.unwrap_or(0),
+                })
+            }
+            Some(Err(e)) => {
+                return Err(ProxyError::BadRequest(format!(
+                    "reading the request body failed: {e}"
+                )))
+            }
+            Some(Ok(frame)) => {
+                if let Ok(data) = frame.into_data() {
+                    if buf.len() + data.len() as u64 > limit {
+                        // Too big to keep: send what we have, then the rest.
+                        let mut chunks = buf.into_chunks();
+                        chunks.push_back(data);
+                        let prefix = futures_util::stream::iter(
+                            chunks.into_iter().map(Ok::<_, axum::Error>),
+                        );
+                        let rest = body.into_data_stream();
+                        return Ok(OutBody::Stream(Body::from_stream(prefix.chain(rest))));
+                    }
+                    buf.push(data);
+                }
+            }
+        }
+    }
+    Ok(OutBody::Buffered(buf))
+}

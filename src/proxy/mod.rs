@@ -1,0 +1,101 @@
+//! Forwarding: everything between "this request is not for a local
+//! endpoint" and the upstream's answer streaming back. In the order a
+//! request meets them: [`security`] (who may use the proxy; checked for
+//! local endpoints too), [`routes`] (which route), [`forward`] (guard the
+//! body, inject the credential, send), [`replay`] (oauth2 routes: 401 →
+//! renew → replay once), [`upgrade`] (101: splice the two connections).
+
+mod forward;
+mod replay;
+pub mod routes;
+pub mod security;
+mod upgrade;
+
+use std::sync::Arc;
+
+use http::{header, Request, Response};
+use hyper::body::Incoming;
+
+use crate::config::Config;
+use crate::credentials::Credential;
+use crate::error::ProxyError;
+use crate::http::body::{local, ResponseBody};
+use crate::telemetry::{AccessInfo, Metrics};
+use crate::upstream::{PooledBody, Upstreams};
+use routes::{Route, RouteTable};
+
+/// Our answer to a forwarded request: the upstream's, or one of our own.
+pub type ProxyResponse = Response<ResponseBody<PooledBody>>;
+
+/// The forwarding part of what one config builds: the route table, each
+/// route's credential (found once here, not by name per request), and the
+/// upstream pools.
+pub struct Forwarder {
+    config: Arc<Config>,
+    routes: RouteTable,
+    /// By route index.
+    route_credentials: Vec<Option<Arc<Credential>>>,
+    upstreams: Upstreams,
+    metrics: Arc<Metrics>,
+}
+
+impl Forwarder {
+    /// `route_credentials` by route index (config order), `None` for a
+    /// route without a provider.
+    pub fn new(
+        config: Arc<Config>,
+        routes: RouteTable,
+        route_credentials: Vec<Option<Arc<Credential>>>,
+        upstreams: Upstreams,
+        metrics: Arc<Metrics>,
+    ) -> Forwarder {
+        Forwarder {
+            config,
+            routes,
+            route_credentials,
+            upstreams,
+            metrics,
+        }
+    }
+
+    pub fn routes(&self) -> &RouteTable {
+        &self.routes
+    }
+
+    /// The credential of `route` (`None` for a route without a provider).
+    pub fn credential(&self, route: &Route) -> Option<&Credential> {
+        self.route_credentials[route.index].as_deref()
+    }
+
+    /// Forwards one request that is not for a local endpoint. Also returns
+    /// what the access log needs (`None` when no route matched).
+    pub async fn handle(&self, req: Request<Incoming>) -> (ProxyResponse, Option<AccessInfo>) {
+        // Kept (cheaply: a header value clone) only for the login URL of a
+        // `login_required` answer.
+        let host = req.headers().get(header::HOST).cloned().or_else(|| {
+            // HTTP/2 clients send `:authority` (in the URI) instead of `Host`.
+            req.uri()
+                .authority()
+                .and_then(|a| http::HeaderValue::from_str(a.as_str()).ok())
+        });
+        let mut info = None;
+        let response = match forward::forward(self, req, &mut info).await {
+            Ok(r) => r,
+            Err(ProxyError::LoginRequired {
+                provider,
+                login_url,
+            }) if login_url.starts_with('/') => {
+                let host = host
+                    .as_ref()
+                    .and_then(|h| h.to_str().ok())
+                    .unwrap_or("127.0.0.1");
+                local(ProxyError::LoginRequired {
+                    provider,
+                    login_url: format!("http://{host}{login_url}"),
+                })
+            }
+            Err(e) => local(e),
+        };
+        (response, info)
+    }
+}

@@ -1,0 +1,120 @@
+//! oauth2 routes: inject the current token, and when the upstream answers
+//! 401 (with `X-API-Expired`, `X-API-Revoked`, or plain with
+//! `refresh_on_401`) renew the token once and replay the request with the
+//! new one, if its body was small enough to keep.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use http::header::{HeaderMap, HeaderName};
+use http::{Response, StatusCode};
+use http_body_util::BodyExt;
+
+use super::forward::{declared_length, prepare_body, set_latency, Forward, OutBody};
+use super::ProxyResponse;
+use crate::credentials::{OAuthProvider, Trigger};
+use crate::error::ProxyError;
+use crate::telemetry::metrics::ProviderLabels;
+use crate::telemetry::AccessInfo;
+use crate::upstream::PooledBody;
+
+const X_API_EXPIRED: HeaderName = HeaderName::from_static("x-api-expired");
+const X_API_REVOKED: HeaderName = HeaderName::from_static("x-api-revoked");
+
+impl Forward<'_> {
+    pub(super) async fn send_oauth(
+        self,
+        provider: &Arc<OAuthProvider>,
+        mut headers: HeaderMap,
+        body: Body,
+        info: &mut Option<AccessInfo>,
+    ) -> Result<ProxyResponse, ProxyError> {
+        let token = provider
+            .token()
+            .await
+            .map_err(|e| ProxyError::credential(provider.name(), e))?;
+        let header_value = token
+            .header_value()
+            .ok_or_else(|| ProxyError::Internal("renewed token has no access token".into()))?;
+        headers.insert(provider.header_name().clone(), header_value.clone());
+
+        let limit = self.fwd.config.server.max_replay_body;
+        let body = prepare_body(
+            body,
+            declared_length(&headers),
+            limit,
+            self.fwd.config.server.max_request_body,
+        )
+        .await?;
+        let (first_body, replay_body) = match body {
+            OutBody::Buffered(b) => (OutBody::Buffered(b.clone()), Some(b)),
+            OutBody::Stream(s) => (OutBody::Stream(s), None),
+        };
+
+        let started = Instant::now();
+        let response = self.send(headers.clone(), first_body).await?;
+        set_latency(info, started);
+        if response.status() != StatusCode::UNAUTHORIZED {
+            return Ok(self.finish(response));
+        }
+        let trigger = if response.headers().contains_key(X_API_REVOKED) {
+            Trigger::Revoked
+        } else if response.headers().contains_key(X_API_EXPIRED) {
+            Trigger::Expired
+        } else if provider.config().refresh_on_401 {
+            Trigger::Unauthorized
+        } else {
+            return Ok(self.finish(response));
+        };
+        tracing::info!(
+            provider = provider.name(),
+            reason = trigger.as_str(),
+            "upstream answered 401; renewing the credential"
+        );
+
+        let Some(replay_body) = replay_body else {
+            // The body streamed and is gone: renew for the next request and
+            // hand this 401 back.
+            if let Err(e) = provider.renew_after_401(token.generation, trigger).await {
+                tracing::warn!(provider = provider.name(), error = %e, "renewal after 401 failed");
+            }
+            tracing::info!(
+                provider = provider.name(),
+                "request body was too large to replay; returning the 401"
+            );
+            return Ok(self.finish(response));
+        };
+        drain(response).await;
+        let renewed = provider
+            .renew_after_401(token.generation, trigger)
+            .await
+            .map_err(|e| ProxyError::credential(provider.name(), e))?;
+        let value = renewed
+            .header_value()
+            .ok_or_else(|| ProxyError::Internal("renewed token has no access token".into()))?;
+        headers.insert(provider.header_name().clone(), value.clone());
+        let started = Instant::now();
+        let response = self.send(headers, OutBody::Buffered(replay_body)).await;
+        set_latency(info, started);
+        if let Some(i) = info.as_mut() {
+            i.replayed = true;
+        }
+        self.fwd
+            .metrics
+            .replays
+            .get_or_create(&ProviderLabels {
+                provider: provider.name().to_string(),
+            })
+            .inc();
+        // A second 401 goes back to the client as it is.
+        Ok(self.finish(response?))
+    }
+}
+
+/// Reads a small 401 body so the upstream connection can be reused; gives
+/// up quietly on a large or slow one (the connection is then dropped).
+async fn drain(response: Response<PooledBody>) {
+    let body = http_body_util::Limited::new(response.into_body(), 64 * 1024);
+    let _ = tokio::time::timeout(Duration::from_secs(2), body.collect()).await;
+}
