@@ -11,6 +11,11 @@ use crate::http::body::is_body_limit;
 use crate::oauth::TokenError;
 use crate::upstream::UpstreamError;
 
+/// The code of one of our error answers, in the response's extensions
+/// (never sent), for the access log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ErrorCode(pub &'static str);
+
 /// A failure while handling a request. Messages never contain secrets.
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
@@ -178,6 +183,9 @@ impl IntoResponse for ProxyError {
         response
             .headers_mut()
             .insert("x-authproxy-error", HeaderValue::from_static(code));
+        // For the access log of answers that come back through a router
+        // (the local endpoints): the header above is for the client.
+        response.extensions_mut().insert(ErrorCode(code));
         response
     }
 }

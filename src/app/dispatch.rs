@@ -26,7 +26,8 @@ use super::state::AppState;
 use crate::http::body::{local, ResponseBody};
 use crate::http::head_timeout::{Activity, InFlight, Tracked};
 use crate::proxy::{security, ProxyResponse};
-use crate::telemetry;
+use crate::error::ErrorCode;
+use crate::telemetry::{self, AccessInfo};
 use crate::upstream::PooledBody;
 
 /// What every connection serves ([`App::serve`]); cloning is one `Arc`.
@@ -82,6 +83,10 @@ impl App {
         // nesting level keeps its own copy of the request in the future,
         // and the whole future is moved into place on every request.
         if let Err(e) = security::check(&runtime.config.server, &req) {
+            let info = AccessInfo {
+                error: Some(e.code()),
+                ..AccessInfo::default()
+            };
             let response = local(e);
             let path = req.uri().path();
             telemetry::record_request(
@@ -89,7 +94,7 @@ impl App {
                 None,
                 req.method(),
                 path,
-                None,
+                &info,
                 &response,
                 started,
             );
@@ -107,18 +112,22 @@ impl App {
                     Ok(r) => r,
                     Err(never) => match never {},
                 };
-                (answer.map(ResponseBody::Local), None)
+                let info = AccessInfo {
+                    error: answer.extensions().get::<ErrorCode>().map(|c| c.0),
+                    ..AccessInfo::default()
+                };
+                (answer.map(ResponseBody::Local), info)
             } else {
                 runtime.proxy.handle(req).await
             };
             let path = uri.path();
-            let route = info.as_ref().map(|i| runtime.route_metrics(i.route_index));
+            let route = info.route.as_ref().map(|r| runtime.route_metrics(r.index));
             telemetry::record_request(
                 &runtime.metrics,
                 route,
                 &method,
                 path,
-                info.as_ref(),
+                &info,
                 &response,
                 started,
             );

@@ -19,7 +19,7 @@ use crate::error::ProxyError;
 use crate::http::body::{is_body_limit, Buffered, IdleTimeout, ResponseBody, SignalOnEnd};
 use crate::http::headers::{strip_hop_by_hop, upgrade_requested};
 use crate::http::path::has_dot_segment;
-use crate::telemetry::AccessInfo;
+use crate::telemetry::{AccessInfo, RouteTag};
 use crate::upstream::PooledBody;
 
 /// A request body that can be sent again (small enough to keep) or only once.
@@ -39,7 +39,7 @@ const REQUEST_BUFFER: u64 = 64 * 1024;
 pub(super) async fn forward(
     fwd: &Forwarder,
     req: Request<Incoming>,
-    info: &mut Option<AccessInfo>,
+    info: &mut AccessInfo,
 ) -> Result<ProxyResponse, ProxyError> {
     let path = req.uri().path();
     if !path.starts_with('/') {
@@ -58,11 +58,9 @@ pub(super) async fn forward(
     let route = fwd.routes.lookup(path).ok_or_else(|| ProxyError::NoRoute {
         path: path.to_string(),
     })?;
-    *info = Some(AccessInfo {
-        route: route.label.clone(),
-        route_index: route.index,
-        upstream_latency: None,
-        replayed: false,
+    info.route = Some(RouteTag {
+        label: route.label.clone(),
+        index: route.index,
     });
     // Origin form: the connection already goes to the upstream's origin.
     let uri: Uri = route
@@ -133,7 +131,7 @@ impl Forward<'_> {
         self,
         headers: HeaderMap,
         body: Body,
-        info: &mut Option<AccessInfo>,
+        info: &mut AccessInfo,
     ) -> Result<ProxyResponse, ProxyError> {
         let server = &self.fwd.config.server;
         // Never more than the spec's buffering bound, `max_replay_body`.
@@ -206,10 +204,8 @@ impl Forward<'_> {
     }
 }
 
-pub(super) fn set_latency(info: &mut Option<AccessInfo>, started: Instant) {
-    if let Some(i) = info.as_mut() {
-        i.upstream_latency = Some(started.elapsed());
-    }
+pub(super) fn set_latency(info: &mut AccessInfo, started: Instant) {
+    info.upstream_latency = Some(started.elapsed());
 }
 
 /// Enforces `server.max_request_body`: a declared length over it is a 413

@@ -69,7 +69,9 @@ impl Forwarder {
 
     /// Forwards one request that is not for a local endpoint. Also returns
     /// what the access log needs (`None` when no route matched).
-    pub async fn handle(&self, req: Request<Incoming>) -> (ProxyResponse, Option<AccessInfo>) {
+    /// Forwards one request that is not for a local endpoint. Also returns
+    /// what the access log needs to know.
+    pub async fn handle(&self, req: Request<Incoming>) -> (ProxyResponse, AccessInfo) {
         // Kept (cheaply: a header value clone) only for the login URL of a
         // `login_required` answer.
         let host = req.headers().get(header::HOST).cloned().or_else(|| {
@@ -78,13 +80,25 @@ impl Forwarder {
                 .authority()
                 .and_then(|a| http::HeaderValue::from_str(a.as_str()).ok())
         });
-        let mut info = None;
+        let mut info = AccessInfo::default();
         let response = match forward::forward(self, req, &mut info).await {
             Ok(r) => r,
-            Err(ProxyError::LoginRequired {
+            Err(e) => {
+                info.error = Some(e.code());
+                self.refusal(e, host)
+            }
+        };
+        (response, info)
+    }
+
+    /// Our answer for a request we could not forward. A `login_required`
+    /// answer gets the login URL in full, on the host the client used.
+    fn refusal(&self, e: ProxyError, host: Option<http::HeaderValue>) -> ProxyResponse {
+        match e {
+            ProxyError::LoginRequired {
                 provider,
                 login_url,
-            }) if login_url.starts_with('/') => {
+            } if login_url.starts_with('/') => {
                 let host = host
                     .as_ref()
                     .and_then(|h| h.to_str().ok())
@@ -94,8 +108,7 @@ impl Forwarder {
                     login_url: format!("http://{host}{login_url}"),
                 })
             }
-            Err(e) => local(e),
-        };
-        (response, info)
+            e => local(e),
+        }
     }
 }

@@ -28,7 +28,7 @@ impl Forward<'_> {
         provider: &Arc<OAuthProvider>,
         mut headers: HeaderMap,
         body: Body,
-        info: &mut Option<AccessInfo>,
+        info: &mut AccessInfo,
     ) -> Result<ProxyResponse, ProxyError> {
         let token = provider
             .token()
@@ -97,9 +97,7 @@ impl Forward<'_> {
         let started = Instant::now();
         let response = self.send(headers, OutBody::Buffered(replay_body)).await;
         set_latency(info, started);
-        if let Some(i) = info.as_mut() {
-            i.replayed = true;
-        }
+        info.replayed = true;
         self.fwd
             .metrics
             .replays

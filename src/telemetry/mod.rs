@@ -15,7 +15,7 @@ pub mod writer;
 use tracing_subscriber::EnvFilter;
 
 pub use metrics::{Metrics, RouteMetrics};
-pub use request::{record_request, AccessInfo};
+pub use request::{record_request, AccessInfo, RouteTag};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {

@@ -9,14 +9,28 @@ use http::{Method, Response};
 
 use super::metrics::{Metrics, RequestLabels, RouteMetrics};
 
-/// What the access log needs to know about a proxied request.
-#[derive(Clone, Debug)]
+/// What the access log and the request metrics need to know about a
+/// request, beyond the request and the answer themselves: filled in along
+/// the way by whoever handles it.
+#[derive(Clone, Debug, Default)]
 pub struct AccessInfo {
-    pub route: Arc<str>,
-    /// Index into the runtime's per-route tables (metric handles).
-    pub route_index: usize,
+    /// The route that matched; `None` when none did (local endpoints too).
+    pub route: Option<RouteTag>,
     pub upstream_latency: Option<Duration>,
     pub replayed: bool,
+    /// Our error code, when the answer is one of our own errors. Carried
+    /// here rather than read back from the `X-Authproxy-Error` header the
+    /// client gets.
+    pub error: Option<&'static str>,
+}
+
+/// A matched route, as the log and metrics name it.
+#[derive(Clone, Debug)]
+pub struct RouteTag {
+    /// The prefix as written in the config.
+    pub label: Arc<str>,
+    /// Index into the runtime's per-route tables (metric handles).
+    pub index: usize,
 }
 
 /// The route label of requests that matched no route (local endpoints too).
@@ -31,16 +45,12 @@ pub fn record_request<B>(
     route: Option<&RouteMetrics>,
     method: &Method,
     path: &str,
-    info: Option<&AccessInfo>,
+    info: &AccessInfo,
     response: &Response<B>,
     started: Instant,
 ) {
-    let error = response
-        .headers()
-        .get("x-authproxy-error")
-        .and_then(|v| v.to_str().ok());
     let status = response.status().as_u16();
-    let upstream_latency = info.and_then(|i| i.upstream_latency);
+    let upstream_latency = info.upstream_latency;
     match route {
         Some(handles) => {
             handles.count(metrics, status);
@@ -61,11 +71,11 @@ pub fn record_request<B>(
     super::access::write(&super::access::Entry {
         method: method.as_str(),
         path,
-        route: info.map_or(&*NO_ROUTE, |i| &i.route),
+        route: info.route.as_ref().map_or(&*NO_ROUTE, |r| &r.label),
         status,
         upstream_us: upstream_latency.map(|d| d.as_micros() as u64),
         total_us: started.elapsed().as_micros() as u64,
-        replayed: info.is_some_and(|i| i.replayed),
-        error,
+        replayed: info.replayed,
+        error: info.error,
     });
 }
