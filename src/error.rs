@@ -25,6 +25,8 @@ pub enum ProxyError {
     NoLocalEndpoint { path: String },
     #[error("{0}")]
     BadRequest(String),
+    #[error("method {method} is not allowed on {path}")]
+    MethodNotAllowed { method: String, path: String },
     #[error("request body is larger than the limit of {limit} bytes")]
     PayloadTooLarge { limit: u64 },
     #[error("missing or wrong Proxy-Authorization (send `Proxy-Authorization: Bearer <server.inbound_token>`)")]
@@ -62,6 +64,7 @@ impl ProxyError {
             NoRoute { .. } => (StatusCode::NOT_FOUND, "no_route", None),
             NoLocalEndpoint { .. } => (StatusCode::NOT_FOUND, "no_route", None),
             BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request", None),
+            MethodNotAllowed { .. } => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", None),
             PayloadTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "bad_request", None),
             Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized", None),
             ForbiddenOrigin { .. } => (StatusCode::FORBIDDEN, "forbidden_origin", None),

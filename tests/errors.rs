@@ -4,7 +4,10 @@
 
 mod support;
 
-use support::{client, Echo, ProxyProcess};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use support::{client, start_proxy, Echo, ProxyProcess};
 
 fn config(echo: &Echo) -> String {
     format!(
@@ -68,4 +71,52 @@ async fn error_codes_reach_client_and_access_log() {
         assert!(line.contains(&status), "{line}");
         assert!(line.ends_with(&error), "{line}");
     }
+}
+
+/// A wrong method on a local endpoint is our JSON error, with `Allow`.
+#[tokio::test]
+async fn wrong_method_on_a_local_endpoint_is_a_json_405() {
+    let echo = Echo::start().await;
+    let proxy = start_proxy(&config(&echo)).await;
+    let r = client()
+        .post(proxy.url("/_authproxy/health"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 405);
+    assert_eq!(r.headers()["x-authproxy-error"], "method_not_allowed");
+    let allow = r.headers()["allow"].to_str().unwrap().to_string();
+    assert!(allow.contains("GET"), "{allow}");
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["error"], "method_not_allowed");
+    let message = body["message"].as_str().unwrap();
+    assert!(message.contains("POST"), "{message}");
+}
+
+/// A request head that stops half-way gets our JSON `408` when the head
+/// deadline passes, then the connection closes.
+#[tokio::test]
+async fn unfinished_request_head_gets_a_json_408() {
+    let echo = Echo::start().await;
+    let text = config(&echo).replace("[server]\n", "[server]\nheader_read_timeout = \"300ms\"\n");
+    let proxy = start_proxy(&text).await;
+    let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+    s.write_all(b"GET /e/x HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Half: ")
+        .await
+        .unwrap();
+    // The proxy closes the connection after its answer: read to the end.
+    let mut answer = Vec::new();
+    s.read_to_end(&mut answer).await.unwrap();
+    let answer = String::from_utf8(answer).unwrap();
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 408 "), "{answer}");
+    assert!(head.contains("content-type: application/json"), "{answer}");
+    assert!(
+        head.contains("x-authproxy-error: request_timeout"),
+        "{answer}"
+    );
+    let body: serde_json::Value = serde_json::from_str(body).unwrap();
+    assert_eq!(body["error"], "request_timeout");
+    assert!(body["message"].is_string(), "{body}");
+    assert_eq!(echo.count(), 0);
 }

@@ -168,7 +168,10 @@ async fn slow_loris_client_is_disconnected() {
     let answer = String::from_utf8_lossy(&buf);
     assert_eq!(
         answer,
-        "HTTP/1.1 408 Request Timeout\r\nconnection: close\r\ncontent-length: 0\r\n\r\n"
+        "HTTP/1.1 408 Request Timeout\r\nconnection: close\r\n\
+         content-type: application/json\r\nx-authproxy-error: request_timeout\r\n\
+         content-length: 98\r\n\r\n\
+         {\"error\":\"request_timeout\",\"message\":\"no complete request head within server.header_read_timeout\"}"
     );
     assert_eq!(echo.count(), 0);
 }

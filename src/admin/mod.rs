@@ -49,7 +49,18 @@ pub fn router(app: Arc<AppState>) -> Router {
         )
         .route("/_authproxy/tokens/{provider}", post(tokens::paste_token))
         .fallback(no_local_endpoint)
+        // axum's own 405 has no body; ours is the JSON error (axum still
+        // adds the `Allow` header).
+        .method_not_allowed_fallback(method_not_allowed)
         .with_state(admin)
+}
+
+async fn method_not_allowed(method: http::Method, uri: http::Uri) -> axum::response::Response {
+    ProxyError::MethodNotAllowed {
+        method: method.to_string(),
+        path: uri.path().to_string(),
+    }
+    .into_response()
 }
 
 async fn no_local_endpoint(uri: http::Uri) -> axum::response::Response {

@@ -23,10 +23,10 @@ use hyper::body::Incoming;
 use tower::ServiceExt;
 
 use super::state::AppState;
+use crate::error::ErrorCode;
 use crate::http::body::{local, ResponseBody};
 use crate::http::head_timeout::{Activity, InFlight, Tracked};
 use crate::proxy::{security, ProxyResponse};
-use crate::error::ErrorCode;
 use crate::telemetry::{self, AccessInfo};
 use crate::upstream::PooledBody;
 

@@ -31,9 +31,16 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 
-/// Sent when the time runs out in the middle of a head, as hyper did.
-const REQUEST_TIMEOUT: &[u8] =
-    b"HTTP/1.1 408 Request Timeout\r\nconnection: close\r\ncontent-length: 0\r\n\r\n";
+/// Sent when the time runs out in the middle of a head: our usual JSON
+/// error (`request_timeout`), written here as bytes because hyper never
+/// saw a request to answer.
+const REQUEST_TIMEOUT: &[u8] = b"HTTP/1.1 408 Request Timeout\r\n\
+    connection: close\r\n\
+    content-type: application/json\r\n\
+    x-authproxy-error: request_timeout\r\n\
+    content-length: 98\r\n\
+    \r\n\
+    {\"error\":\"request_timeout\",\"message\":\"no complete request head within server.header_read_timeout\"}";
 
 /// What one connection's requests tell its socket wrapper.
 #[derive(Default)]
@@ -154,7 +161,7 @@ impl HeadDeadline {
     fn expire(&mut self) -> io::Error {
         self.expired = true;
         if self.partial_head && !self.http2 {
-            // Best effort, as the connection closes next: 70 bytes fit in
+            // Best effort, as the connection closes next: 250 bytes fit in
             // any socket buffer that is not full already.
             let _ = self.stream.try_write(REQUEST_TIMEOUT);
         }
@@ -257,5 +264,28 @@ impl AsyncWrite for HeadDeadline {
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::REQUEST_TIMEOUT;
+
+    #[test]
+    fn request_timeout_answer_is_our_json_error_with_the_right_length() {
+        let text = std::str::from_utf8(REQUEST_TIMEOUT).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with("HTTP/1.1 408 "), "{head}");
+        let length: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length: "))
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_eq!(length, body.len());
+        assert!(REQUEST_TIMEOUT.len() <= 250, "{}", REQUEST_TIMEOUT.len());
+        let v: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(v["error"], "request_timeout");
+        assert!(v["message"].is_string());
     }
 }
