@@ -78,7 +78,7 @@ pub fn write(e: &Entry<'_>) {
         } else {
             format_text(line, e, now);
         }
-        // The batch writer never fails; it blocks when far behind.
+        // The batch writer never fails; it drops lines when far behind.
         let _ = sink.writer.make_writer().write_all(line.as_bytes());
     });
 }

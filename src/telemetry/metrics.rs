@@ -94,6 +94,11 @@ impl Default for Metrics {
             replays.clone(),
         );
         registry.register(
+            "log_lines_dropped",
+            "Log lines dropped because stderr could not keep up (4 MiB waiting)",
+            super::writer::LINES_DROPPED.clone(),
+        );
+        registry.register(
             "store_write_failures",
             "Token store writes that failed (tokens kept in memory and retried)",
             store_write_failures.clone(),

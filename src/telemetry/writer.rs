@@ -9,15 +9,18 @@
 //! when the buffer stops being empty, gathers for [`LINGER`], and writes
 //! everything in one `write(2)`.
 //!
-//! Nothing is dropped: when stderr cannot keep up and the buffer reaches
-//! [`MAX_PENDING`], loggers wait for the writer. Warnings and errors are
-//! written at once, not after the linger.
+//! A stalled stderr (a full pipe nobody reads) must not stall requests,
+//! `/health` included: once [`MAX_PENDING`] bytes are waiting, new lines
+//! are dropped and counted (`authproxy_log_lines_dropped_total`, see
+//! [`LINES_DROPPED`]), and one warning says so when dropping starts.
+//! Warnings and errors are written at once, not after the linger.
 
 use std::io::Write;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, LazyLock, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use prometheus_client::metrics::counter::Counter;
 use tracing::{Level, Metadata};
 use tracing_subscriber::fmt::MakeWriter;
 
@@ -25,8 +28,12 @@ use tracing_subscriber::fmt::MakeWriter;
 pub const LINGER: Duration = Duration::from_millis(50);
 /// Write early once this much is waiting.
 const HIGH_WATER: usize = 64 * 1024;
-/// Loggers block (rather than lose lines) beyond this.
+/// Lines are dropped (rather than make loggers wait) beyond this.
 pub const MAX_PENDING: usize = 4 * 1024 * 1024;
+
+/// Log lines dropped because the output could not keep up, in this
+/// process (registered as `authproxy_log_lines_dropped_total`).
+pub static LINES_DROPPED: LazyLock<Counter> = LazyLock::new(Counter::default);
 
 #[derive(Default)]
 struct Pending {
@@ -34,15 +41,19 @@ struct Pending {
     /// A warning or error is waiting: write without lingering.
     urgent: bool,
     closed: bool,
+    /// A line was dropped since the writer last took the buffer.
+    dropping: bool,
+    /// The current run of drops has been warned about.
+    warned: bool,
 }
 
-#[derive(Default)]
 struct Shared {
     pending: Mutex<Pending>,
     /// Wakes the writer thread.
     work: Condvar,
-    /// Wakes loggers waiting for room.
-    room: Condvar,
+    /// Bytes waiting beyond which lines are dropped.
+    max_pending: usize,
+    dropped: Counter,
 }
 
 impl Shared {
@@ -54,8 +65,11 @@ impl Shared {
 
     fn append(&self, line: &[u8], urgent: bool) {
         let mut p = self.lock();
-        while p.buf.len() >= MAX_PENDING && !p.closed {
-            p = self.room.wait(p).unwrap_or_else(|e| e.into_inner());
+        if p.buf.len() >= self.max_pending {
+            p.dropping = true;
+            drop(p);
+            self.dropped.inc();
+            return;
         }
         let was_empty = p.buf.is_empty();
         let below_high = p.buf.len() < HIGH_WATER;
@@ -91,7 +105,23 @@ pub fn spawn<W: Write + Send + 'static>(
     out: W,
     linger: Duration,
 ) -> std::io::Result<(BatchWriter, FlushGuard)> {
-    let shared = Arc::new(Shared::default());
+    spawn_with(out, linger, MAX_PENDING, LINES_DROPPED.clone())
+}
+
+/// As [`spawn`], dropping lines beyond `max_pending` waiting bytes and
+/// counting them in `dropped`.
+fn spawn_with<W: Write + Send + 'static>(
+    out: W,
+    linger: Duration,
+    max_pending: usize,
+    dropped: Counter,
+) -> std::io::Result<(BatchWriter, FlushGuard)> {
+    let shared = Arc::new(Shared {
+        pending: Mutex::default(),
+        work: Condvar::new(),
+        max_pending,
+        dropped,
+    });
     let for_thread = shared.clone();
     let thread = std::thread::Builder::new()
         .name("authproxy-log".into())
@@ -126,8 +156,21 @@ fn write_loop<W: Write>(shared: &Shared, mut out: W, linger: Duration) {
         std::mem::swap(&mut p.buf, &mut batch);
         p.urgent = false;
         let closed = p.closed && p.buf.is_empty();
+        // One warning per run of drops; a batch taken without new drops
+        // ends the run.
+        let warn = p.dropping && !p.warned;
+        p.warned = p.dropping;
+        p.dropping = false;
         drop(p);
-        shared.room.notify_all();
+        if warn {
+            // Goes through the subscriber (and so into the buffer just
+            // emptied), formatted and filtered like every other line.
+            tracing::warn!(
+                dropped_total = shared.dropped.get(),
+                "log output cannot keep up: {} MiB of lines are waiting; dropping new lines until it catches up (counted in authproxy_log_lines_dropped_total)",
+                shared.max_pending >> 20
+            );
+        }
         // stderr failing (closed pipe) is not worth crashing over, and
         // there is nowhere left to report it.
         let _ = out.write_all(&batch).and_then(|()| out.flush());
@@ -146,7 +189,6 @@ impl Drop for FlushGuard {
     fn drop(&mut self) {
         self.shared.lock().closed = true;
         self.shared.work.notify_one();
-        self.shared.room.notify_all();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
@@ -263,6 +305,76 @@ mod tests {
             std::thread::sleep(Duration::from_millis(1));
         }
         assert_eq!(&*out.0.lock().unwrap(), b"before\ncareful\n");
+    }
+
+    /// An output whose writes wait until the test opens its gate, and that
+    /// says when the first write started.
+    struct Stalled {
+        gate: Arc<(Mutex<bool>, Condvar)>,
+        started: Option<std::sync::mpsc::Sender<()>>,
+        out: Captured,
+    }
+
+    impl Write for Stalled {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            if let Some(tx) = self.started.take() {
+                let _ = tx.send(());
+            }
+            let (open, cv) = &*self.gate;
+            let mut open = open.lock().unwrap();
+            while !*open {
+                open = cv.wait(open).unwrap();
+            }
+            self.out.write(buf)
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_stalled_output_drops_and_counts_lines_instead_of_blocking_loggers() {
+        let out = Captured::default();
+        let gate = Arc::new((Mutex::new(false), Condvar::new()));
+        let (started_tx, started_rx) = std::sync::mpsc::channel();
+        let stalled = Stalled {
+            gate: gate.clone(),
+            started: Some(started_tx),
+            out: out.clone(),
+        };
+        let dropped = Counter::<u64>::default();
+        let (writer, guard) = spawn_with(stalled, Duration::ZERO, 1000, dropped.clone()).unwrap();
+        writer.make_writer().write_all(b"first\n").unwrap();
+        // The writer thread is now stuck writing `first`.
+        started_rx.recv().unwrap();
+
+        // 100 lines of 100 bytes against a 1000-byte limit. Before the
+        // fix the 11th line blocked until the output moved again, which
+        // it never does here: the watchdog below would fire.
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        let w = writer.clone();
+        std::thread::spawn(move || {
+            for i in 0..100 {
+                let line = format!("{i:099}\n");
+                w.make_writer().write_all(line.as_bytes()).unwrap();
+            }
+            let _ = done_tx.send(());
+        });
+        // A deadlock watchdog, not a time limit: 100 appends take
+        // microseconds.
+        done_rx
+            .recv_timeout(Duration::from_secs(120))
+            .expect("loggers blocked on a stalled output");
+        assert_eq!(dropped.get(), 90, "10 lines fit in 1000 bytes");
+
+        *gate.0.lock().unwrap() = true;
+        gate.1.notify_all();
+        drop(guard);
+        let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], "first");
+        let kept: Vec<String> = (0..10).map(|i| format!("{i:099}")).collect();
+        assert_eq!(&lines[1..], &kept[..], "the first 10 are kept, in order");
     }
 
     fn event_metadata(level: Level) -> tracing::Metadata<'static> {
