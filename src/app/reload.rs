@@ -1,7 +1,7 @@
 //! Reload: a new config replaces routes and providers while requests keep
 //! flowing; SIGHUP asks for it.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::runtime::build_runtime;
@@ -41,27 +41,39 @@ impl AppState {
 }
 
 /// SIGHUP: load the config again; a bad one is logged and the old one kept.
+///
+/// Loading reads files and building the runtime scans the system's
+/// certificate store: both run on the blocking pool, not on a worker that
+/// serves requests.
 pub async fn reload_on_sighup(state: Arc<AppState>, path: PathBuf) {
     use tokio::signal::unix::{signal, SignalKind};
     let Ok(mut hup) = signal(SignalKind::hangup()) else {
         return;
     };
     while hup.recv().await.is_some() {
-        match Config::load(&path) {
-            Err(e) => {
-                tracing::error!(error = %e, "reload refused: config has errors; keeping the running config")
+        let state = state.clone();
+        let path = path.clone();
+        if let Err(e) = tokio::task::spawn_blocking(move || reload_from(&state, &path)).await {
+            tracing::error!(error = %e, "reload failed; keeping the running config");
+        }
+    }
+}
+
+/// Loads the config at `path` and swaps it in, logging the outcome.
+/// Blocking.
+fn reload_from(state: &AppState, path: &Path) {
+    match Config::load(path) {
+        Err(e) => {
+            tracing::error!(error = %e, "reload refused: config has errors; keeping the running config")
+        }
+        Ok(config) => {
+            if config.server != state.runtime().config.server {
+                tracing::warn!("[server] settings changed; they take effect at the next restart");
             }
-            Ok(config) => {
-                if config.server != state.runtime().config.server {
-                    tracing::warn!(
-                        "[server] settings changed; they take effect at the next restart"
-                    );
-                }
-                match state.reload(config) {
-                    Ok(()) => tracing::info!(config = %path.display(), "config reloaded"),
-                    Err(e) => {
-                        tracing::error!(error = %e, "reload refused; keeping the running config")
-                    }
+            match state.reload(config) {
+                Ok(()) => tracing::info!(config = %path.display(), "config reloaded"),
+                Err(e) => {
+                    tracing::error!(error = %e, "reload refused; keeping the running config")
                 }
             }
         }
