@@ -4,6 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use tokio::signal::unix::Signal;
+
 use super::runtime::build_runtime;
 use super::state::{AppState, StartupError};
 use crate::config::Config;
@@ -40,16 +42,13 @@ impl AppState {
     }
 }
 
-/// SIGHUP: load the config again; a bad one is logged and the old one kept.
+/// SIGHUP (`hup`, registered by the caller): load the config again; a bad
+/// one is logged and the old one kept.
 ///
 /// Loading reads files and building the runtime scans the system's
 /// certificate store: both run on the blocking pool, not on a worker that
 /// serves requests.
-pub async fn reload_on_sighup(state: Arc<AppState>, path: PathBuf) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let Ok(mut hup) = signal(SignalKind::hangup()) else {
-        return;
-    };
+pub async fn reload_on_sighup(state: Arc<AppState>, path: PathBuf, mut hup: Signal) {
     while hup.recv().await.is_some() {
         let state = state.clone();
         let path = path.clone();

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use super::load;
 use crate::app::reload::reload_on_sighup;
-use crate::app::signals::shutdown_signal;
+use crate::app::signals::{hangup, shutdown_signal};
 use crate::app::AppState;
 use crate::telemetry::{self, LogFormat};
 
@@ -14,6 +14,11 @@ pub(super) async fn run(path: &Path, format: LogFormat) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
+    // Before anything that takes time, and before the "listening" line
+    // tells operators (and scripts) that the proxy is up: until a handler
+    // is registered, SIGHUP and SIGTERM would end the process.
+    let shutdown = shutdown_signal();
+    let hup = hangup();
     let _log = telemetry::init(format);
     let listen = config.server.listen;
     let state = match AppState::new(config) {
@@ -35,8 +40,13 @@ pub(super) async fn run(path: &Path, format: LogFormat) -> ExitCode {
         .map(|a| a.to_string())
         .unwrap_or_default();
     tracing::info!(address = %addr, config = %path.display(), store = %state.store.describe(), "listening on {addr}");
-    tokio::spawn(reload_on_sighup(state.clone(), path.to_path_buf()));
-    crate::run(state, listener, shutdown_signal()).await;
+    match hup {
+        Ok(hup) => {
+            tokio::spawn(reload_on_sighup(state.clone(), path.to_path_buf(), hup));
+        }
+        Err(e) => tracing::error!(error = %e, "cannot handle SIGHUP; reloading is off"),
+    }
+    crate::run(state, listener, shutdown).await;
     tracing::info!("stopped");
     ExitCode::SUCCESS
 }

@@ -93,6 +93,8 @@ upstream = "{mock_base}/admin/"
 }
 
 pub async fn run(listen: &str, format: LogFormat) -> ExitCode {
+    // Registered before the proxy says it listens (see app::signals).
+    let shutdown = shutdown_signal();
     let _log = telemetry::init(format);
     let mock = match tokio::net::TcpListener::bind("127.0.0.1:0").await {
         Ok(l) => l,
@@ -132,7 +134,7 @@ pub async fn run(listen: &str, format: LogFormat) -> ExitCode {
     let addr = listener.local_addr().expect("bound");
     tracing::info!(address = %addr, mock_apis = %mock_addr, "listening on {addr}");
     print_guide(&addr.to_string());
-    crate::run(state, listener, shutdown_signal()).await;
+    crate::run(state, listener, shutdown).await;
     ExitCode::SUCCESS
 }
 
