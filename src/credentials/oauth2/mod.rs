@@ -10,7 +10,7 @@ mod renew;
 mod state;
 mod status;
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwapOption;
@@ -83,6 +83,9 @@ pub struct OAuthProvider {
     login_url: String,
     current: ArcSwapOption<TokenState>,
     renew_lock: tokio::sync::Mutex<()>,
+    /// A shared store announced a change while the renewal lock was held;
+    /// the holder looks at the store before it lets go.
+    sync_skipped: AtomicBool,
     /// Renewal attempts finished so far; a waiter that sees it move knows a
     /// renewal happened while it waited.
     attempts: AtomicU64,
@@ -113,6 +116,7 @@ impl OAuthProvider {
             login_url,
             current: ArcSwapOption::empty(),
             renew_lock: tokio::sync::Mutex::new(()),
+            sync_skipped: AtomicBool::new(false),
             attempts: AtomicU64::new(0),
             next_generation: AtomicU64::new(1),
             failure: Mutex::new(None),
@@ -299,6 +303,7 @@ impl OAuthProvider {
         let _guard = self.renew_lock.lock().await;
         *self.failure.lock().unwrap() = None;
         self.accept(set, None).await;
+        self.take_skipped_sync().await;
         let mut stats = self.stats.lock().unwrap();
         stats.renewals += 1;
         stats.last_renewal_at = Some(now);

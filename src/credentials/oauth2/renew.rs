@@ -43,7 +43,20 @@ impl OAuthProvider {
         let _guard = tokio::time::timeout(bound, self.renew_lock.lock())
             .await
             .map_err(|_| CredentialError::WaitTimeout(bound.as_secs_f64()))?;
+        let result = self.renew_locked(trigger, used, seen_attempts).await;
+        match self.take_skipped_sync().await {
+            Some(adopted) => Ok(adopted),
+            None => result,
+        }
+    }
 
+    /// The renewal itself, with the renewal lock held.
+    async fn renew_locked(
+        &self,
+        trigger: Trigger,
+        used: Option<u64>,
+        seen_attempts: u64,
+    ) -> Result<Arc<TokenState>, CredentialError> {
         // Re-check under the lock: whoever held it may have done our work.
         let now = unix_now();
         let cur = self.current.load_full();
@@ -326,11 +339,40 @@ impl OAuthProvider {
 
     /// Called when a shared store says another replica wrote this
     /// provider's token: take it without a token request.
+    ///
+    /// Never waits for the renewal lock: a renewal with a slow token
+    /// endpoint can hold it for minutes (every try of two grants), and the
+    /// store's change feed calls this for every provider in turn. While
+    /// the lock is held, a note is left instead, and the holder looks at
+    /// the store before it lets go ([`Self::take_skipped_sync`]).
     pub async fn sync_from_store(&self) {
-        let _guard = self.renew_lock.lock().await;
+        let _guard = match self.renew_lock.try_lock() {
+            Ok(guard) => guard,
+            Err(_) => {
+                self.sync_skipped.store(true, Ordering::Release);
+                // The holder may have let go before it could see the note.
+                match self.renew_lock.try_lock() {
+                    Ok(guard) => guard,
+                    Err(_) => return,
+                }
+            }
+        };
+        self.sync_skipped.store(false, Ordering::Release);
         if self.adopt_from_store().await.is_some() {
             *self.failure.lock().unwrap() = None;
         }
+    }
+
+    /// With the renewal lock held, at the end: takes over a token another
+    /// replica wrote meanwhile, if the change feed announced one. Returns
+    /// it, as it is newer than what this holder got.
+    pub(super) async fn take_skipped_sync(&self) -> Option<Arc<TokenState>> {
+        if !self.sync_skipped.swap(false, Ordering::AcqRel) {
+            return None;
+        }
+        let adopted = self.adopt_from_store().await?;
+        *self.failure.lock().unwrap() = None;
+        Some(adopted)
     }
 
     fn record_failure(&self, trigger: Trigger, error: &CredentialError, cooldown: Duration) {
@@ -402,5 +444,82 @@ fn error_code(e: &CredentialError) -> String {
         CredentialError::LoginRequired { .. } => "login_required".into(),
         CredentialError::WaitTimeout(_) => "wait_timeout".into(),
         CredentialError::StoreUnavailable(_) => "store_unavailable".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::super::{OAuthProvider, Trigger};
+    use crate::config::interpolate::ProcessEnv;
+    use crate::config::{Config, ProviderKind};
+    use crate::oauth::client::RetryPolicy;
+    use crate::oauth::TokenClient;
+    use crate::secret::Secret;
+    use crate::store::{MemoryStore, StoredToken, TokenStore};
+    use crate::telemetry::Metrics;
+
+    fn provider(store: Arc<MemoryStore>) -> OAuthProvider {
+        let text = "[store]\nkind = \"memory\"\n\
+            [providers.p]\ntype = \"oauth2\"\ngrant = \"refresh_token\"\n\
+            token_url = \"http://127.0.0.1:9/token\"\n\
+            refresh_token = \"ours-refresh\"\naccess_token = \"ours\"\n\
+            [[routes]]\nprefix = \"/p/\"\nupstream = \"http://127.0.0.1:9/\"\nprovider = \"p\"\n";
+        let config = Config::parse(text, Path::new("x.toml"), &ProcessEnv).unwrap();
+        let ProviderKind::OAuth2(cfg) = &config.providers["p"].kind else {
+            unreachable!()
+        };
+        OAuthProvider::new(
+            "p",
+            (**cfg).clone(),
+            TokenClient::new(RetryPolicy::default()).unwrap(),
+            store,
+            Arc::new(Metrics::default()),
+            "/_authproxy/login/p".into(),
+        )
+    }
+
+    fn access(p: &OAuthProvider) -> String {
+        let current = p.current().unwrap();
+        current.access.as_ref().unwrap().0.expose().to_string()
+    }
+
+    /// The change feed must not queue behind a renewal (which can take
+    /// minutes); the token it announced is taken over when the renewal
+    /// ends instead.
+    #[tokio::test]
+    async fn a_change_announced_during_a_renewal_waits_for_its_end_not_for_its_lock() {
+        let store = Arc::new(MemoryStore::default());
+        let p = provider(store.clone());
+        assert_eq!(access(&p), "ours");
+
+        // A renewal is in progress, and another replica writes a token.
+        let renewal = p.renew_lock.lock().await;
+        let theirs = StoredToken {
+            access_token: Some(Secret::new("theirs")),
+            refresh_token: Some(Secret::new("theirs-refresh")),
+            expires_at: None,
+            token_type: None,
+            obtained_at: 0,
+            seed_fingerprint: p.fingerprint.clone(),
+        };
+        store.save("p", theirs).await.unwrap();
+        // Before the fix this waited for the lock held above, forever:
+        // the watchdog fails the test instead of hanging it.
+        tokio::time::timeout(Duration::from_secs(120), p.sync_from_store())
+            .await
+            .expect("the change follower waited for the renewal lock");
+        assert_eq!(access(&p), "ours", "not taken over under another's lock");
+
+        // The renewal ends (here: refused, a revoked token and no primary
+        // grant; no token request is made) and takes the announced token.
+        drop(renewal);
+        let generation = p.current().unwrap().generation;
+        let renewed = p.renew(Trigger::Revoked, Some(generation)).await.unwrap();
+        assert_eq!(renewed.access.as_ref().unwrap().0.expose(), "theirs");
+        assert_eq!(access(&p), "theirs");
     }
 }
