@@ -92,7 +92,6 @@ pub struct OAuthProvider {
     next_generation: AtomicU64,
     failure: Mutex<Option<Failure>>,
     stats: Mutex<RenewalStats>,
-    token_request_log: Mutex<Vec<(&'static str, String)>>,
 }
 
 impl OAuthProvider {
@@ -121,7 +120,6 @@ impl OAuthProvider {
             next_generation: AtomicU64::new(1),
             failure: Mutex::new(None),
             stats: Mutex::new(RenewalStats::default()),
-            token_request_log: Mutex::new(Vec::new()),
             cfg,
         };
         let initial = match provider.store.load(name) {

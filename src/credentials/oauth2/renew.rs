@@ -243,10 +243,9 @@ impl OAuthProvider {
                 .get_or_create(&TokenLabels {
                     provider: self.name.clone(),
                     grant: kind.to_string(),
-                    outcome: outcome.clone(),
+                    outcome,
                 })
                 .inc();
-            self.token_request_log.lock().unwrap().push((kind, outcome));
         };
         match token_request(&self.cfg, refresh) {
             Ok(request) => self.client.request(&request, &observe).await,

@@ -28,11 +28,6 @@ impl OAuthProvider {
         s
     }
 
-    /// Token requests made so far, as (grant, outcome) pairs: for metrics.
-    pub fn token_requests(&self) -> Vec<(&'static str, String)> {
-        self.token_request_log.lock().unwrap().clone()
-    }
-
     /// `ok`, `expiring`, `login_required` or `error`.
     pub fn state(&self) -> &'static str {
         let now = unix_now();
