@@ -1,5 +1,6 @@
 //! RFC 6749 §5.2 error codes and the typed failure of a token request.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use crate::text::sanitize;
@@ -49,6 +50,27 @@ impl fmt::Display for OAuthErrorCode {
         f.write_str(self.as_str())
     }
 }
+
+/// The error codes a token endpoint may answer with by the standards
+/// (RFC 6749 §5.2 and §4.1.2.1, RFC 7523, RFC 8628 device flow, RFC 9449
+/// DPoP). Only these, of the codes a provider chooses, become metric label
+/// values.
+const STANDARD_CODES: [&str; 14] = [
+    "invalid_request",
+    "invalid_client",
+    "invalid_grant",
+    "unauthorized_client",
+    "unsupported_grant_type",
+    "invalid_scope",
+    "access_denied",
+    "server_error",
+    "temporarily_unavailable",
+    "authorization_pending",
+    "slow_down",
+    "expired_token",
+    "use_dpop_nonce",
+    "invalid_dpop_proof",
+];
 
 /// Why a token request failed. Nothing here holds a secret: descriptions
 /// from the provider are shortened and stripped of control characters.
@@ -115,7 +137,29 @@ impl TokenError {
         )
     }
 
-    /// A short code for status and metrics.
+    /// The code as a metric label value (`outcome`): [`Self::code`], except
+    /// that an error code the provider made up becomes `other`, so a
+    /// provider cannot grow the number of series without bound.
+    pub fn outcome(&self) -> Cow<'static, str> {
+        match self {
+            TokenError::OAuth { code, .. } => Cow::Borrowed(
+                STANDARD_CODES
+                    .iter()
+                    .find(|c| **c == code.as_str())
+                    .copied()
+                    .unwrap_or("other"),
+            ),
+            // A status is three digits: bounded.
+            TokenError::Status { status, .. } => Cow::Owned(format!("http_{status}")),
+            TokenError::Redirect { .. } => Cow::Borrowed("redirect"),
+            TokenError::Network(_) => Cow::Borrowed("network"),
+            TokenError::Timeout(_) => Cow::Borrowed("timeout"),
+            TokenError::BadResponse(_) => Cow::Borrowed("bad_response"),
+            TokenError::NotConfigured(_) => Cow::Borrowed("not_configured"),
+        }
+    }
+
+    /// A short code for status (the provider's own, if it gave one).
     pub fn code(&self) -> String {
         match self {
             TokenError::OAuth { code, .. } => code.as_str().to_string(),
@@ -126,5 +170,49 @@ impl TokenError {
             TokenError::BadResponse(_) => "bad_response".into(),
             TokenError::NotConfigured(_) => "not_configured".into(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn oauth(code: &str) -> TokenError {
+        TokenError::OAuth {
+            status: 400,
+            code: OAuthErrorCode::parse(code),
+            description: None,
+        }
+    }
+
+    #[test]
+    fn metric_outcomes_are_bounded() {
+        for code in STANDARD_CODES {
+            assert_eq!(oauth(code).outcome(), code);
+        }
+        for made_up in [
+            "account_locked_7f3a",
+            "INVALID_GRANT",
+            "invalid_grant ",
+            "",
+            "x\ny",
+        ] {
+            assert_eq!(oauth(made_up).outcome(), "other", "{made_up:?}");
+            // Status still shows what the provider said.
+            assert_ne!(oauth(made_up).code(), "other");
+        }
+        let status = TokenError::Status {
+            status: 503,
+            retry_after: None,
+        };
+        assert_eq!(status.outcome(), "http_503");
+        assert_eq!(TokenError::Timeout(1.0).outcome(), "timeout");
+        assert_eq!(TokenError::Network("x".into()).outcome(), "network");
+        assert_eq!(TokenError::Redirect { status: 302 }.outcome(), "redirect");
+        assert_eq!(
+            TokenError::BadResponse("x".into()).outcome(),
+            "bad_response"
+        );
+        assert_eq!(TokenError::NotConfigured("x").outcome(), "not_configured");
     }
 }

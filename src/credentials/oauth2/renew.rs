@@ -236,7 +236,7 @@ impl OAuthProvider {
             self.stats.lock().unwrap().token_requests += 1;
             let outcome = match r {
                 Ok(_) => "ok".to_string(),
-                Err(e) => e.code(),
+                Err(e) => e.outcome().into_owned(),
             };
             self.metrics
                 .token_requests
