@@ -118,7 +118,7 @@ impl App {
                 };
                 (answer.map(ResponseBody::Local), info)
             } else {
-                runtime.proxy.handle(req).await
+                runtime.proxy.handle(req, in_flight.activity()).await
             };
             let path = uri.path();
             let route = info.route.as_ref().map(|r| runtime.route_metrics(r.index));

@@ -31,6 +31,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 
+use super::drain::{Drain, Entered};
+
 /// Sent when the time runs out in the middle of a head: our usual JSON
 /// error (`request_timeout`), written here as bytes because hyper never
 /// saw a request to answer.
@@ -42,8 +44,8 @@ const REQUEST_TIMEOUT: &[u8] = b"HTTP/1.1 408 Request Timeout\r\n\
     \r\n\
     {\"error\":\"request_timeout\",\"message\":\"no complete request head within server.header_read_timeout\"}";
 
-/// What one connection's requests tell its socket wrapper.
-#[derive(Default)]
+/// What one connection's requests tell its socket wrapper; also the
+/// server's drain, for work that outlives the connection's HTTP.
 pub struct Activity {
     /// Requests handed to the service and not yet answered in full.
     in_flight: AtomicUsize,
@@ -52,9 +54,17 @@ pub struct Activity {
     started: AtomicU64,
     /// A `101` answer went out: the rest of the connection is not HTTP.
     upgraded: AtomicBool,
+    drain: Drain,
 }
 
 impl Activity {
+    /// Counts an upgraded connection's tunnel (which outlives the HTTP
+    /// connection it came from) as live for the server's drain until the
+    /// returned guard is dropped.
+    pub fn enter_drain(&self) -> Entered {
+        self.drain.enter()
+    }
+
     /// Called when the service is handed a request: its head is complete.
     pub fn begin(self: &Arc<Self>) -> InFlight {
         self.started.fetch_add(1, Ordering::Relaxed);
@@ -63,6 +73,13 @@ impl Activity {
             activity: self.clone(),
             upgrading: false,
         }
+    }
+}
+
+impl InFlight {
+    /// The request's connection.
+    pub fn activity(&self) -> &Activity {
+        &self.activity
     }
 }
 
@@ -135,14 +152,20 @@ pub struct HeadDeadline {
 
 impl HeadDeadline {
     /// `opening`: bytes already read from `stream` (to tell the protocol),
-    /// handed out first.
+    /// handed out first; `drain`: the server's.
     pub fn new(
         stream: TcpStream,
         opening: Bytes,
         http2: bool,
         timeout: Duration,
+        drain: Drain,
     ) -> (HeadDeadline, Arc<Activity>) {
-        let activity = Arc::new(Activity::default());
+        let activity = Arc::new(Activity {
+            in_flight: AtomicUsize::new(0),
+            started: AtomicU64::new(0),
+            upgraded: AtomicBool::new(false),
+            drain,
+        });
         let io = HeadDeadline {
             stream,
             opening,

@@ -146,7 +146,7 @@ where
     let Ok(Ok((opening, is_h2))) = opening else {
         return Ok(());
     };
-    let (io, activity) = HeadDeadline::new(stream, opening, is_h2, head_timeout);
+    let (io, activity) = HeadDeadline::new(stream, opening, is_h2, head_timeout, entered.drain());
     let io = TokioIo::new(io);
     let service = hyper::service::service_fn(move |req| service(req, &activity));
     if is_h2 {

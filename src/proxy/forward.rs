@@ -17,6 +17,7 @@ use super::{Forwarder, ProxyResponse};
 use crate::credentials::Credential;
 use crate::error::ProxyError;
 use crate::http::body::{is_body_limit, Buffered, IdleTimeout, ResponseBody, SignalOnEnd};
+use crate::http::head_timeout::Activity;
 use crate::http::headers::{strip_hop_by_hop, upgrade_requested};
 use crate::http::path::has_dot_segment;
 use crate::telemetry::{AccessInfo, RouteTag};
@@ -39,6 +40,7 @@ const REQUEST_BUFFER: u64 = 64 * 1024;
 pub(super) async fn forward(
     fwd: &Forwarder,
     req: Request<Incoming>,
+    conn: &Activity,
     info: &mut AccessInfo,
 ) -> Result<ProxyResponse, ProxyError> {
     let path = req.uri().path();
@@ -91,6 +93,7 @@ pub(super) async fn forward(
     );
     let ctx = Forward {
         fwd,
+        conn,
         route,
         method: parts.method,
         uri,
@@ -119,6 +122,8 @@ pub(super) async fn forward(
 /// One request on its way out, after the route and credential were found.
 pub(super) struct Forward<'a> {
     pub(super) fwd: &'a Forwarder,
+    /// The client connection, for the drain to count a tunnel.
+    conn: &'a Activity,
     pub(super) route: &'a Route,
     method: Method,
     uri: Uri,
@@ -194,7 +199,11 @@ impl Forward<'_> {
         };
         if upgrade.is_some() {
             if let Some(client_upgrade) = self.client_upgrade {
-                super::upgrade::splice(client_upgrade, hyper::upgrade::on(&mut response));
+                super::upgrade::splice(
+                    client_upgrade,
+                    hyper::upgrade::on(&mut response),
+                    self.conn.enter_drain(),
+                );
             }
         }
         let (mut parts, body) = response.into_parts();

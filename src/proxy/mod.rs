@@ -20,6 +20,7 @@ use crate::config::Config;
 use crate::credentials::Credential;
 use crate::error::ProxyError;
 use crate::http::body::{local, ResponseBody};
+use crate::http::head_timeout::Activity;
 use crate::telemetry::{AccessInfo, Metrics};
 use crate::upstream::{PooledBody, Upstreams};
 use routes::{Route, RouteTable};
@@ -71,7 +72,14 @@ impl Forwarder {
     /// what the access log needs (`None` when no route matched).
     /// Forwards one request that is not for a local endpoint. Also returns
     /// what the access log needs to know.
-    pub async fn handle(&self, req: Request<Incoming>) -> (ProxyResponse, AccessInfo) {
+    ///
+    /// `conn` is the request's connection: an upgraded connection's tunnel
+    /// is counted for the server's drain through it.
+    pub async fn handle(
+        &self,
+        req: Request<Incoming>,
+        conn: &Activity,
+    ) -> (ProxyResponse, AccessInfo) {
         // Kept (cheaply: a header value clone) only for the login URL of a
         // `login_required` answer.
         let host = req.headers().get(header::HOST).cloned().or_else(|| {
@@ -81,7 +89,7 @@ impl Forwarder {
                 .and_then(|a| http::HeaderValue::from_str(a.as_str()).ok())
         });
         let mut info = AccessInfo::default();
-        let response = match forward::forward(self, req, &mut info).await {
+        let response = match forward::forward(self, req, conn, &mut info).await {
             Ok(r) => r,
             Err(e) => {
                 info.error = Some(e.code());
