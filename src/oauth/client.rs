@@ -5,7 +5,7 @@
 //! Takes a [`TokenRequest`], a description of one request, rather than a
 //! provider's whole configuration: this module knows the protocol only.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use base64::Engine;
 use rand::Rng;
@@ -207,7 +207,7 @@ impl TokenClient {
             .headers()
             .get(http::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok());
+            .and_then(|v| retry_after_secs(v, SystemTime::now()));
         // Token answers are small; refuse to read a runaway body.
         let body = read_limited(response, 256 * 1024, r.timeout).await?;
         if status.is_redirection() {
@@ -304,6 +304,17 @@ fn basic_auth(r: &TokenRequest<'_>) -> http::HeaderValue {
     value
 }
 
+/// A `Retry-After` value (RFC 9110 §10.2.3) as seconds from `now`: either
+/// delay-seconds or an HTTP date (a date already past means now).
+fn retry_after_secs(value: &str, now: SystemTime) -> Option<u64> {
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(secs);
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(at.duration_since(now).map_or(0, |d| d.as_secs()))
+}
+
 /// Describes a reqwest error by its kind and cause chain, without the URL's
 /// query (which could hold a key).
 fn describe_reqwest(e: &reqwest::Error) -> String {
@@ -324,5 +335,37 @@ fn describe_reqwest(e: &reqwest::Error) -> String {
     match parts.last() {
         Some(cause) => format!("{kind}: {cause}"),
         None => kind.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, UNIX_EPOCH};
+
+    use super::retry_after_secs;
+
+    #[test]
+    fn retry_after_as_seconds_or_http_date() {
+        // Sun, 06 Nov 1994 08:49:37 GMT, the RFC's example date.
+        let now = UNIX_EPOCH + Duration::from_secs(784_111_777);
+        assert_eq!(retry_after_secs("120", now), Some(120));
+        assert_eq!(retry_after_secs(" 7 ", now), Some(7));
+        assert_eq!(
+            retry_after_secs("Sun, 06 Nov 1994 08:50:07 GMT", now),
+            Some(30)
+        );
+        assert_eq!(
+            retry_after_secs("Sun, 06 Nov 1994 08:49:00 GMT", now),
+            Some(0),
+            "a date in the past means retry now"
+        );
+        // The two obsolete date formats HTTP still accepts.
+        assert_eq!(
+            retry_after_secs("Sunday, 06-Nov-94 08:50:37 GMT", now),
+            Some(60)
+        );
+        assert_eq!(retry_after_secs("Sun Nov  6 08:49:47 1994", now), Some(10));
+        assert_eq!(retry_after_secs("soon", now), None);
+        assert_eq!(retry_after_secs("-5", now), None);
     }
 }
