@@ -5,9 +5,10 @@
 //! idle keep-alive connection is closed the same way.
 //!
 //! Why not hyper's own `header_read_timeout`: it allocates, registers and
-//! removes a new timer for every request, about 1,300 instructions (3% of
-//! the proxy's CPU for a small request). Here each connection owns one
-//! timer, created at accept; moving its deadline later is an atomic store.
+//! removes a new timer for every request; replacing it saved about 700
+//! instructions per small request (1.8%, callgrind: 39.4k to 38.7k). Here
+//! each connection owns one timer, created at accept; moving its deadline
+//! later is an atomic store.
 //!
 //! How the two halves meet: the service marks each request it is handed
 //! (the head has been read) with an [`InFlight`] guard that lives until
