@@ -19,12 +19,12 @@ use http::{HeaderName, HeaderValue};
 use crate::clock::unix_now;
 use crate::config::{Grant, OAuth2Config};
 use crate::oauth::token::jwt_exp;
-use crate::oauth::{TokenClient, TokenError, TokenSet};
+use crate::oauth::{self, TokenClient, TokenError, TokenRequest, TokenSet};
 use crate::secret::Secret;
 use crate::store::TokenStore;
 use crate::telemetry::metrics::Metrics;
 
-use renew::{token_request, Failure};
+use renew::Failure;
 pub use state::TokenState;
 pub use status::RenewalStats;
 
@@ -315,6 +315,53 @@ impl OAuthProvider {
     pub async fn probe(cfg: &OAuth2Config, client: &TokenClient) -> Result<TokenSet, TokenError> {
         client.request(&token_request(cfg, None)?, &|_| {}).await
     }
+}
+
+/// The token request for the refresh grant with `refresh`, else for the
+/// provider's primary grant.
+fn token_request<'a>(
+    cfg: &'a OAuth2Config,
+    refresh: Option<&'a Secret>,
+) -> Result<TokenRequest<'a>, TokenError> {
+    let token_url = cfg
+        .token_url
+        .as_ref()
+        .ok_or(TokenError::NotConfigured("provider has no token_url"))?;
+    let grant = match (refresh, cfg.grant) {
+        (Some(token), _) => oauth::Grant::Refresh(token),
+        (None, Grant::Password) => oauth::Grant::Password {
+            username: cfg
+                .username
+                .as_ref()
+                .ok_or(TokenError::NotConfigured("password grant without username"))?,
+            password: cfg
+                .password
+                .as_ref()
+                .ok_or(TokenError::NotConfigured("password grant without password"))?,
+        },
+        (None, Grant::ClientCredentials) => oauth::Grant::ClientCredentials,
+        (None, Grant::RefreshToken) => {
+            return Err(TokenError::NotConfigured(
+                "grant = \"refresh_token\" has no primary grant; it needs a refresh token",
+            ))
+        }
+        (None, Grant::Implicit) => {
+            return Err(TokenError::NotConfigured(
+                "implicit grant tokens come from a browser login, not the token endpoint",
+            ))
+        }
+    };
+    Ok(TokenRequest {
+        token_url,
+        grant,
+        client_id: cfg.client_id.as_ref(),
+        client_secret: cfg.client_secret.as_ref(),
+        client_auth: cfg.client_auth,
+        body: cfg.body,
+        scope: cfg.scope.as_deref(),
+        extra: &cfg.extra,
+        timeout: cfg.token_timeout,
+    })
 }
 
 /// Covers everything that decides whose tokens these are: if any of it

@@ -7,10 +7,11 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::{CredentialError, OAuthProvider, TokenState, Trigger};
+use super::status::error_code;
+use super::{token_request, CredentialError, OAuthProvider, TokenState, Trigger};
 use crate::clock::unix_now;
-use crate::config::{Grant, OAuth2Config};
-use crate::oauth::{self, TokenError, TokenRequest, TokenSet};
+use crate::config::Grant;
+use crate::oauth::{TokenError, TokenSet};
 use crate::secret::Secret;
 use crate::store::{RenewalLease, StoredToken};
 use crate::telemetry::metrics::{ReauthLabels, TokenLabels};
@@ -386,63 +387,6 @@ impl OAuthProvider {
             until: Instant::now() + cooldown,
         });
         tracing::error!(provider = %self.name, reason = trigger.as_str(), error = %error, "token renewal failed");
-    }
-}
-
-/// The token request for the refresh grant with `refresh`, else for the
-/// provider's primary grant.
-pub(super) fn token_request<'a>(
-    cfg: &'a OAuth2Config,
-    refresh: Option<&'a Secret>,
-) -> Result<TokenRequest<'a>, TokenError> {
-    let token_url = cfg
-        .token_url
-        .as_ref()
-        .ok_or(TokenError::NotConfigured("provider has no token_url"))?;
-    let grant = match (refresh, cfg.grant) {
-        (Some(token), _) => oauth::Grant::Refresh(token),
-        (None, Grant::Password) => oauth::Grant::Password {
-            username: cfg
-                .username
-                .as_ref()
-                .ok_or(TokenError::NotConfigured("password grant without username"))?,
-            password: cfg
-                .password
-                .as_ref()
-                .ok_or(TokenError::NotConfigured("password grant without password"))?,
-        },
-        (None, Grant::ClientCredentials) => oauth::Grant::ClientCredentials,
-        (None, Grant::RefreshToken) => {
-            return Err(TokenError::NotConfigured(
-                "grant = \"refresh_token\" has no primary grant; it needs a refresh token",
-            ))
-        }
-        (None, Grant::Implicit) => {
-            return Err(TokenError::NotConfigured(
-                "implicit grant tokens come from a browser login, not the token endpoint",
-            ))
-        }
-    };
-    Ok(TokenRequest {
-        token_url,
-        grant,
-        client_id: cfg.client_id.as_ref(),
-        client_secret: cfg.client_secret.as_ref(),
-        client_auth: cfg.client_auth,
-        body: cfg.body,
-        scope: cfg.scope.as_deref(),
-        extra: &cfg.extra,
-        timeout: cfg.token_timeout,
-    })
-}
-
-fn error_code(e: &CredentialError) -> String {
-    match e {
-        CredentialError::TokenEndpoint(t) => t.code(),
-        CredentialError::Reauthentication(_) => "reauthentication_failed".into(),
-        CredentialError::LoginRequired { .. } => "login_required".into(),
-        CredentialError::WaitTimeout(_) => "wait_timeout".into(),
-        CredentialError::StoreUnavailable(_) => "store_unavailable".into(),
     }
 }
 

@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 
-use super::OAuthProvider;
+use super::{CredentialError, OAuthProvider};
 use crate::clock::unix_now;
 use crate::config::Grant;
 
@@ -42,5 +42,16 @@ impl OAuthProvider {
             // run the grant.
             _ => "ok",
         }
+    }
+}
+
+/// The code `/_authproxy/status` shows for a failed renewal.
+pub(super) fn error_code(e: &CredentialError) -> String {
+    match e {
+        CredentialError::TokenEndpoint(t) => t.code(),
+        CredentialError::Reauthentication(_) => "reauthentication_failed".into(),
+        CredentialError::LoginRequired { .. } => "login_required".into(),
+        CredentialError::WaitTimeout(_) => "wait_timeout".into(),
+        CredentialError::StoreUnavailable(_) => "store_unavailable".into(),
     }
 }
