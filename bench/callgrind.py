@@ -420,7 +420,9 @@ class Callgrind:
                     log(f"run {run}: {system} {path} c{conns}: {per / 1000:.2f}k instructions/request "
                         f"(phase constant {(ir1 - per * self.n) / 1e6:.2f}M; {s1 + s10:.0f}s under valgrind)")
         finally:
-            self.stop(proc, signal.SIGQUIT if system == "nginx" else signal.SIGTERM)
+            # SIGTERM: nginx's fast stop (its graceful SIGQUIT can take a
+            # minute under valgrind); authproxy drains, nothing is in flight.
+            self.stop(proc)
         return results
 
     def run(self):
@@ -454,8 +456,8 @@ class Callgrind:
             "## User-space instructions per request (callgrind)",
             "",
             f"- date: {datetime.datetime.now().astimezone().isoformat(timespec='seconds')}; "
-            f"{version(['valgrind', '--version'])}; authproxy {version([self.bins['authproxy'], '--version'])} "
-            f"(git {git}); nginx {version(['nginx', '-v']).split('/')[-1]}",
+            f"{version(['valgrind', '--version'])}; {version([self.bins['authproxy'], '--version'])} "
+            f"(bench/ at git {git}); nginx {version(['nginx', '-v']).split('/')[-1]}",
             f"- (Ir(10N) − Ir(N)) / 9N with N = {self.n}, over C keep-alive connections opened per phase; "
             f"proxy under `valgrind --tool=callgrind`, one thread (authproxy `TOKIO_WORKER_THREADS=1`, "
             f"the floor's current-thread runtime, nginx `master_process off`); upstream nginx and client uninstrumented.",
