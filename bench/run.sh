@@ -1,8 +1,18 @@
 #!/usr/bin/env bash
 # Proxy comparison benchmark: authproxy vs nginx vs HAProxy, all on 127.0.0.1.
 #
-#   bench/run.sh                  # from anywhere; about 7 minutes, bounded at 8
+#   bench/run.sh                  # from anywhere; about 12 minutes, bounded at 14
 #   BENCH_QUICK=1 bench/run.sh    # 1 repetition of 1 s runs: checks the script, measures nothing
+#   BENCH_ROWS=tls,close BENCH_SECONDS=2 BENCH_REPS=1 bench/run.sh   # some rows only
+#
+# Row groups (BENCH_ROWS, comma-separated; default all): base (the four
+# scenarios below plus the oauth2 / RUST_LOG=warn rows and 1 GiB streaming),
+# tls (HTTPS upstream), close (Connection: close), routes (1,000 routes),
+# footprint (start-to-ready over 20 starts), dpop and tunnel (placeholders
+# that say they are skipped until those features exist). BENCH_SECONDS and
+# BENCH_REPS override the 5 s x 3 runs. Only a full default run writes
+# bench/results.md; any other run writes /tmp/authproxy-bench-results.md
+# (BENCH_OUT=FILE chooses).
 #
 # What it does:
 #   1. apt-get installs whichever of wrk, nginx, haproxy is missing (Debian).
@@ -14,11 +24,21 @@
 #      runtime, default runtime with RUST_LOG=warn); a front nginx (1 worker,
 #      keep-alive pool) and HAProxy (nbthread 1, http-reuse always), all
 #      injecting `Authorization: Bearer …`.
-#   4. wrk runs (5 s each, 3 repetitions, systems alternating): small GET at
+#      The upstream nginx also serves the same files over TLS (a CA and a
+#      certificate made with the openssl CLI); authproxy (`ca_file`), nginx
+#      (`proxy_ssl_verify on`, keep-alive pool) and HAProxy (`ssl verify
+#      required ca-file`) each have an HTTPS route to it. A second authproxy,
+#      nginx and HAProxy carry 1,000 routes.
+#   4. Start-to-ready: 20 starts of each proxy, exec to first health 200.
+#   5. wrk runs (5 s each, 3 repetitions, systems alternating): small GET at
 #      1 and 64 connections, 64 KiB GET and 64 KiB POST at 64 connections,
 #      plus authproxy's oauth2 (cached client_credentials token) route, and
-#      authproxy's 1 GiB download/upload RSS growth.
-#   5. Writes bench/results.md and prints it.
+#      authproxy's 1 GiB download/upload RSS growth; HTTPS upstream small and
+#      64 KiB GET, Connection: close small GET and the 1,000th route's small
+#      GET, all at 64 connections.
+#   6. Writes bench/results.md (see above) and prints it: per row req/s,
+#      latency, proxy CPU per request, RSS; a footprint table (idle RSS,
+#      start-to-ready, peak RSS under the 64-connection loads).
 # Processes started here are stopped on exit (trap), the temp dir removed.
 # Noise: wrk, the upstream and the proxy share the machine's cores; a
 # concurrent build (cargo) skews everything; the load average is recorded.
@@ -75,6 +95,15 @@ echo "building authproxy (release)…"
 BIN="$ROOT/target/release/authproxy"
 
 # python in the background so the traps fire promptly on ^C.
-python3 "$HERE/compare.py" bench "$BIN" "$TMP" "$HERE/results.md" &
+OUT=${BENCH_OUT:-}
+if [[ -z "$OUT" ]]; then
+    if [[ -n "${BENCH_QUICK:-}${BENCH_ROWS:-}${BENCH_SECONDS:-}${BENCH_REPS:-}" ]]; then
+        OUT=/tmp/authproxy-bench-results.md
+    else
+        OUT=$HERE/results.md
+    fi
+fi
+echo "results go to $OUT"
+python3 "$HERE/compare.py" bench "$BIN" "$TMP" "$OUT" &
 PY_PID=$!
 wait "$PY_PID"
