@@ -35,6 +35,13 @@ pub enum ProxyError {
     ForbiddenOrigin { origin: String },
     #[error("Host {host} is not served here (add it to server.allowed_hosts if this is intended)")]
     ForbiddenHost { host: String },
+    /// A browser request (Fetch Metadata or `Origin`) where browsers may
+    /// not go; `detail` says where and what to do instead.
+    #[error("{detail}")]
+    ForbiddenBrowser {
+        provider: Option<String>,
+        detail: String,
+    },
     #[error("upstream {upstream} is unreachable: {detail}")]
     UpstreamUnreachable {
         provider: Option<String>,
@@ -69,6 +76,11 @@ impl ProxyError {
             Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized", None),
             ForbiddenOrigin { .. } => (StatusCode::FORBIDDEN, "forbidden_origin", None),
             ForbiddenHost { .. } => (StatusCode::FORBIDDEN, "forbidden_host", None),
+            ForbiddenBrowser { provider, .. } => (
+                StatusCode::FORBIDDEN,
+                "forbidden_browser",
+                provider.as_deref(),
+            ),
             UpstreamUnreachable { provider, .. } => (
                 StatusCode::BAD_GATEWAY,
                 "upstream_unreachable",

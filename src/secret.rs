@@ -27,10 +27,14 @@ impl Secret {
         self.0.is_empty()
     }
 
-    /// Compares in constant time so a remote client cannot learn the value
-    /// byte by byte from response timing.
+    /// Compares without leaking the value's content or length through
+    /// timing: the SHA-256 digests of both sides, always 32 bytes, are
+    /// compared in constant time (`subtle` compares slices of different
+    /// lengths by returning early, which would tell the length).
     pub fn ct_eq(&self, other: &[u8]) -> bool {
-        self.0.as_bytes().ct_eq(other).into()
+        let expected = Sha256::digest(self.0.as_bytes());
+        let presented = Sha256::digest(other);
+        expected.as_slice().ct_eq(presented.as_slice()).into()
     }
 
     /// A one-way fingerprint (hex SHA-256 with a domain prefix), used to notice
@@ -79,6 +83,9 @@ mod tests {
         assert!(s.ct_eq(b"abc"));
         assert!(!s.ct_eq(b"abd"));
         assert!(!s.ct_eq(b"ab"));
+        assert!(!s.ct_eq(b"abcd"));
+        assert!(!s.ct_eq(b""));
+        assert!(Secret::new("").ct_eq(b""));
     }
 
     #[test]

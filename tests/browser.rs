@@ -1,10 +1,14 @@
-//! The implicit-grant login in a real headless browser (Debian's
-//! chromium): login URL → mock authorize endpoint → callback page whose
-//! script POSTs the URL fragment back → the proxy holds the token.
+//! Real headless browser (Debian's chromium): the implicit-grant login
+//! (login URL → mock authorize endpoint → callback page whose script POSTs
+//! the URL fragment back → the proxy holds the token), and a hostile page
+//! served through a pass-through route, which must not get to use or
+//! replace the credentials.
 
 mod support;
 
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::Query;
@@ -14,24 +18,62 @@ use axum::Router;
 use support::{client, start_proxy, Echo};
 
 /// Debian's `chromium` (or Ubuntu's `chromium-browser`) found on `PATH`.
-fn chromium() -> Option<std::path::PathBuf> {
+fn chromium() -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path)
         .flat_map(|dir| ["chromium", "chromium-browser"].map(|name| dir.join(name)))
         .find(|p| p.is_file())
 }
 
-#[tokio::test]
-async fn implicit_login_in_headless_chromium() {
+/// Loads `url` in headless chromium, lets its scripts run (up to 10 s of
+/// virtual time), and returns the DOM as it then is, and the browser's log.
+async fn dump_dom(browser: &Path, url: &str) -> (String, String) {
+    let profile = tempfile::tempdir().unwrap();
+    let run = tokio::process::Command::new(browser)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--virtual-time-budget=10000",
+            "--dump-dom",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg(url)
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(90), run)
+        .await
+        .expect("chromium finished in time")
+        .unwrap();
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Whether the test may go on: chromium is there, or may be missing.
+fn have_chromium() -> Option<PathBuf> {
     let browser = chromium();
     if !support::require_tool(
         "chromium",
         browser.is_some(),
         "apt-get install chromium (.ci/run installs it)",
     ) {
-        return;
+        return None;
     }
-    let browser = browser.unwrap();
+    browser
+}
+
+#[tokio::test]
+async fn implicit_login_in_headless_chromium() {
+    let Some(browser) = have_chromium() else {
+        return;
+    };
     // The provider's authorize endpoint: approves at once, like a user who
     // is already logged in, and returns the token in the fragment.
     let authorize = support::serve(Router::new().route(
@@ -80,33 +122,10 @@ provider = "ready"
         503
     );
 
-    let profile = tempfile::tempdir().unwrap();
-    let run = tokio::process::Command::new(browser)
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--virtual-time-budget=10000",
-            "--dump-dom",
-        ])
-        .arg(format!("--user-data-dir={}", profile.path().display()))
-        .arg(proxy.url("/_authproxy/login/ready"))
-        .kill_on_drop(true)
-        .output();
-    let out = tokio::time::timeout(Duration::from_secs(90), run)
-        .await
-        .expect("chromium finished in time")
-        .unwrap();
-    let dom = String::from_utf8_lossy(&out.stdout);
+    let (dom, stderr) = dump_dom(&browser, &proxy.url("/_authproxy/login/ready")).await;
     assert!(
         dom.contains("data-result=\"ok\""),
-        "callback page did not complete the login:\n{dom}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+        "callback page did not complete the login:\n{dom}\n{stderr}"
     );
     assert!(
         !dom.contains("browser-token-1"),
@@ -122,5 +141,136 @@ provider = "ready"
     assert_eq!(
         echo.last().header("authorization"),
         Some("Bearer browser-token-1")
+    );
+}
+
+/// The page an attacker gets served through a pass-through route (so it
+/// runs in the proxy's own origin): it fetches a credential route and the
+/// status, posts its own tokens for the provider, loads a credential route
+/// as an image from another site's name for the proxy (`localhost`), and
+/// writes each outcome into the DOM.
+const HOSTILE_PAGE: &str = r#"<!doctype html>
+<html><head><meta charset="utf-8"><title>hostile</title></head>
+<body>
+<script>
+(async function () {
+  async function attempt(name, url, init) {
+    var outcome;
+    try {
+      var r = await fetch(url, init);
+      var text = await r.text();
+      var code = "";
+      try { code = JSON.parse(text).error || ""; } catch (e) {}
+      outcome = r.status + " " + code;
+    } catch (e) {
+      outcome = "failed " + e;
+    }
+    document.body.setAttribute("data-" + name, outcome);
+  }
+  await attempt("credential", "/cred/data");
+  await attempt("status", "/_authproxy/status");
+  await attempt("tokens", "/_authproxy/tokens/p", {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ access_token: "ATTACKER", refresh_token: "ATTACKER-R" })
+  });
+  await new Promise(function (done) {
+    var img = new Image();
+    img.onload = function () { document.body.setAttribute("data-image", "loaded"); done(); };
+    img.onerror = function () { document.body.setAttribute("data-image", "error"); done(); };
+    img.src = "http://localhost:{port}/cred/pixel.png";
+  });
+  document.body.setAttribute("data-done", "yes");
+})();
+</script>
+</body></html>
+"#;
+
+/// Issue 13 item 1, end to end in chromium: a page served through the
+/// pass-through route `/plain/` cannot use the credential route, read the
+/// status or replace the provider's tokens; a cross-site image of the
+/// credential route is refused too. The credential upstream sees nothing,
+/// the provider keeps its token.
+#[tokio::test]
+async fn page_served_through_a_route_cannot_use_the_credentials() {
+    let Some(browser) = have_chromium() else {
+        return;
+    };
+    let cred = Echo::start().await;
+    let closed = support::ClosedPort::new();
+    // The page's server; it learns the proxy's port once the proxy runs.
+    let port = Arc::new(std::sync::OnceLock::<u16>::new());
+    let p = port.clone();
+    let pages = support::serve(Router::new().route(
+        "/page.html",
+        get(move || {
+            let page = HOSTILE_PAGE.replace("{port}", &p.get().unwrap().to_string());
+            async move {
+                (
+                    [(http::header::CONTENT_TYPE, "text/html; charset=utf-8")],
+                    page,
+                )
+            }
+        }),
+    ))
+    .await;
+    let proxy = start_proxy(&format!(
+        r#"
+[providers.p]
+type = "oauth2"
+grant = "refresh_token"
+token_url = "http://127.0.0.1:{}/token"
+client_id = "c"
+refresh_token = "GOOD-R"
+access_token = "GOOD-ACCESS"
+[[routes]]
+prefix = "/cred/"
+upstream = "{}/"
+provider = "p"
+[[routes]]
+prefix = "/plain/"
+upstream = "http://{pages}/"
+"#,
+        closed.port(),
+        cred.url()
+    ))
+    .await;
+    port.set(proxy.addr.port()).unwrap();
+    let store = proxy.dir.path().join("state/tokens.json");
+    let stored = std::fs::read(&store).ok();
+
+    let (dom, stderr) = dump_dom(&browser, &proxy.url("/plain/page.html")).await;
+    assert!(
+        dom.contains("data-done=\"yes\""),
+        "the page did not finish:\n{dom}\n{stderr}"
+    );
+    for (name, outcome) in [
+        ("credential", "403 forbidden_browser"),
+        ("status", "403 forbidden_browser"),
+        ("tokens", "403 forbidden_browser"),
+        ("image", "error"),
+    ] {
+        assert!(
+            dom.contains(&format!("data-{name}=\"{outcome}\"")),
+            "{name}: expected {outcome}:\n{dom}"
+        );
+    }
+    assert_eq!(
+        cred.count(),
+        0,
+        "the credential upstream was contacted: {:?}",
+        cred.requests.lock().unwrap()
+    );
+    assert_eq!(
+        std::fs::read(&store).ok(),
+        stored,
+        "the token store changed"
+    );
+    // The provider still injects its own token.
+    let r = client().get(proxy.url("/cred/after")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        cred.last().header("authorization"),
+        Some("Bearer GOOD-ACCESS")
     );
 }

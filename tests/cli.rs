@@ -193,6 +193,24 @@ fn check_good_config_prints_route_table() {
     assert_no_secret("check stderr", &stderr);
 }
 
+/// `check` says which credential routes take browser requests.
+#[test]
+fn check_shows_allow_browsers() {
+    let text = good_config("http://127.0.0.1:9").replacen(
+        "provider = \"ricloud\"\n",
+        "provider = \"ricloud\"\nallow_browsers = true\n",
+        1,
+    );
+    assert!(text.contains("allow_browsers"), "{text}");
+    let (_dir, path) = write_config(&text);
+    let (code, stdout, stderr) = check(&path, &[]);
+    assert_eq!(code, 0, "stdout:\n{stdout}\nstderr:\n{stderr}");
+    let row = route_row(&stdout, "/ricloud/").join(" ");
+    assert!(row.ends_with("static (browsers allowed)"), "{row}");
+    let row = route_row(&stdout, "/rips/").join(" ");
+    assert!(!row.contains("browsers"), "{row}");
+}
+
 /// One bad config for `check`: what is wrong, the config text, extra
 /// environment, and what stderr must name.
 struct BadCase {

@@ -120,6 +120,7 @@ fuzz_target!(|data: &[u8]| {
             provider: None,
             strip_prefix,
             ca_file: None,
+            allow_browsers: false,
         });
     }
     let table = RouteTable::new(&configs);

@@ -12,7 +12,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use http::{header, HeaderMap, HeaderValue, StatusCode};
+use http::{header, HeaderMap, HeaderValue, StatusCode, Uri, Version};
 use rand::Rng;
 use serde::Deserialize;
 use serde_json::json;
@@ -22,6 +22,7 @@ use crate::app::AppState;
 use crate::config::Grant;
 use crate::credentials::OAuthProvider;
 use crate::error::ProxyError;
+use crate::proxy::security;
 use crate::secret::Secret;
 
 fn implicit_provider(app: &AppState, name: &str) -> Result<Arc<OAuthProvider>, ProxyError> {
@@ -35,17 +36,40 @@ fn implicit_provider(app: &AppState, name: &str) -> Result<Arc<OAuthProvider>, P
     Ok(p)
 }
 
-fn own_base(headers: &HeaderMap, app: &AppState) -> String {
-    match headers.get(header::HOST).and_then(|h| h.to_str().ok()) {
-        Some(host) => format!("http://{host}"),
-        None => format!("http://{}", app.runtime().config.server.listen),
+/// `http://` and the authority the Host check accepted (on HTTP/2 the
+/// `:authority`, never a `host` header beside it), so the provider sends
+/// the browser back to this proxy and nowhere else.
+fn own_base(version: Version, uri: &Uri, headers: &HeaderMap, app: &AppState) -> String {
+    match security::authority(version, uri, headers) {
+        Ok(Some(host)) => format!("http://{host}"),
+        _ => format!("http://{}", app.runtime().config.server.listen),
     }
+}
+
+/// What every answer of the login pages carries: never framed (a page
+/// that frames them could run or overlay them), never cached, no
+/// `Referer` with a token or state to the next site.
+pub(super) async fn page_headers(mut response: Response) -> Response {
+    let h = response.headers_mut();
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    h.entry(header::CONTENT_SECURITY_POLICY)
+        .or_insert(HeaderValue::from_static(
+            "default-src 'none'; frame-ancestors 'none'",
+        ));
+    response
 }
 
 /// 302 to the provider's authorize URL with a fresh single-use `state`.
 pub(super) async fn login(
     State(admin): State<Arc<Admin>>,
     Path(name): Path<String>,
+    version: Version,
+    uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response, ProxyError> {
     let p = implicit_provider(&admin.app, &name)?;
@@ -58,7 +82,7 @@ pub(super) async fn login(
         Some(u) => u.to_string(),
         None => format!(
             "{}/_authproxy/callback/{name}",
-            own_base(&headers, &admin.app)
+            own_base(version, &uri, &headers, &admin.app)
         ),
     };
     let login_state = admin.logins.begin(&name);
@@ -77,14 +101,11 @@ pub(super) async fn login(
     tracing::info!(provider = %name, "login started; redirecting to the provider");
     Ok((
         StatusCode::FOUND,
-        [
-            (
-                header::LOCATION,
-                HeaderValue::from_str(url.as_str())
-                    .map_err(|_| ProxyError::Internal("authorize URL".into()))?,
-            ),
-            (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
-        ],
+        [(
+            header::LOCATION,
+            HeaderValue::from_str(url.as_str())
+                .map_err(|_| ProxyError::Internal("authorize URL".into()))?,
+        )],
     )
         .into_response())
 }
@@ -97,11 +118,9 @@ pub(super) async fn callback_get(
     Ok((
         [
             (header::CONTENT_TYPE, "text/html; charset=utf-8"),
-            (header::CACHE_CONTROL, "no-store"),
-            (header::REFERRER_POLICY, "no-referrer"),
             (
                 header::CONTENT_SECURITY_POLICY,
-                "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'",
+                "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
             ),
         ],
         callback_page(&name),

@@ -2,6 +2,13 @@
 //! change state take JSON only (a cross-site form post cannot send it
 //! without a preflight, and the Origin check refuses foreign pages).
 //!
+//! Each endpoint has a kind ([`LocalKind`](crate::proxy::security::LocalKind): read-only, operator read,
+//! state-changing, login flow), declared in
+//! [`crate::proxy::security`]'s one list beside the rules it selects: which
+//! browser requests it takes and where the inbound token may be. The
+//! dispatcher's guard applies them before a request gets here. A new
+//! endpoint adds its route below and its kind there.
+//!
 //! Health, status and metrics in [`status`]; the browser login flow of
 //! implicit-grant providers in [`login`]; tokens pasted by hand in
 //! [`tokens`]. The router is handed to the per-request dispatcher ready
@@ -15,6 +22,7 @@ mod tokens;
 use std::sync::Arc;
 
 use axum::body::Bytes;
+use axum::middleware::map_response;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::Router;
@@ -42,10 +50,15 @@ pub fn router(app: Arc<AppState>) -> Router {
         .route("/_authproxy/health", get(status::health))
         .route("/_authproxy/status", get(status::status))
         .route("/_authproxy/metrics", get(status::metrics))
-        .route("/_authproxy/login/{provider}", get(login::login))
+        .route(
+            "/_authproxy/login/{provider}",
+            get(login::login).layer(map_response(login::page_headers)),
+        )
         .route(
             "/_authproxy/callback/{provider}",
-            get(login::callback_get).post(login::callback_post),
+            get(login::callback_get)
+                .post(login::callback_post)
+                .layer(map_response(login::page_headers)),
         )
         .route("/_authproxy/tokens/{provider}", post(tokens::paste_token))
         .fallback(no_local_endpoint)

@@ -83,12 +83,17 @@ pub(super) async fn check(path: &Path, probe: bool) -> ExitCode {
             .map(|p| p.kind.label())
             .unwrap_or_else(|| "pass-through".into());
         say!(
-            "{:<24} {:<44} {:<16} {}{}",
+            "{:<24} {:<44} {:<16} {}{}{}",
             r.prefix.as_str(),
             r.upstream.as_str(),
             r.provider.as_deref().unwrap_or("-"),
             kind,
-            if r.strip_prefix { "" } else { " (prefix kept)" }
+            if r.strip_prefix { "" } else { " (prefix kept)" },
+            if r.allow_browsers {
+                " (browsers allowed)"
+            } else {
+                ""
+            }
         );
     }
     if !probe {

@@ -105,4 +105,5 @@ pub struct RawRoute {
     pub strip_prefix: Option<bool>,
     pub allow_http: Option<bool>,
     pub ca_file: Option<String>,
+    pub allow_browsers: Option<bool>,
 }

@@ -34,6 +34,20 @@ fn errors(text: &str) -> Vec<KeyError> {
 const ROUTE: &str = "[[routes]]\nprefix = \"/a/\"\nupstream = \"http://127.0.0.1:9/\"\n";
 
 #[test]
+fn allow_browsers_belongs_to_credential_routes() {
+    let provider = "[providers.p]\ntype = \"static\"\nheaders = { A = \"b\" }\n";
+    let route = |extra: &str| {
+        format!("{provider}[[routes]]\nprefix = \"/a/\"\nupstream = \"http://127.0.0.1:9/\"\nprovider = \"p\"\n{extra}")
+    };
+    assert!(!parse(&route("")).unwrap().routes[0].allow_browsers);
+    assert!(parse(&route("allow_browsers = true")).unwrap().routes[0].allow_browsers);
+    // On a pass-through route it would do nothing: said, not dropped.
+    let e = errors(&format!("{ROUTE}allow_browsers = true\n"));
+    assert_eq!(e[0].key, "routes[0].allow_browsers", "{e:?}");
+    assert!(e[0].message.contains("provider"), "{e:?}");
+}
+
+#[test]
 fn full_spec_example_parses() {
     let text = r#"
 [server]

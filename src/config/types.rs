@@ -144,6 +144,9 @@ pub struct RouteConfig {
     pub provider: Option<String>,
     pub strip_prefix: bool,
     pub ca_file: Option<PathBuf>,
+    /// Whether browser requests (Fetch Metadata) may use this route's
+    /// credential; only routes with a provider have the key.
+    pub allow_browsers: bool,
 }
 
 /// A checked route prefix. `/api/` and `/api` are the same prefix; it matches

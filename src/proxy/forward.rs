@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use axum::body::Body;
 use futures_util::StreamExt;
-use http::header::{self, HeaderMap};
+use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
 use http_body_util::BodyExt;
@@ -16,7 +16,7 @@ use super::routes::Route;
 use super::{Forwarder, ProxyResponse};
 use crate::credentials::Credential;
 use crate::error::ProxyError;
-use crate::http::body::{is_body_limit, Buffered, IdleTimeout, ResponseBody, SignalOnEnd};
+use crate::http::body::{is_body_limit, local, Buffered, IdleTimeout, ResponseBody, SignalOnEnd};
 use crate::http::head_timeout::Activity;
 use crate::http::headers::{strip_hop_by_hop, upgrade_requested};
 use crate::http::path::has_dot_segment;
@@ -64,6 +64,7 @@ pub(super) async fn forward(
         label: route.label.clone(),
         index: route.index,
     });
+    super::security::check_route(route, req.headers())?;
     // Origin form: the connection already goes to the upstream's origin.
     let uri: Uri = route
         .upstream_target(path, req.uri().query())
@@ -71,15 +72,26 @@ pub(super) async fn forward(
         .map_err(|_| ProxyError::BadRequest("request path is not a valid URI".into()))?;
 
     let (mut parts, body) = req.into_parts();
+    // CL.0 desync: an upstream that ignores bodies on GET reads this body
+    // as the next request on the connection, whose answer would then go to
+    // whoever uses the connection next (with their credential). The body
+    // is forwarded, on a connection that is closed afterwards.
+    let close_after = !body.is_end_stream() && no_body_semantics(&parts.method);
     let body = limit_body(
         Body::new(body),
         &parts.headers,
         fwd.config.server.max_request_body,
     )?;
     let client_upgrade = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
-    let upgrade = upgrade_requested(&parts.headers);
+    let upgrade = upgrade_requested(&parts.headers).filter(|p| !close_after && !names_h2c(p));
     strip_hop_by_hop(&mut parts.headers, upgrade.clone());
     parts.headers.insert(header::HOST, route.host_value.clone());
+    if close_after {
+        // The pool never reuses a connection whose request said this.
+        parts
+            .headers
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
 
     let credential = fwd.credential(route);
     if let (Some(name), None) = (&route.provider, credential) {
@@ -98,7 +110,7 @@ pub(super) async fn forward(
         method: parts.method,
         uri,
         client_upgrade,
-        upgrade_requested: upgrade.is_some(),
+        upgrade,
     };
 
     match credential {
@@ -128,7 +140,8 @@ pub(super) struct Forward<'a> {
     method: Method,
     uri: Uri,
     client_upgrade: Option<hyper::upgrade::OnUpgrade>,
-    upgrade_requested: bool,
+    /// The protocol(s) of the upgrade forwarded, if any.
+    upgrade: Option<HeaderValue>,
 }
 
 impl Forward<'_> {
@@ -192,11 +205,21 @@ impl Forward<'_> {
     /// streamed, protocol upgrades spliced.
     pub(super) fn finish(self, mut response: Response<PooledBody>) -> ProxyResponse {
         let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
-        let upgrade = if switching && self.upgrade_requested {
+        let upgrade = if switching {
             upgrade_requested(response.headers())
         } else {
             None
         };
+        if switching && !upgrade_matches(self.upgrade.as_ref(), upgrade.as_ref()) {
+            // A switch nobody asked for (an h2c upgrade we did not forward,
+            // or another protocol than requested) would make the client's
+            // connection a raw tunnel past the route and path checks.
+            return local(ProxyError::UpstreamUnreachable {
+                provider: self.route.provider.clone(),
+                upstream: self.route.origin().to_string(),
+                detail: "the upstream switched protocols without being asked to".into(),
+            });
+        }
         if upgrade.is_some() {
             if let Some(client_upgrade) = self.client_upgrade {
                 super::upgrade::splice(
@@ -211,6 +234,38 @@ impl Forward<'_> {
         let idle = self.fwd.config.server.upstream_idle_timeout;
         Response::from_parts(parts, ResponseBody::Upstream(IdleTimeout::new(body, idle)))
     }
+}
+
+/// Methods whose request body has no defined meaning (RFC 9110 §9.3).
+fn no_body_semantics(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::DELETE
+    )
+}
+
+/// Whether an `Upgrade` value offers h2c. Never forwarded: after the
+/// switch the client would speak HTTP/2 straight to the upstream, on a
+/// connection the credential was injected into, past every check here
+/// (what Envoy and nginx do too: the token is dropped).
+fn names_h2c(protocols: &HeaderValue) -> bool {
+    tokens(protocols).any(|p| p.eq_ignore_ascii_case(b"h2c"))
+}
+
+/// The protocol an upstream switched to was one of those asked for.
+fn upgrade_matches(asked: Option<&HeaderValue>, answered: Option<&HeaderValue>) -> bool {
+    let (Some(asked), Some(answered)) = (asked, answered) else {
+        return false;
+    };
+    let answered = answered.as_bytes().trim_ascii();
+    tokens(asked).any(|p| p.eq_ignore_ascii_case(answered))
+}
+
+fn tokens(value: &HeaderValue) -> impl Iterator<Item = &[u8]> {
+    value
+        .as_bytes()
+        .split(|b| *b == b',')
+        .map(<[u8]>::trim_ascii)
 }
 
 pub(super) fn set_latency(info: &mut AccessInfo, started: Instant) {

@@ -13,7 +13,7 @@ mod upgrade;
 
 use std::sync::Arc;
 
-use http::{header, Request, Response};
+use http::{header, Request, Response, Version};
 use hyper::body::Incoming;
 
 use crate::config::Config;
@@ -69,8 +69,6 @@ impl Forwarder {
     }
 
     /// Forwards one request that is not for a local endpoint. Also returns
-    /// what the access log needs (`None` when no route matched).
-    /// Forwards one request that is not for a local endpoint. Also returns
     /// what the access log needs to know.
     ///
     /// `conn` is the request's connection: an upgraded connection's tunnel
@@ -81,13 +79,14 @@ impl Forwarder {
         conn: &Activity,
     ) -> (ProxyResponse, AccessInfo) {
         // Kept (cheaply: a header value clone) only for the login URL of a
-        // `login_required` answer.
-        let host = req.headers().get(header::HOST).cloned().or_else(|| {
-            // HTTP/2 clients send `:authority` (in the URI) instead of `Host`.
-            req.uri()
-                .authority()
-                .and_then(|a| http::HeaderValue::from_str(a.as_str()).ok())
-        });
+        // `login_required` answer: the authority the Host check accepted
+        // (`:authority` on HTTP/2, whatever a `host` header there says).
+        let host = match req.uri().authority() {
+            Some(a) if req.version() >= Version::HTTP_2 => {
+                http::HeaderValue::from_str(a.as_str()).ok()
+            }
+            _ => req.headers().get(header::HOST).cloned(),
+        };
         let mut info = AccessInfo::default();
         let response = match forward::forward(self, req, conn, &mut info).await {
             Ok(r) => r,

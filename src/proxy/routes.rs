@@ -13,6 +13,9 @@ pub struct Route {
     pub upstream: Url,
     pub provider: Option<String>,
     pub strip_prefix: bool,
+    /// A credential route without `allow_browsers`: requests carrying
+    /// Fetch Metadata are refused ([`super::security::check_route`]).
+    pub refuses_browsers: bool,
     /// `scheme://host[:port]` of the upstream.
     origin: String,
     /// The upstream's path without its trailing slash (may be empty).
@@ -42,6 +45,7 @@ impl Route {
             upstream: up.clone(),
             provider: cfg.provider.clone(),
             strip_prefix: cfg.strip_prefix,
+            refuses_browsers: cfg.provider.is_some() && !cfg.allow_browsers,
             origin: format!("{}://{}", up.scheme(), authority),
             base_path: up.path().trim_end_matches('/').to_string(),
             full_base_path: up.path().to_string(),
@@ -140,6 +144,7 @@ mod tests {
             provider: None,
             strip_prefix: strip,
             ca_file: None,
+            allow_browsers: false,
         }
     }
 

@@ -72,6 +72,12 @@ impl Pool {
         timeout: Duration,
         mut body_sent: Option<oneshot::Receiver<()>>,
     ) -> Result<Response<PooledBody>, UpstreamError> {
+        // A request that says `Connection: close` is the last on its
+        // connection (RFC 9112 §9.6), whatever the upstream answers: the
+        // forwarder sends it after a body the upstream may have misread
+        // (CL.0), and whatever else arrives on that connection is no answer
+        // to anyone's next request.
+        let close_after = says_close(req.headers());
         let now = tokio::time::Instant::now();
         let mut deadline = now + timeout;
         loop {
@@ -115,7 +121,8 @@ impl Pool {
             match answer {
                 Ok(response) => {
                     // After a protocol switch the connection is no longer HTTP.
-                    let reusable = response.status() != StatusCode::SWITCHING_PROTOCOLS;
+                    let reusable =
+                        response.status() != StatusCode::SWITCHING_PROTOCOLS && !close_after;
                     let owner = reusable.then(|| (conn, self.clone()));
                     return Ok(response.map(|inner| PooledBody { inner, owner }));
                 }
@@ -175,6 +182,14 @@ impl Pool {
             timer: Box::pin(tokio::time::sleep(Duration::ZERO)),
         })
     }
+}
+
+fn says_close(headers: &http::HeaderMap) -> bool {
+    headers
+        .get_all(http::header::CONNECTION)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+        .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"))
 }
 
 /// An upstream response body that gives its connection back to the pool

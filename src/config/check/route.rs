@@ -73,6 +73,12 @@ impl Checker<'_> {
                 );
             }
         }
+        if r.allow_browsers.is_some() && r.provider.is_none() {
+            self.err(
+                format!("{key}.allow_browsers"),
+                "applies only to routes with a provider (browser requests to a pass-through route are never refused); remove it or add a provider",
+            );
+        }
         let ca_file = r.ca_file.map(|p| self.base_dir.join(p));
         if let Some(path) = &ca_file {
             if !path.is_file() {
@@ -88,6 +94,7 @@ impl Checker<'_> {
             provider: r.provider,
             strip_prefix: r.strip_prefix.unwrap_or(true),
             ca_file,
+            allow_browsers: r.allow_browsers.unwrap_or(false),
         })
     }
 }
