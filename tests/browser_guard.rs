@@ -400,6 +400,12 @@ async fn login_pages_are_navigations_only_and_cannot_be_framed() {
             "{}",
             a.head
         );
+        assert_eq!(
+            a.header("cross-origin-opener-policy"),
+            Some("same-origin"),
+            "{}",
+            a.head
+        );
     }
     // Not as a frame, an image or a script's fetch.
     for request in [

@@ -12,7 +12,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use http::{header, HeaderMap, HeaderValue, StatusCode, Uri, Version};
+use http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode, Uri, Version};
 use rand::Rng;
 use serde::Deserialize;
 use serde_json::json;
@@ -48,10 +48,17 @@ fn own_base(version: Version, uri: &Uri, headers: &HeaderMap, app: &AppState) ->
 
 /// What every answer of the login pages carries: never framed (a page
 /// that frames them could run or overlay them), never cached, no
-/// `Referer` with a token or state to the next site.
+/// `Referer` with a token or state to the next site, and no window handle
+/// for the page that opened them: a page of the proxy's origin (served
+/// through a pass-through route) that opened the login in a popup could
+/// otherwise read the token from the callback's URL fragment.
 pub(super) async fn page_headers(mut response: Response) -> Response {
     let h = response.headers_mut();
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(
+        HeaderName::from_static("cross-origin-opener-policy"),
+        HeaderValue::from_static("same-origin"),
+    );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     h.insert(
         header::REFERRER_POLICY,
