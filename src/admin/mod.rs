@@ -2,12 +2,13 @@
 //! change state take JSON only (a cross-site form post cannot send it
 //! without a preflight, and the Origin check refuses foreign pages).
 //!
-//! Each endpoint has a kind ([`LocalKind`](crate::proxy::security::LocalKind): read-only, operator read,
-//! state-changing, login flow), declared in
-//! [`crate::proxy::security`]'s one list beside the rules it selects: which
-//! browser requests it takes and where the inbound token may be. The
-//! dispatcher's guard applies them before a request gets here. A new
-//! endpoint adds its route below and its kind there.
+//! Each endpoint has a kind
+//! ([`LocalKind`](crate::proxy::security::LocalKind): read-only, operator
+//! read, state-changing, login flow), declared in one list in
+//! [`crate::proxy::security`] beside the rules it selects: which browser
+//! requests it takes and where the inbound token may be. The dispatcher's
+//! guard applies them before a request gets here. A new endpoint adds its
+//! route below and its kind there.
 //!
 //! Health, status and metrics in [`status`]; the browser login flow of
 //! implicit-grant providers in [`login`]; tokens pasted by hand in

@@ -20,7 +20,8 @@ use crate::error::ProxyError;
 /// What a local endpoint does, which decides which clients it takes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LocalKind {
-    /// Says nothing secret (`health`): any client.
+    /// Says nothing secret (`health`; `ready` to come): any client,
+    /// browsers included. (Of these, only `health` needs no inbound token.)
     ReadOnly,
     /// Operators' and scrapers' reads (`status`, `metrics`): the inbound
     /// token is also taken as `Authorization: Bearer` (what Prometheus
@@ -38,7 +39,7 @@ pub enum LocalKind {
 
 /// Every local endpoint's kind, by path below `/_authproxy/`; an entry
 /// ending in `/` stands for one more segment (the provider's name). A new
-/// endpoint adds its line here and its route in [`crate::admin`]; a path
+/// endpoint adds its line here and its route in the admin router; a path
 /// not listed is [`LocalKind::StateChanging`], the strictest kind.
 const LOCAL_ENDPOINTS: &[(&str, LocalKind)] = &[
     ("health", LocalKind::ReadOnly),
