@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use authproxy::secret::Secret;
-use authproxy::store::{RedisOptions, RedisStore, StoreError, StoredToken, TokenStore};
+use authproxy::store::{Owner, RedisOptions, RedisStore, StoreError, StoredToken, TokenStore};
 use serde_json::Value;
 use support::providers::{MockProvider, Style, CLIENT_ID};
 use support::redis_server::RedisServer;
@@ -495,7 +495,7 @@ fn quick() -> RedisOptions {
 }
 
 fn open(redis: &RedisServer, prefix: &str) -> RedisStore {
-    RedisStore::open(&Secret::new(redis.url()), prefix, quick()).unwrap()
+    RedisStore::open(&Secret::new(redis.url()), prefix, None, quick()).unwrap()
 }
 
 fn token(access: &str) -> StoredToken {
@@ -505,7 +505,7 @@ fn token(access: &str) -> StoredToken {
         expires_at: Some(4_000_000_000),
         token_type: None,
         obtained_at: 1,
-        seed_fingerprint: "fp".into(),
+        owner: Owner::Fingerprint("fp".into()),
     }
 }
 

@@ -61,6 +61,8 @@ pub(super) async fn status(State(admin): State<Arc<Admin>>) -> Json<Value> {
         "store": {
             "kind": admin.app.store.describe(),
             "error": admin.app.store.pending_error(),
+            "encrypted": admin.app.store.encrypted(),
+            "warnings": admin.app.store.warnings(),
         },
     }))
 }

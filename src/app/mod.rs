@@ -39,6 +39,9 @@ pub async fn serve(
         header_read_timeout: server.header_read_timeout,
         drain_timeout: server.drain_timeout,
     };
+    // Usually done already (`authproxy run` does it before it says it
+    // listens); then this does nothing.
+    state.upgrade_store_records().await;
     let flusher = tokio::spawn(background::flush_store_periodically(state.clone()));
     let watcher = tokio::spawn(background::follow_shared_store(state.clone()));
     let app = App::new(state.clone(), local);

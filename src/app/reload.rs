@@ -18,16 +18,8 @@ impl AppState {
         let old = self.runtime();
         if old.config.store != config.store {
             return Err(StartupError::StoreChanged {
-                from: format!("{:?}", old.config.store)
-                    .split([' ', '{'])
-                    .next()
-                    .unwrap_or("")
-                    .to_string(),
-                to: format!("{:?}", config.store)
-                    .split([' ', '{'])
-                    .next()
-                    .unwrap_or("")
-                    .to_string(),
+                from: old.config.store.kind().to_string(),
+                to: config.store.kind().to_string(),
             });
         }
         let runtime = build_runtime(

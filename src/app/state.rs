@@ -7,6 +7,7 @@ use arc_swap::ArcSwap;
 
 use super::runtime::{build_runtime, Runtime};
 use crate::config::Config;
+use crate::credentials::Credential;
 use crate::oauth::client::RetryPolicy;
 use crate::oauth::TokenClient;
 use crate::store::{self, StoreError, TokenStore};
@@ -24,7 +25,7 @@ pub enum StartupError {
     TokenClient(String),
     #[error("cannot listen on {addr}: {reason}")]
     Bind { addr: String, reason: String },
-    #[error("store kind changed from `{from}` to `{to}`; a reload cannot move tokens between stores, restart instead")]
+    #[error("[store] changed (kind `{from}` to `{to}`); a reload cannot move tokens between stores or change their encryption key, restart instead")]
     StoreChanged { from: String, to: String },
 }
 
@@ -58,5 +59,17 @@ impl AppState {
     /// The runtime to use for one request.
     pub fn runtime(&self) -> Arc<Runtime> {
         self.runtime.load_full()
+    }
+
+    /// Writes stored records that were taken at start but are in an older
+    /// form again (see `OAuthProvider::upgrade_stored_record`). Once per
+    /// provider; later calls do nothing.
+    pub async fn upgrade_store_records(&self) {
+        let runtime = self.runtime();
+        for credential in runtime.credentials.values() {
+            if let Credential::OAuth2(p) = credential.as_ref() {
+                p.upgrade_stored_record().await;
+            }
+        }
     }
 }

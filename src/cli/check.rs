@@ -31,18 +31,42 @@ pub(super) async fn check(path: &Path, probe: bool) -> ExitCode {
         }
     );
     match &config.store {
-        StoreConfig::File { path } => match crate::store::FileStore::open(path) {
-            Ok(_) => say!(
-                "store file {} (readable or not yet created)",
-                path.display()
-            ),
+        StoreConfig::File {
+            path,
+            encryption_key,
+        } => match crate::store::FileStore::open(path, encryption_key.as_ref()) {
+            Ok(store) => {
+                say!(
+                    "store file {} (readable or not yet created){}",
+                    path.display(),
+                    if encryption_key.is_some() {
+                        "; encrypted"
+                    } else {
+                        ""
+                    }
+                );
+                for warning in crate::store::TokenStore::warnings(&store) {
+                    say!("warning: {warning}");
+                }
+            }
             Err(e) => {
                 eprintln!("authproxy: {e}");
                 return ExitCode::FAILURE;
             }
         },
         StoreConfig::Memory => say!("store memory (tokens are lost on restart)"),
-        StoreConfig::Redis { key_prefix, .. } => say!("store redis (key prefix {key_prefix})"),
+        StoreConfig::Redis {
+            key_prefix,
+            encryption_key,
+            ..
+        } => say!(
+            "store redis (key prefix {key_prefix}){}",
+            if encryption_key.is_some() {
+                "; encrypted"
+            } else {
+                ""
+            }
+        ),
     }
     say!();
     say!("{:<20} {:<28} DETAILS", "PROVIDER", "KIND");

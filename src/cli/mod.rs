@@ -67,6 +67,7 @@ pub enum Command {
 
 /// Entry point used by `main`.
 pub fn main() -> ExitCode {
+    forbid_dumps();
     let cli = Cli::parse();
     // `TOKIO_WORKER_THREADS=1` asks for one thread: the current-thread
     // scheduler does that without the work-stealing machinery (atomics and
@@ -94,6 +95,22 @@ pub fn main() -> ExitCode {
         Command::Check { probe } => runtime.block_on(check::check(&config_path, probe)),
         Command::Demo { listen } => runtime.block_on(demo::demo(&listen, cli.log_format)),
         Command::Health { url } => runtime.block_on(health::health(url, &config_path)),
+    }
+}
+
+/// Makes the process not dumpable, first thing, for every subcommand:
+/// `run` and `demo` hold every secret and token; `check` reads the same
+/// secrets (and `--probe` obtains tokens); `health` holds none but gains
+/// nothing from a core file either, and one rule has no gap. A process
+/// that is not dumpable leaves no core file, and other processes of its
+/// user can neither ptrace it nor read its `/proc/<pid>/mem` or
+/// `environ` (the kernel makes those root's). Only root (CAP_SYS_PTRACE)
+/// still can.
+fn forbid_dumps() {
+    use rustix::process::{set_dumpable_behavior, DumpableBehavior};
+    if let Err(e) = set_dumpable_behavior(DumpableBehavior::NotDumpable) {
+        // Not fatal (e.g. a seccomp filter that refuses prctl): say so.
+        eprintln!("authproxy: warning: cannot make the process non-dumpable ({e}); a core dump would hold its secrets");
     }
 }
 

@@ -35,6 +35,17 @@ pub(super) async fn run(path: &Path, format: LogFormat) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // Records in an older form (fingerprint, plain text while a key is
+    // set) are written again before serving; bounded, since a shared
+    // store may make it wait for another replica's lease (the next
+    // renewal does it then).
+    let upgrade = state.upgrade_store_records();
+    if tokio::time::timeout(std::time::Duration::from_secs(10), upgrade)
+        .await
+        .is_err()
+    {
+        tracing::warn!("stored records not rewritten within 10 s; they are at their next renewal");
+    }
     let addr = listener
         .local_addr()
         .map(|a| a.to_string())

@@ -1,9 +1,18 @@
 //! `${NAME}` (environment variable) and `${file:PATH}` (file content, trailing
 //! newline trimmed) in any string of the config.
 
+use std::io::Read;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
+use zeroize::Zeroizing;
+
 use super::error::KeyError;
+
+/// The most a `${file:…}` may hold. Secrets, keys and PEM bundles are far
+/// smaller; a larger file is a mistake (a log, a disk image) and must not
+/// be read into memory.
+pub const MAX_FILE_BYTES: u64 = 1024 * 1024;
 
 /// Where interpolated values come from; a trait so tests and reloads can use
 /// a fixed environment.
@@ -74,11 +83,10 @@ fn resolve(reference: &str, env: &dyn Env, base_dir: &Path) -> Result<String, In
         return Err(InterpolateError::Empty);
     }
     if let Some(path) = reference.strip_prefix("file:") {
-        let path = path.trim();
-        let full = base_dir.join(path);
-        let content = std::fs::read_to_string(&full).map_err(|e| InterpolateError::File {
+        let full = base_dir.join(path.trim());
+        let content = read_bounded(&full).map_err(|reason| InterpolateError::File {
             path: full.display().to_string(),
-            reason: e.kind().to_string(),
+            reason,
         })?;
         let trimmed = content
             .strip_suffix("\r\n")
@@ -88,6 +96,34 @@ fn resolve(reference: &str, env: &dyn Env, base_dir: &Path) -> Result<String, In
     }
     env.var(reference)
         .ok_or_else(|| InterpolateError::MissingVar(reference.to_string()))
+}
+
+/// A regular file's content, at most [`MAX_FILE_BYTES`]. Opened without
+/// blocking, so a FIFO without a writer does not hang the start; a FIFO or
+/// a device (`/dev/zero` never ends) is refused before anything is read.
+fn read_bounded(path: &Path) -> Result<Zeroizing<String>, String> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
+        .open(path)
+        .map_err(|e| e.kind().to_string())?;
+    let meta = file.metadata().map_err(|e| e.kind().to_string())?;
+    if !meta.is_file() {
+        return Err("not a regular file (a device, FIFO or socket); point it at a file".into());
+    }
+    let mut bytes = Zeroizing::new(Vec::with_capacity(meta.len().min(MAX_FILE_BYTES) as usize));
+    file.take(MAX_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| e.kind().to_string())?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(format!(
+            "larger than 1 MiB ({MAX_FILE_BYTES} bytes), the most a ${{file:...}} may hold"
+        ));
+    }
+    match std::str::from_utf8(&bytes) {
+        Ok(text) => Ok(Zeroizing::new(text.to_string())),
+        Err(_) => Err("not UTF-8 text".into()),
+    }
 }
 
 fn join_key(parent: &str, key: &str) -> String {
@@ -196,5 +232,36 @@ mod tests {
         assert_eq!(out, "s3cret");
         let err = interpolate("${file:missing}", &env(), dir.path(), &mut subs).unwrap_err();
         assert!(err.to_string().contains("missing"));
+    }
+
+    #[test]
+    fn file_reference_is_bounded_and_regular() {
+        let dir = tempfile::tempdir().unwrap();
+        let exact = dir.path().join("exact");
+        std::fs::write(&exact, "x".repeat(MAX_FILE_BYTES as usize)).unwrap();
+        let mut subs = vec![];
+        let out = interpolate("${file:exact}", &env(), dir.path(), &mut subs).unwrap();
+        assert_eq!(out.len() as u64, MAX_FILE_BYTES);
+        // One byte more (a sparse file: nothing written to disk).
+        let big = std::fs::File::create(dir.path().join("big")).unwrap();
+        big.set_len(MAX_FILE_BYTES + 1).unwrap();
+        let err = interpolate("${file:big}", &env(), dir.path(), &mut subs).unwrap_err();
+        assert!(err.to_string().contains("larger than 1 MiB"), "{err}");
+        assert!(err.to_string().contains("big"), "{err}");
+        // Devices: refused before reading (this one would never end).
+        let err = interpolate("${file:/dev/zero}", &env(), dir.path(), &mut subs).unwrap_err();
+        assert!(err.to_string().contains("not a regular file"), "{err}");
+        // A FIFO with no writer: opening it must not block.
+        let fifo = dir.path().join("fifo");
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &fifo,
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+        let err = interpolate("${file:fifo}", &env(), dir.path(), &mut subs).unwrap_err();
+        assert!(err.to_string().contains("not a regular file"), "{err}");
     }
 }

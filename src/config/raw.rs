@@ -1,10 +1,29 @@
 //! The config exactly as written in TOML. Every table rejects unknown keys so
 //! a typo in a credentials proxy never passes silently; the checked
 //! [`super::Config`] is built from these.
+//!
+//! The values are interpolated already (`${…}` holds secrets), so `Debug`
+//! prints which keys are set, never a value.
 
 use std::collections::BTreeMap;
+use std::fmt;
 
 use serde::Deserialize;
+
+/// `Debug` that names the keys a table sets and shows no value.
+macro_rules! keys_only_debug {
+    ($name:ident { $($field:ident),* $(,)? }) => {
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                let mut d = f.debug_struct(stringify!($name));
+                $(if self.$field.is_some() {
+                    d.field(stringify!($field), &format_args!("<set>"));
+                })*
+                d.finish_non_exhaustive()
+            }
+        }
+    };
+}
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -19,7 +38,7 @@ pub struct RawConfig {
     pub routes: Vec<RawRoute>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawServer {
     pub listen: Option<String>,
@@ -38,14 +57,42 @@ pub struct RawServer {
     pub upstream_idle_timeout: Option<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+keys_only_debug!(RawServer {
+    listen,
+    inbound_token,
+    allow_remote_unauthenticated,
+    max_replay_body,
+    upstream_timeout,
+    connect_timeout,
+    drain_timeout,
+    allowed_origins,
+    allowed_hosts,
+    max_header_bytes,
+    max_headers,
+    header_read_timeout,
+    max_request_body,
+    upstream_idle_timeout,
+});
+
+#[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawStore {
     pub kind: Option<String>,
     pub path: Option<String>,
     pub url: Option<String>,
     pub key_prefix: Option<String>,
+    pub encryption_key: Option<String>,
+    pub allow_insecure: Option<bool>,
 }
+
+keys_only_debug!(RawStore {
+    kind,
+    path,
+    url,
+    key_prefix,
+    encryption_key,
+    allow_insecure,
+});
 
 /// Declares [`RawProvider`] and the list of its keys ([`RawProvider::keys`])
 /// from one table, so the checks of which keys a provider type or grant
@@ -55,10 +102,22 @@ macro_rules! raw_provider {
         /// One flat struct for every provider type: which keys are allowed
         /// depends on `type` and `grant`, and the checker says which key does
         /// not belong (a tagged enum would only say "unknown field").
-        #[derive(Debug, Default, Deserialize)]
+        #[derive(Default, Deserialize)]
         #[serde(deny_unknown_fields)]
         pub struct RawProvider {
             $($(#[$meta])* #[serde(rename = $key)] pub $field: Option<$ty>,)*
+        }
+
+        impl fmt::Debug for RawProvider {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                let mut d = f.debug_struct("RawProvider");
+                for (key, set) in self.keys() {
+                    if set {
+                        d.field(key, &format_args!("<set>"));
+                    }
+                }
+                d.finish_non_exhaustive()
+            }
         }
 
         impl RawProvider {
@@ -96,7 +155,7 @@ raw_provider! {
     "token_timeout" => token_timeout: String,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawRoute {
     pub prefix: Option<String>,
@@ -107,3 +166,12 @@ pub struct RawRoute {
     pub ca_file: Option<String>,
     pub allow_browsers: Option<bool>,
 }
+
+keys_only_debug!(RawRoute {
+    prefix,
+    upstream,
+    provider,
+    strip_prefix,
+    allow_http,
+    ca_file,
+});

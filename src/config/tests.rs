@@ -116,7 +116,8 @@ strip_prefix = false
     assert_eq!(
         c.store,
         StoreConfig::File {
-            path: PathBuf::from("/etc/authproxy/state/tokens.json")
+            path: PathBuf::from("/etc/authproxy/state/tokens.json"),
+            encryption_key: None,
         }
     );
     let ProviderKind::Static(s) = &c.providers["ricloud"].kind else {
@@ -269,4 +270,89 @@ fn upstream_host_must_be_sendable() {
 fn needs_a_route() {
     let e = errors("");
     assert_eq!(e[0].key, "routes");
+}
+
+/// The raw structs hold interpolated secrets: a `Debug` print (a stray
+/// `dbg!`, an error that formats them) must not show them.
+#[test]
+fn raw_config_debug_shows_no_secret() {
+    let text = r#"
+[server]
+inbound_token = "inbound-SECRET-0123456789"
+[store]
+kind = "redis"
+url = "redis://:redis-SECRET-pw@127.0.0.1/0"
+[providers.s]
+type = "static"
+headers = { Authorization = "Token static-SECRET-1" }
+[providers.o]
+type = "oauth2"
+grant = "password"
+token_url = "https://id.example/token"
+client_id = "client-SECRET-id"
+client_secret = "client-SECRET-2"
+username = "user-SECRET-3"
+password = "password-SECRET-4"
+refresh_token = "refresh-SECRET-5"
+access_token = "access-SECRET-6"
+extra = { audience = "extra-SECRET-7" }
+[[routes]]
+prefix = "/a/"
+upstream = "https://api.example/"
+provider = "o"
+"#;
+    let raw: raw::RawConfig = toml::from_str(text).unwrap();
+    let printed = format!("{raw:?} {:#?}", raw);
+    assert!(!printed.contains("SECRET"), "{printed}");
+    // Still useful: the keys that were given show.
+    assert!(printed.contains("client_secret"), "{printed}");
+}
+
+#[test]
+fn store_encryption_key_and_redis_tls() {
+    let hex = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+    let mut vars = env();
+    vars.0.insert("KEY".into(), hex.into());
+    let with = |store: &str| {
+        Config::parse(
+            &format!("[store]\n{store}\n{ROUTE}"),
+            Path::new("/etc/authproxy/authproxy.toml"),
+            &vars,
+        )
+    };
+    let StoreConfig::File { encryption_key, .. } =
+        with("encryption_key = \"${KEY}\"").unwrap().store
+    else {
+        panic!()
+    };
+    assert_eq!(encryption_key.unwrap().expose()[1], 0x11);
+    let errs = |store: &str| match with(store) {
+        Err(ConfigError::Keys { errors, .. }) => errors,
+        other => panic!("expected key errors for {store}, got {other:?}"),
+    };
+    let e = errs("encryption_key = \"c2hvcnQ=\"");
+    assert_eq!(e[0].key, "store.encryption_key");
+    assert!(
+        e[0].message.contains("5 bytes") && e[0].message.contains("openssl rand"),
+        "{e:?}"
+    );
+    let e = errs("kind = \"memory\"\nencryption_key = \"${KEY}\"");
+    assert_eq!(e[0].key, "store.encryption_key");
+    assert!(!format!("{e:?}").contains(hex));
+    let e = errs("kind = \"redis\"\nurl = \"redis://10.1.2.3/0\"");
+    assert_eq!(e[0].key, "store.url");
+    assert!(e[0].message.contains("rediss://"), "{e:?}");
+    let e = errs("kind = \"redis\"\nurl = \"redis://[::2]/0\"");
+    assert_eq!(e[0].key, "store.url");
+    for ok in [
+        "kind = \"redis\"\nurl = \"redis://10.1.2.3/0\"\nallow_insecure = true",
+        "kind = \"redis\"\nurl = \"rediss://10.1.2.3/0\"",
+        "kind = \"redis\"\nurl = \"redis://127.0.0.2/0\"",
+        "kind = \"redis\"\nurl = \"redis://[::1]/0\"",
+        "kind = \"redis\"\nurl = \"redis://localhost/0\"",
+    ] {
+        assert!(with(ok).is_ok(), "{ok}");
+    }
+    let e = errs("allow_insecure = true");
+    assert_eq!(e[0].key, "store.allow_insecure");
 }

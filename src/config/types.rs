@@ -12,7 +12,7 @@ use http::HeaderName;
 use url::Url;
 
 pub use crate::oauth::{BodyEncoding, ClientAuth};
-use crate::secret::Secret;
+use crate::secret::{Secret, SecretKey};
 
 /// A checked configuration. Built only by [`Config::load`] / [`Config::parse`].
 #[derive(Debug, Clone, PartialEq)]
@@ -53,9 +53,28 @@ pub struct ServerConfig {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum StoreConfig {
-    File { path: PathBuf },
+    File {
+        path: PathBuf,
+        /// Seals every record (`store.encryption_key`).
+        encryption_key: Option<SecretKey>,
+    },
     Memory,
-    Redis { url: Secret, key_prefix: String },
+    Redis {
+        url: Secret,
+        key_prefix: String,
+        encryption_key: Option<SecretKey>,
+    },
+}
+
+impl StoreConfig {
+    /// `file`, `memory` or `redis`, as written in `store.kind`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            StoreConfig::File { .. } => "file",
+            StoreConfig::Memory => "memory",
+            StoreConfig::Redis { .. } => "redis",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

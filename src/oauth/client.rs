@@ -7,14 +7,17 @@
 
 use std::time::{Duration, SystemTime};
 
+use std::collections::BTreeMap;
+
 use base64::Engine;
 use rand::Rng;
 use url::Url;
+use zeroize::{Zeroize, Zeroizing};
 
 use super::error::TokenError;
 use super::token::{parse_error_answer, parse_token_answer, TokenSet};
 use crate::clock::unix_now;
-use crate::secret::Secret;
+use crate::secret::{Secret, SecretBuf};
 
 /// A grant the token endpoint can run, with what it needs.
 #[derive(Debug, Clone, Copy)]
@@ -168,33 +171,15 @@ impl TokenClient {
         if r.client_auth == ClientAuth::Basic {
             req = req.header(http::header::AUTHORIZATION, basic_auth(r));
         }
-        req = match r.body {
-            BodyEncoding::Json => {
-                let map: serde_json::Map<String, serde_json::Value> = fields
-                    .iter()
-                    .map(|(k, v)| {
-                        (
-                            k.to_string(),
-                            serde_json::Value::String(v.expose().to_string()),
-                        )
-                    })
-                    .collect();
-                req.json(&map)
-            }
-            BodyEncoding::Form => {
-                let pairs: Vec<(&str, &str)> = fields
-                    .iter()
-                    .map(|(k, v)| (k.as_str(), v.expose()))
-                    .collect();
-                let body = serde_urlencoded::to_string(pairs)
-                    .map_err(|_| TokenError::NotConfigured("cannot encode the form body"))?;
-                req.header(
-                    http::header::CONTENT_TYPE,
-                    "application/x-www-form-urlencoded",
-                )
-                .body(body)
-            }
+        // The body holds the secrets: built in a buffer that is zeroed
+        // when reqwest is done with it.
+        let (content_type, body) = match r.body {
+            BodyEncoding::Json => ("application/json", json_body(&fields)),
+            BodyEncoding::Form => ("application/x-www-form-urlencoded", form_body(&fields)),
         };
+        req = req
+            .header(http::header::CONTENT_TYPE, content_type)
+            .body(body.into_bytes());
         let response = req.send().await.map_err(|e| {
             if e.is_timeout() {
                 TokenError::Timeout(r.timeout.as_secs_f64())
@@ -216,7 +201,7 @@ impl TokenClient {
             });
         }
         if !status.is_success() {
-            if let Some(e) = parse_error_answer(status.as_u16(), &body) {
+            if let Some(e) = parse_error_answer(status.as_u16(), body.as_slice()) {
                 return Err(e);
             }
             return Err(TokenError::Status {
@@ -229,16 +214,48 @@ impl TokenClient {
             Grant::Refresh(token) => Some(token),
             _ => None,
         };
-        parse_token_answer(&body, unix_now(), previous_refresh)
+        parse_token_answer(body.as_slice(), unix_now(), previous_refresh)
     }
 }
 
+/// A JSON object of the fields (a later field of the same name wins).
+fn json_body(fields: &[(String, Secret)]) -> SecretBuf {
+    let map: BTreeMap<&str, &str> = fields
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.expose()))
+        .collect();
+    let mut body = SecretBuf::with_capacity(256);
+    serde_json::to_writer(&mut body, &map).expect("strings serialize");
+    body
+}
+
+/// `application/x-www-form-urlencoded` of the fields, in order.
+fn form_body(fields: &[(String, Secret)]) -> SecretBuf {
+    let mut body = SecretBuf::with_capacity(256);
+    for (i, (k, v)) in fields.iter().enumerate() {
+        if i > 0 {
+            body.extend(b"&");
+        }
+        for piece in url::form_urlencoded::byte_serialize(k.as_bytes()) {
+            body.extend(piece.as_bytes());
+        }
+        body.extend(b"=");
+        for piece in url::form_urlencoded::byte_serialize(v.expose().as_bytes()) {
+            body.extend(piece.as_bytes());
+        }
+    }
+    body
+}
+
+/// The answer's body, in a buffer zeroed when dropped (it holds the new
+/// tokens). The chunks hyper hands over are zeroed too when nothing else
+/// shares them.
 async fn read_limited(
     mut response: reqwest::Response,
     limit: usize,
     timeout: Duration,
-) -> Result<Vec<u8>, TokenError> {
-    let mut body = Vec::new();
+) -> Result<SecretBuf, TokenError> {
+    let mut body = SecretBuf::default();
     loop {
         let chunk = tokio::time::timeout(timeout, response.chunk())
             .await
@@ -246,7 +263,10 @@ async fn read_limited(
             .map_err(|e| TokenError::Network(describe_reqwest(&e)))?;
         match chunk {
             Some(c) => {
-                body.extend_from_slice(&c);
+                body.extend(&c);
+                if let Ok(mut owned) = c.try_into_mut() {
+                    owned.as_mut().zeroize();
+                }
                 if body.len() > limit {
                     return Err(TokenError::BadResponse(format!(
                         "answer is larger than {limit} bytes"
@@ -291,15 +311,15 @@ fn grant_fields(r: &TokenRequest<'_>) -> Vec<(String, Secret)> {
 /// RFC 6749 §2.3.1: id and secret are form-url-encoded before Basic encoding.
 fn basic_auth(r: &TokenRequest<'_>) -> http::HeaderValue {
     let enc = |s: Option<&Secret>| {
-        url::form_urlencoded::byte_serialize(s.map(Secret::expose).unwrap_or("").as_bytes())
-            .collect::<String>()
+        Zeroizing::new(
+            url::form_urlencoded::byte_serialize(s.map(Secret::expose).unwrap_or("").as_bytes())
+                .collect::<String>(),
+        )
     };
-    let raw = format!("{}:{}", enc(r.client_id), enc(r.client_secret));
-    let mut value = http::HeaderValue::from_str(&format!(
-        "Basic {}",
-        base64::engine::general_purpose::STANDARD.encode(raw)
-    ))
-    .expect("base64 is a valid header value");
+    let raw = Zeroizing::new(format!("{}:{}", *enc(r.client_id), *enc(r.client_secret)));
+    let encoded = Zeroizing::new(base64::engine::general_purpose::STANDARD.encode(&*raw));
+    let text = Zeroizing::new(format!("Basic {}", *encoded));
+    let mut value = http::HeaderValue::from_str(&text).expect("base64 is a valid header value");
     value.set_sensitive(true);
     value
 }

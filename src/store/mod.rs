@@ -2,52 +2,148 @@
 //! the in-memory store and the shared Redis store are interchangeable.
 
 mod file;
+mod folder;
 mod memory;
+mod record;
 mod redis;
+mod seal;
 
 use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
-use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use zeroize::Zeroize;
 
 pub use file::FileStore;
 pub use memory::MemoryStore;
 pub use redis::{RedisOptions, RedisStore};
+pub use seal::FingerprintKey;
 
 use crate::config::StoreConfig;
 use crate::oauth::TokenSet;
 use crate::secret::Secret;
 
-/// One provider's tokens as written to the store.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// Whose tokens a record holds: a digest of the provider's identity and
+/// seeds in the config (grant, token URL, client id, username, password,
+/// scope, seed tokens). Kept in memory only: it is an unsalted hash of a
+/// password. What a store writes is [`FingerprintKey::fingerprint`] of it,
+/// keyed with a random key of that store.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Identity([u8; 32]);
+
+impl Identity {
+    /// The digest of these identity fields (in a fixed order).
+    pub fn of(fields: &[&str]) -> Identity {
+        let mut hasher = Sha256::new();
+        hasher.update(b"authproxy-seed-v1\0");
+        for (i, field) in fields.iter().enumerate() {
+            if i > 0 {
+                hasher.update("\u{1f}".as_bytes());
+            }
+            hasher.update(field.as_bytes());
+        }
+        Identity(hasher.finalize().into())
+    }
+
+    pub(crate) fn digest(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// The fingerprint versions up to 0.1 stored: the digest itself, in
+    /// hex (unsalted, so a reader of the store could test guesses of the
+    /// password against it). Only compared with, never written.
+    fn legacy_fingerprint(&self) -> String {
+        self.0.iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+impl Drop for Identity {
+    fn drop(&mut self) {
+        self.0.zeroize();
+    }
+}
+
+impl std::fmt::Debug for Identity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Identity([redacted])")
+    }
+}
+
+/// Who a record belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Owner {
+    /// Made by this process: the store writes the keyed fingerprint of it.
+    Identity(Identity),
+    /// Read from a store: the fingerprint as written there.
+    Fingerprint(String),
+}
+
+/// How a stored record relates to a provider's identity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OwnerMatch {
+    /// Written for this identity.
+    Same,
+    /// Written for this identity by an older version (unkeyed
+    /// fingerprint): use it, and write it again in the current form.
+    Legacy,
+    /// Another identity, or seeds that changed since: not ours.
+    Other,
+}
+
+/// One provider's tokens as kept in a store.
+#[derive(Debug, Clone, PartialEq)]
 pub struct StoredToken {
     /// Absent when only a refresh token is known (a seed not yet used).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub access_token: Option<Secret>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refresh_token: Option<Secret>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_type: Option<String>,
-    #[serde(default)]
     pub obtained_at: u64,
-    /// Fingerprint of the provider's identity and seeds in the config when
-    /// this was written; a different one at start means the config changed
-    /// and its seeds win.
-    pub seed_fingerprint: String,
+    /// Whose tokens these are; a record of another identity (or of seeds
+    /// that changed in the config since) is not used: the config's seeds win.
+    pub owner: Owner,
 }
 
 impl StoredToken {
-    pub fn new(token: &TokenSet, seed_fingerprint: &str) -> Self {
+    pub fn new(token: &TokenSet, identity: &Identity) -> Self {
         StoredToken {
             access_token: Some(token.access_token.clone()),
             refresh_token: token.refresh_token.clone(),
             expires_at: token.expires_at,
             token_type: token.token_type.clone(),
             obtained_at: token.obtained_at,
-            seed_fingerprint: seed_fingerprint.to_string(),
+            owner: Owner::Identity(identity.clone()),
         }
+    }
+
+    /// Whether this record belongs to `identity`; `key` is the store's
+    /// fingerprint key (see [`TokenStore::fingerprint_key`]).
+    pub fn owner_match(&self, identity: &Identity, key: Option<&FingerprintKey>) -> OwnerMatch {
+        match &self.owner {
+            Owner::Identity(i) if i == identity => OwnerMatch::Same,
+            Owner::Identity(_) => OwnerMatch::Other,
+            Owner::Fingerprint(stored) => {
+                let stored = stored.as_bytes();
+                if key.is_some_and(|k| bool::from(k.fingerprint(identity).as_bytes().ct_eq(stored)))
+                {
+                    OwnerMatch::Same
+                } else if bool::from(identity.legacy_fingerprint().as_bytes().ct_eq(stored)) {
+                    OwnerMatch::Legacy
+                } else {
+                    OwnerMatch::Other
+                }
+            }
+        }
+    }
+
+    /// The same tokens and times (whoever they are recorded for).
+    pub fn same_tokens(&self, other: &StoredToken) -> bool {
+        self.access_token == other.access_token
+            && self.refresh_token == other.refresh_token
+            && self.expires_at == other.expires_at
+            && self.token_type == other.token_type
+            && self.obtained_at == other.obtained_at
     }
 }
 
@@ -62,6 +158,13 @@ pub enum StoreError {
     Write { path: String, reason: String },
     #[error("token store kind `{0}` is not available in this build")]
     Unsupported(&'static str),
+    /// The store's folder lets others replace the tokens.
+    #[error("{0}")]
+    Unsafe(String),
+    /// The store is encrypted and the configured key does not open it, or
+    /// no key is configured. Names the store, never a key.
+    #[error("{0}")]
+    Key(String),
     /// A shared store cannot be reached (e.g. Redis down).
     #[error("shared token store unavailable: {0}")]
     Unavailable(String),
@@ -124,17 +227,50 @@ pub trait TokenStore: Send + Sync {
     fn subscribe(&self) -> Option<tokio::sync::broadcast::Receiver<String>> {
         None
     }
+
+    /// The key the store's identity fingerprints are made with, once known
+    /// (a shared store learns it when it first reaches its server).
+    fn fingerprint_key(&self) -> Option<FingerprintKey> {
+        None
+    }
+
+    /// Whether the provider's record is not yet in the form this store
+    /// writes (in plain text while a key is set): it is written again at
+    /// start (see `OAuthProvider::upgrade_stored_record`).
+    fn needs_rewrite(&self, _provider: &str) -> bool {
+        false
+    }
+
+    /// Whether the tokens are encrypted at rest (every record, as far as
+    /// this process knows).
+    fn encrypted(&self) -> bool {
+        false
+    }
+
+    /// Problems worth an operator's attention that do not stop the proxy
+    /// (a group-writable store folder), for the log and status.
+    fn warnings(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// Opens the store the config asks for. The Redis store needs to be
 /// opened inside a Tokio runtime (it starts background tasks).
 pub fn open(cfg: &StoreConfig) -> Result<Arc<dyn TokenStore>, StoreError> {
     match cfg {
-        StoreConfig::File { path } => Ok(Arc::new(FileStore::open(path)?)),
+        StoreConfig::File {
+            path,
+            encryption_key,
+        } => Ok(Arc::new(FileStore::open(path, encryption_key.as_ref())?)),
         StoreConfig::Memory => Ok(Arc::new(MemoryStore::default())),
-        StoreConfig::Redis { url, key_prefix } => Ok(Arc::new(RedisStore::open(
+        StoreConfig::Redis {
             url,
             key_prefix,
+            encryption_key,
+        } => Ok(Arc::new(RedisStore::open(
+            url,
+            key_prefix,
+            encryption_key.as_ref(),
             RedisOptions::default(),
         )?)),
     }

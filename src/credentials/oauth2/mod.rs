@@ -3,12 +3,13 @@
 //! and durable hand-off of every new token to the store.
 //!
 //! Split by concern: the token in use ([`state`]), single-flight renewal
-//! and hand-off to the store ([`renew`]), and what `/_authproxy/status`
-//! shows ([`status`]).
+//! and hand-off to the store ([`renew`]), what `/_authproxy/status`
+//! shows ([`status`]), and stored records in an older form ([`upgrade`]).
 
 mod renew;
 mod state;
 mod status;
+mod upgrade;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -21,7 +22,7 @@ use crate::config::{Grant, OAuth2Config};
 use crate::oauth::token::jwt_exp;
 use crate::oauth::{self, TokenClient, TokenError, TokenRequest, TokenSet};
 use crate::secret::Secret;
-use crate::store::TokenStore;
+use crate::store::{Identity, OwnerMatch, TokenStore};
 use crate::telemetry::metrics::Metrics;
 
 use renew::Failure;
@@ -76,7 +77,12 @@ pub enum CredentialError {
 pub struct OAuthProvider {
     name: String,
     cfg: OAuth2Config,
-    fingerprint: String,
+    /// Whose tokens this provider's are (see [`Identity`]).
+    identity: Identity,
+    /// The stored record was taken at start but is not in the current
+    /// form (older fingerprint, or plain text while a key is set): see
+    /// [`OAuthProvider::upgrade_stored_record`].
+    upgrade_pending: AtomicBool,
     client: TokenClient,
     store: Arc<dyn TokenStore>,
     metrics: Arc<Metrics>,
@@ -105,10 +111,11 @@ impl OAuthProvider {
         metrics: Arc<Metrics>,
         login_url: String,
     ) -> OAuthProvider {
-        let fingerprint = identity_fingerprint(&cfg);
+        let identity = identity_of(&cfg);
         let provider = OAuthProvider {
             name: name.to_string(),
-            fingerprint,
+            identity,
+            upgrade_pending: AtomicBool::new(false),
             client,
             store,
             metrics,
@@ -122,9 +129,24 @@ impl OAuthProvider {
             stats: Mutex::new(RenewalStats::default()),
             cfg,
         };
-        let initial = match provider.store.load(name) {
-            Some(stored) if stored.seed_fingerprint == provider.fingerprint => {
+        let key = provider.store.fingerprint_key();
+        let stored = provider
+            .store
+            .load(name)
+            .map(|s| (s.owner_match(&provider.identity, key.as_ref()), s));
+        let initial = match stored {
+            Some((owner @ (OwnerMatch::Same | OwnerMatch::Legacy), stored)) => {
                 tracing::info!(provider = name, "using tokens from the store");
+                if owner == OwnerMatch::Legacy {
+                    // An older version wrote it. Its tokens are ours (the
+                    // refresh token may be newer than the config's seed,
+                    // which was then spent): keep them, write the record
+                    // again in the current form.
+                    tracing::info!(provider = name, "the stored record is from an older version (unkeyed fingerprint); it is written again with a keyed one");
+                }
+                if owner == OwnerMatch::Legacy || provider.store.needs_rewrite(name) {
+                    provider.upgrade_pending.store(true, Ordering::Release);
+                }
                 Some((
                     stored.access_token,
                     stored.refresh_token,
@@ -365,22 +387,26 @@ fn token_request<'a>(
 }
 
 /// Covers everything that decides whose tokens these are: if any of it
-/// changes in the config, stored tokens are not used.
-fn identity_fingerprint(cfg: &OAuth2Config) -> String {
-    let opt = |s: &Option<Secret>| s.as_ref().map(Secret::expose).unwrap_or("").to_string();
-    let joined = [
-        cfg.grant.as_str().to_string(),
-        cfg.token_url
-            .as_ref()
-            .map(|u| u.to_string())
-            .unwrap_or_default(),
+/// changes in the config, stored tokens are not used. (The order and the
+/// fields are those of every version so far: records written by older
+/// versions are recognised.)
+fn identity_of(cfg: &OAuth2Config) -> Identity {
+    fn opt(s: &Option<Secret>) -> &str {
+        s.as_ref().map(Secret::expose).unwrap_or("")
+    }
+    let token_url = cfg
+        .token_url
+        .as_ref()
+        .map(|u| u.to_string())
+        .unwrap_or_default();
+    Identity::of(&[
+        cfg.grant.as_str(),
+        &token_url,
         opt(&cfg.client_id),
         opt(&cfg.username),
         opt(&cfg.password),
-        cfg.scope.clone().unwrap_or_default(),
+        cfg.scope.as_deref().unwrap_or(""),
         opt(&cfg.seed_refresh_token),
         opt(&cfg.seed_access_token),
-    ]
-    .join("\u{1f}");
-    Secret::new(joined).fingerprint()
+    ])
 }

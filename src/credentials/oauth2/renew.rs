@@ -13,7 +13,7 @@ use crate::clock::unix_now;
 use crate::config::Grant;
 use crate::oauth::{TokenError, TokenSet};
 use crate::secret::Secret;
-use crate::store::{RenewalLease, StoredToken};
+use crate::store::{OwnerMatch, RenewalLease, StoredToken};
 use crate::telemetry::metrics::{ReauthLabels, TokenLabels};
 
 /// A failed renewal remembered so waiters and the next few requests get the
@@ -279,7 +279,7 @@ impl OAuthProvider {
         set: TokenSet,
         lease: Option<&mut Box<dyn RenewalLease>>,
     ) -> Arc<TokenState> {
-        let record = StoredToken::new(&set, &self.fingerprint);
+        let record = StoredToken::new(&set, &self.identity);
         let saved = match lease {
             Some(lease) => lease.save(record).await,
             None => self.store.save(&self.name, record).await,
@@ -314,7 +314,8 @@ impl OAuthProvider {
                 return None;
             }
         };
-        if record.seed_fingerprint != self.fingerprint {
+        let key = self.store.fingerprint_key();
+        if record.owner_match(&self.identity, key.as_ref()) == OwnerMatch::Other {
             return None;
         }
         let cur = self.current.load_full();
@@ -402,7 +403,7 @@ mod tests {
     use crate::oauth::client::RetryPolicy;
     use crate::oauth::TokenClient;
     use crate::secret::Secret;
-    use crate::store::{MemoryStore, StoredToken, TokenStore};
+    use crate::store::{MemoryStore, Owner, StoredToken, TokenStore};
     use crate::telemetry::Metrics;
 
     fn provider(store: Arc<MemoryStore>) -> OAuthProvider {
@@ -447,7 +448,7 @@ mod tests {
             expires_at: None,
             token_type: None,
             obtained_at: 0,
-            seed_fingerprint: p.fingerprint.clone(),
+            owner: Owner::Identity(p.identity.clone()),
         };
         store.save("p", theirs).await.unwrap();
         // Before the fix this waited for the lock held above, forever:

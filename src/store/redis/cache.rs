@@ -6,9 +6,29 @@ use std::sync::Arc;
 
 use ::redis::aio::ConnectionLike;
 use ::redis::RedisResult;
+use zeroize::Zeroizing;
 
+use super::keys::INIT_KEYS;
 use super::{glob_escape, scrub, Shared};
+use crate::store::record::{Codec, Decoded, RecordError};
 use crate::store::{StoreError, StoredToken};
+
+/// Why the first read at start failed.
+pub(super) enum FillError {
+    /// Redis did not answer: start anyway, take the tokens over later.
+    Unreachable(String),
+    /// Redis answered, and what it holds must not be used or replaced with
+    /// this config (another encryption key, or none): refuse to start.
+    Fatal(StoreError),
+}
+
+/// One record as read by [`read_all`].
+pub(super) struct ReadRecord {
+    pub(super) provider: String,
+    pub(super) key: String,
+    pub(super) version: u64,
+    pub(super) record: Result<Decoded, RecordError>,
+}
 
 /// One provider's record as this replica last saw or wrote it.
 #[derive(Clone)]
@@ -37,7 +57,7 @@ impl Shared {
         let mut cache = self.cache.lock().unwrap();
         match cache.get_mut(provider) {
             Some(c) if c.version > version => false,
-            Some(c) if c.version == version && c.token == token => {
+            Some(c) if c.version == version && c.token.same_tokens(&token) => {
                 c.dirty = false;
                 false
             }
@@ -88,34 +108,69 @@ impl Shared {
         );
     }
 
-    pub(super) fn initial_fill(self: &Arc<Self>) -> Result<usize, String> {
+    pub(super) fn initial_fill(self: &Arc<Self>) -> Result<usize, FillError> {
         // `open` is synchronous (it runs once, before serving) but the
         // client is async: read on a helper thread with its own runtime.
-        let client = self.client.clone();
-        let prefix = self.prefix.clone();
+        let me = self.clone();
         let timeout = self.opts.op_timeout;
         let read = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| FillError::Unreachable(e.to_string()))?;
             rt.block_on(async {
                 let attempt = async {
-                    let mut conn = client.get_multiplexed_async_connection().await?;
-                    read_all(&mut conn, &prefix).await
+                    let mut conn = me.client.get_multiplexed_async_connection().await?;
+                    let (fresh, check) = me.init_args();
+                    let (fp, kc): (String, String) = INIT_KEYS
+                        .key(me.fingerprint_key_name())
+                        .key(me.key_check_name())
+                        .arg(fresh)
+                        .arg(check)
+                        .invoke_async(&mut conn)
+                        .await?;
+                    let codec = match me.adopt_keys(&fp, &kc) {
+                        Ok(codec) => codec,
+                        Err(e) => return Ok(Err(FillError::Fatal(e))),
+                    };
+                    read_all(&mut conn, &me.prefix, &codec).await.map(Ok)
                 };
                 match tokio::time::timeout(timeout * 2, attempt).await {
-                    Ok(r) => r.map_err(|e| e.to_string()),
-                    Err(_) => Err(format!("no answer within {:.0?}", timeout * 2)),
+                    Ok(Ok(r)) => r,
+                    Ok(Err(e)) => Err(FillError::Unreachable(e.to_string())),
+                    Err(_) => Err(FillError::Unreachable(format!(
+                        "no answer within {:.0?}",
+                        timeout * 2
+                    ))),
                 }
             })
         })
         .join()
-        .unwrap_or_else(|_| Err("reader thread panicked".into()));
-        let records = read.map_err(|e| scrub(&e, &self.redact))?;
-        let n = records.len();
-        for (provider, version, token) in records {
-            self.remember_read(&provider, version, token);
+        .unwrap_or_else(|_| Err(FillError::Unreachable("reader thread panicked".into())));
+        let records = read.map_err(|e| match e {
+            FillError::Unreachable(why) => FillError::Unreachable(scrub(&why, &self.redact)),
+            fatal => fatal,
+        })?;
+        let mut n = 0;
+        for r in records {
+            match r.record {
+                Ok(decoded) => {
+                    self.note_form(&r.provider, decoded.sealed);
+                    self.remember_read(&r.provider, r.version, decoded.token);
+                    n += 1;
+                }
+                Err(e @ (RecordError::NoKey | RecordError::WontOpen)) => {
+                    return Err(FillError::Fatal(StoreError::Key(format!(
+                        "the record of provider {} in {} (key {}): {e}; nothing in Redis was changed",
+                        r.provider,
+                        self.describe(),
+                        r.key
+                    ))))
+                }
+                Err(e) => {
+                    tracing::error!(key = r.key, error = %e, "redis holds a token record that does not parse; ignoring it")
+                }
+            }
         }
         Ok(n)
     }
@@ -125,26 +180,37 @@ impl Shared {
         &self,
         provider: &str,
     ) -> Result<Option<(u64, StoredToken)>, StoreError> {
+        let codec = self.codec().await?;
         let key = self.token_key(provider);
-        let raw: (Option<String>, Option<u64>) = self
+        let raw: (Option<Zeroizing<String>>, Option<u64>) = self
             .call(|mut c| {
                 let key = key.clone();
                 async move {
-                    ::redis::cmd("HMGET")
+                    let (json, version): (Option<String>, Option<u64>) = ::redis::cmd("HMGET")
                         .arg(&key)
                         .arg("token")
                         .arg("version")
                         .query_async(&mut c)
-                        .await
+                        .await?;
+                    Ok((json.map(Zeroizing::new), version))
                 }
             })
             .await?;
         match raw {
-            (Some(json), version) => match serde_json::from_str::<StoredToken>(&json) {
-                Ok(token) => Ok(Some((version.unwrap_or(0), token))),
+            (Some(json), version) => match codec.decode(json.as_bytes(), &key) {
+                Ok(decoded) => {
+                    self.note_form(provider, decoded.sealed);
+                    Ok(Some((version.unwrap_or(0), decoded.token)))
+                }
+                Err(e @ (RecordError::NoKey | RecordError::WontOpen)) => {
+                    Err(StoreError::Key(format!(
+                        "the record of provider {provider} in {} (key {key}): {e}",
+                        self.describe()
+                    )))
+                }
                 Err(e) => Err(StoreError::Corrupt {
                     path: format!("redis {} key {key}", self.endpoint),
-                    reason: format!("not a token record ({:?} error)", e.classify()),
+                    reason: e.to_string(),
                 }),
             },
             (None, _) => Ok(None),
@@ -152,12 +218,13 @@ impl Shared {
     }
 }
 
-/// Every `{prefix}token:*` record: (provider, version, token). Records
-/// that do not parse are skipped with an error in the log.
+/// Every `{prefix}token:*` record, decoded with `codec` (a record that
+/// does not decode is returned as such: the caller decides).
 pub(super) async fn read_all<C: ConnectionLike + Send>(
     conn: &mut C,
     prefix: &str,
-) -> RedisResult<Vec<(String, u64, StoredToken)>> {
+    codec: &Codec,
+) -> RedisResult<Vec<ReadRecord>> {
     let key_prefix = format!("{prefix}token:");
     let pattern = format!("{}*", glob_escape(&key_prefix));
     let mut keys = BTreeSet::new();
@@ -190,13 +257,15 @@ pub(super) async fn read_all<C: ConnectionLike + Send>(
             .arg("version")
             .query_async(conn)
             .await?;
-        let Some(json) = json else { continue };
-        match serde_json::from_str::<StoredToken>(&json) {
-            Ok(token) => out.push((provider.to_string(), version.unwrap_or(0), token)),
-            Err(e) => {
-                tracing::error!(key, error = ?e.classify(), "redis holds a token record that does not parse; ignoring it")
-            }
-        }
+        let Some(json) = json.map(Zeroizing::new) else {
+            continue;
+        };
+        out.push(ReadRecord {
+            provider: provider.to_string(),
+            record: codec.decode(json.as_bytes(), &key),
+            key,
+            version: version.unwrap_or(0),
+        });
     }
     Ok(out)
 }

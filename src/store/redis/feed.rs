@@ -36,13 +36,27 @@ impl Shared {
     /// did not listen, and write back what only we have (Redis restarted
     /// empty, or our own write failed).
     pub(super) async fn resync(&self) -> Result<(), StoreError> {
+        let codec = self.codec().await?;
         let prefix = self.prefix.clone();
+        let reader = codec.clone();
         let stored = self
-            .call(|mut c| async move { read_all(&mut c, &prefix).await })
+            .call(|mut c| async move { read_all(&mut c, &prefix, &reader).await })
             .await?;
         let mut seen = BTreeSet::new();
-        for (provider, version, token) in stored {
-            seen.insert(provider.clone());
+        for r in stored {
+            // Never written over, even when it cannot be read here.
+            seen.insert(r.provider.clone());
+            let (provider, version) = (r.provider, r.version);
+            let token = match r.record {
+                Ok(decoded) => {
+                    self.note_form(&provider, decoded.sealed);
+                    decoded.token
+                }
+                Err(e) => {
+                    tracing::error!(key = r.key, error = %e, "cannot read a token record in redis; leaving it as it is");
+                    continue;
+                }
+            };
             let ours = self.cache.lock().unwrap().get(&provider).cloned();
             match ours {
                 Some(c) if c.version > version => self.restore(&provider, c).await?,
@@ -72,8 +86,9 @@ impl Shared {
     /// Writes a cached record back unless Redis has a newer one, which is
     /// then taken over instead.
     pub(super) async fn restore(&self, provider: &str, cached: Cached) -> Result<(), StoreError> {
-        let json = serde_json::to_string(&cached.token).expect("token record serialises");
+        let codec = self.codec().await?;
         let key = self.token_key(provider);
+        let json = codec.encode(&cached.token, &key);
         let channel = self.channel();
         let name = provider.to_string();
         let version = cached.version;
@@ -81,7 +96,7 @@ impl Shared {
             .call(|mut c| async move {
                 RESTORE
                     .key(key)
-                    .arg(json)
+                    .arg(json.as_slice())
                     .arg(version)
                     .arg(channel)
                     .arg(name)
@@ -90,6 +105,7 @@ impl Shared {
             })
             .await?;
         if answer == 0 {
+            self.note_form(provider, codec.sealer.is_some());
             if let Some(c) = self.cache.lock().unwrap().get_mut(provider) {
                 if c.version == version {
                     c.dirty = false;

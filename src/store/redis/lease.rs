@@ -17,6 +17,9 @@ pub(super) async fn acquire(
     s: &Arc<Shared>,
     provider: &str,
 ) -> Result<Box<dyn RenewalLease>, StoreError> {
+    // The keys first: a replica whose encryption key does not fit the
+    // store must not renew (it could not write the result).
+    s.codec().await?;
     let owner = random_owner();
     let lock = s.lock_key(provider);
     let key = s.token_key(provider);
@@ -160,8 +163,15 @@ impl RenewalLease for RedisLease {
     fn save(&mut self, token: StoredToken) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(async move {
             let s = &self.shared;
-            let json = serde_json::to_string(&token).expect("token record serialises");
             let key = s.token_key(&self.provider);
+            let codec = match s.codec().await {
+                Ok(codec) => codec,
+                Err(e) => {
+                    s.remember_dirty(&self.provider, self.version_at_take + 1, token);
+                    return Err(e);
+                }
+            };
+            let json = codec.encode(&token, &key);
             let lock = s.lock_key(&self.provider);
             let floor = s.cached_version(&self.provider);
             let owner = self.owner.clone();
@@ -173,7 +183,7 @@ impl RenewalLease for RedisLease {
                     FENCED_SAVE
                         .key(key)
                         .key(lock)
-                        .arg(json)
+                        .arg(json.as_slice())
                         .arg(floor)
                         .arg(owner)
                         .arg(at_take)
@@ -196,6 +206,7 @@ impl RenewalLease for RedisLease {
                 }
                 Ok(version) => {
                     s.remember_written(&self.provider, version, token);
+                    s.note_form(&self.provider, codec.sealer.is_some());
                     Ok(())
                 }
                 Err(e) => {

@@ -9,6 +9,9 @@
 //!   value owned by one replica, extended while its renewal is in flight.
 //! - `{prefix}changes`: a pub/sub channel; every write publishes the
 //!   provider's name so the other replicas take the new token over.
+//! - `{prefix}fingerprint_key`, `{prefix}key_check`: see [`keys`]. With
+//!   `store.encryption_key`, `token` holds `{"sealed": …}`, sealed to the
+//!   record's key name (see [`crate::store::record`]).
 //!
 //! Requests never touch Redis: [`TokenStore::load`] answers from a local
 //! cache, filled at start, updated on every write and on every change
@@ -26,14 +29,16 @@
 //!
 //! Here the store itself (opening, the [`TokenStore`] side); the Lua
 //! scripts in [`scripts`], the local cache and reading records in
-//! [`cache`], the change feed in [`feed`], the renewal lock in [`lease`].
+//! [`cache`], the change feed in [`feed`], the renewal lock in [`lease`],
+//! the store-wide keys in [`keys`].
 
 mod cache;
 mod feed;
+mod keys;
 mod lease;
 mod scripts;
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -45,9 +50,10 @@ use ::redis::{Client, RedisResult};
 use futures_util::future::BoxFuture;
 use tokio::sync::broadcast;
 
-use super::{RenewalLease, StoreError, StoredToken, TokenStore};
-use crate::secret::Secret;
+use super::{FingerprintKey, RenewalLease, StoreError, StoredToken, TokenStore};
+use crate::secret::{Secret, SecretKey};
 use cache::Cached;
+use keys::Keys;
 use scripts::SAVE;
 
 /// Timings of the Redis store. The defaults suit production; tests that
@@ -99,6 +105,13 @@ struct Shared {
     command_error: Mutex<Option<String>>,
     changes: broadcast::Sender<String>,
     follower_started: AtomicBool,
+    /// `store.encryption_key`, if set.
+    encryption_key: Option<SecretKey>,
+    /// The store-wide keys, once read from Redis.
+    keys: Mutex<Keys>,
+    /// Providers whose record in Redis is in plain text although a key is
+    /// set: written again, sealed, at start.
+    plain: Mutex<BTreeSet<String>>,
 }
 
 impl RedisStore {
@@ -106,8 +119,15 @@ impl RedisStore {
     /// called inside a Tokio runtime. A Redis that cannot be reached is
     /// not an error: the proxy starts with the config's seeds, says so
     /// loudly, and takes the stored tokens over once Redis answers (see
-    /// [`TokenStore::subscribe`]); an invalid URL is.
-    pub fn open(url: &Secret, key_prefix: &str, opts: RedisOptions) -> Result<Self, StoreError> {
+    /// [`TokenStore::subscribe`]); an invalid URL is, and so is a store
+    /// that the encryption key does not fit (or that is encrypted while no
+    /// key is set).
+    pub fn open(
+        url: &Secret,
+        key_prefix: &str,
+        encryption_key: Option<&SecretKey>,
+        opts: RedisOptions,
+    ) -> Result<Self, StoreError> {
         let (endpoint, tls, redact) = describe_url(url.expose());
         let bad_url = |reason: String| StoreError::Read {
             path: format!("redis {endpoint}"),
@@ -134,12 +154,16 @@ impl RedisStore {
             command_error: Mutex::new(None),
             changes,
             follower_started: AtomicBool::new(false),
+            encryption_key: encryption_key.cloned(),
+            keys: Mutex::new(Keys::Unknown),
+            plain: Mutex::new(BTreeSet::new()),
         });
         match shared.initial_fill() {
             Ok(n) => {
                 tracing::info!(store = %shared.describe(), tokens = n, "connected to the shared token store")
             }
-            Err(e) => {
+            Err(cache::FillError::Fatal(e)) => return Err(e),
+            Err(cache::FillError::Unreachable(e)) => {
                 tracing::error!(
                     store = %shared.describe(),
                     error = %e,
@@ -311,15 +335,22 @@ impl TokenStore for RedisStore {
     ) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(async move {
             let s = &self.shared;
-            let json = serde_json::to_string(&token).expect("token record serialises");
             let key = s.token_key(provider);
             let floor = s.cached_version(provider);
+            let codec = match s.codec().await {
+                Ok(codec) => codec,
+                Err(e) => {
+                    s.remember_dirty(provider, floor + 1, token);
+                    return Err(e);
+                }
+            };
+            let json = codec.encode(&token, &key);
             let channel = s.channel();
             let name = provider.to_string();
             let written: Result<u64, StoreError> = s
                 .call(|mut c| async move {
                     SAVE.key(key)
-                        .arg(json)
+                        .arg(json.as_slice())
                         .arg(floor)
                         .arg(channel)
                         .arg(name)
@@ -330,6 +361,7 @@ impl TokenStore for RedisStore {
             match written {
                 Ok(version) => {
                     s.remember_written(provider, version, token);
+                    s.note_form(provider, codec.sealer.is_some());
                     Ok(())
                 }
                 Err(e) => {
@@ -368,6 +400,9 @@ impl TokenStore for RedisStore {
 
     fn pending_error(&self) -> Option<String> {
         let s = &self.shared;
+        if let Keys::Refused(why) = &*s.keys.lock().unwrap() {
+            return Some(why.clone());
+        }
         if let Some(e) = s.link_error.lock().unwrap().clone() {
             return Some(e);
         }
@@ -425,6 +460,24 @@ impl TokenStore for RedisStore {
         let receiver = self.shared.changes.subscribe();
         self.shared.start_follower();
         Some(receiver)
+    }
+
+    fn fingerprint_key(&self) -> Option<FingerprintKey> {
+        match &*self.shared.keys.lock().unwrap() {
+            Keys::Ready(codec) => Some(codec.fingerprint.clone()),
+            _ => None,
+        }
+    }
+
+    fn needs_rewrite(&self, provider: &str) -> bool {
+        self.shared.plain.lock().unwrap().contains(provider)
+    }
+
+    fn encrypted(&self) -> bool {
+        let s = &self.shared;
+        s.encryption_key.is_some()
+            && s.plain.lock().unwrap().is_empty()
+            && !matches!(*s.keys.lock().unwrap(), Keys::Refused(_))
     }
 }
 
