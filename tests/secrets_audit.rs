@@ -14,6 +14,9 @@ const PAIR_PASSWORD: &str = "pair-SECRET-rips-plain-66";
 const SEED: &str = "seed-SECRET-onecloud-77";
 const PASTED: &str = "pasted-SECRET-ready-88";
 const WRONG_PASSWORD: &str = "wrong-SECRET-password-99";
+/// The store's encryption key (base64 of 32 bytes); in the store's file
+/// only as what it seals.
+const STORE_KEY: &str = "c3RvcmUta2V5LVNFQ1JFVC0wMTIzNDU2Nzg5YWJjZGU=";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_secret_reaches_any_output() {
@@ -29,6 +32,8 @@ async fn no_secret_reaches_any_output() {
 [server]
 listen = "127.0.0.1:0"
 inbound_token = "${{INBOUND}}"
+[store]
+encryption_key = "${{file:store.key}}"
 [providers.ricloud]
 type = "static"
 headers = {{ Authorization = "Token ${{STATIC_TOKEN}}" }}
@@ -115,6 +120,7 @@ provider = "ricloud"
     );
     let path = dir.path().join("authproxy.toml");
     std::fs::write(&path, config).unwrap();
+    std::fs::write(dir.path().join("store.key"), format!("{STORE_KEY}\n")).unwrap();
     let env = [
         ("INBOUND", INBOUND),
         ("STATIC_TOKEN", STATIC_TOKEN),
@@ -226,6 +232,7 @@ provider = "ricloud"
         WRONG_PASSWORD,
         PASSWORD,
         CLIENT_SECRET,
+        STORE_KEY,
     ]
     .iter()
     .map(|s| s.to_string())
@@ -238,19 +245,130 @@ provider = "ricloud"
             secrets.extend(r.fields.get("refresh_token").cloned());
         }
     }
+    // Encrypted: the store file holds no token, seed or password either.
     let store = std::fs::read_to_string(dir.path().join("state/tokens.json")).unwrap();
+    assert!(store.contains("\"sealed\""), "{store}");
     for s in &secrets {
         for (what, text) in [
             ("check stdout", &check_out),
             ("check stderr", &check_err),
             ("log", &log),
             ("answers", &bodies),
+            ("store file", &store),
         ] {
             assert!(!text.contains(s.as_str()), "{what} contains secret {s}");
         }
     }
-    assert!(
-        !store.contains(SEED),
-        "the store keeps a fingerprint of the seed, not the seed"
+}
+
+/// The same for the Redis store with a key: no token, seed, password or
+/// key in any Redis value, nor in the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn encrypted_redis_holds_no_secret() {
+    let Some(redis) = support::redis_server::RedisServer::start() else {
+        return;
+    };
+    let rips = MockProvider::start(Style::Rips).await;
+    let one = MockProvider::start(Style::OneCloud).await;
+    one.issue_seed(SEED);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("store.key"), STORE_KEY).unwrap();
+    let config = format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+[store]
+kind = "redis"
+url = "{url}"
+encryption_key = "${{file:store.key}}"
+[providers.rips]
+type = "oauth2"
+grant = "password"
+token_url = "{rips_token}"
+body = "json"
+client_id = "{CLIENT_ID}"
+username = "{USERNAME}"
+password = "${{RIPS_PASSWORD}}"
+[providers.one]
+type = "oauth2"
+grant = "refresh_token"
+token_url = "{one_token}"
+body = "json"
+client_id = "{CLIENT_ID}"
+refresh_token = "${{SEED}}"
+[[routes]]
+prefix = "/rips/"
+upstream = "{rips}/api/"
+provider = "rips"
+[[routes]]
+prefix = "/one/"
+upstream = "{one}/api/"
+provider = "one"
+"#,
+        url = redis.url(),
+        rips_token = rips.token_url(),
+        one_token = one.token_url(),
+        rips = rips.base(),
+        one = one.base(),
     );
+    let path = dir.path().join("authproxy.toml");
+    std::fs::write(&path, config).unwrap();
+    let proxy = ProxyProcess::start(
+        &path,
+        &[
+            ("RIPS_PASSWORD", PASSWORD),
+            ("SEED", SEED),
+            ("RUST_LOG", "debug"),
+        ],
+    );
+    let c = client();
+    for p in ["/rips/a", "/one/a"] {
+        let r = c.get(proxy.url(p)).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{p}");
+    }
+    rips.expire_all();
+    one.expire_all();
+    for p in ["/rips/b", "/one/b"] {
+        let r = c.get(proxy.url(p)).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{p}");
+    }
+    proxy.signal("TERM");
+    let (code, log) = proxy.wait();
+    assert_eq!(code, Some(0));
+
+    let mut secrets: Vec<String> = [SEED, PASSWORD, STORE_KEY]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    for m in [&rips, &one] {
+        for h in m.api_hits() {
+            secrets.extend(h.token.map(|t| t.rsplit('.').next().unwrap().to_string()));
+        }
+        for r in m.token_requests() {
+            secrets.extend(r.fields.get("refresh_token").cloned());
+        }
+        secrets.extend(m.live_refresh_tokens());
+    }
+    let mut conn = redis.connection();
+    let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut conn).unwrap();
+    let mut values = String::new();
+    for key in &keys {
+        let kind: String = redis::cmd("TYPE").arg(key).query(&mut conn).unwrap();
+        let value: String = match kind.as_str() {
+            "hash" => {
+                let v: Vec<String> = redis::cmd("HGETALL").arg(key).query(&mut conn).unwrap();
+                v.join(" ")
+            }
+            _ => redis::cmd("GET").arg(key).query(&mut conn).unwrap(),
+        };
+        values.push_str(&format!("{key} {value}\n"));
+    }
+    assert!(values.contains("sealed"), "{values}");
+    for s in &secrets {
+        assert!(
+            !values.contains(s.as_str()),
+            "redis holds secret {s}:\n{values}"
+        );
+        assert!(!log.contains(s.as_str()), "log contains secret {s}");
+    }
 }

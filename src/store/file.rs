@@ -403,6 +403,37 @@ mod tests {
         assert!(!err.contains("sec\""), "{err}");
     }
 
+    /// Sealed records are bound to their provider: one swapped into
+    /// another's place (to have its token sent to the other's upstream)
+    /// does not open, and the store refuses to start rather than reset.
+    #[tokio::test]
+    async fn swapped_sealed_records_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tokens.json");
+        let key = SecretKey::random();
+        let store = FileStore::open(&path, Some(&key)).unwrap();
+        store.save("a", token("token-of-a")).await.unwrap();
+        store.save("b", token("token-of-b")).await.unwrap();
+        assert!(store.encrypted());
+        let text = fs::read_to_string(&path).unwrap();
+        assert!(!text.contains("token-of"), "{text}");
+        let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let a = v["providers"]["a"].take();
+        v["providers"]["a"] = v["providers"]["b"].take();
+        v["providers"]["b"] = a;
+        let swapped = serde_json::to_vec(&v).unwrap();
+        fs::write(&path, &swapped).unwrap();
+        let err = FileStore::open(&path, Some(&key))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.contains("provider a") && err.contains("tokens.json"),
+            "{err}"
+        );
+        assert_eq!(fs::read(&path).unwrap(), swapped, "left as it was");
+    }
+
     #[tokio::test]
     async fn failed_write_stays_pending_until_flushed() {
         // A regular file where the folder should be makes every write fail,

@@ -214,11 +214,12 @@ impl OAuthProvider {
             .or_else(|| token_type.clone())
             .unwrap_or_else(|| "Bearer".into());
         let access = access.and_then(|a| {
-            let text = if scheme.is_empty() {
+            // Zeroed when dropped; the `HeaderValue` copy cannot be.
+            let text = zeroize::Zeroizing::new(if scheme.is_empty() {
                 a.expose().to_string()
             } else {
                 format!("{scheme} {}", a.expose())
-            };
+            });
             match HeaderValue::from_str(&text) {
                 Ok(mut v) => {
                     v.set_sensitive(true);
