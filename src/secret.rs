@@ -6,6 +6,7 @@
 use std::fmt;
 
 use base64::Engine;
+use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use zeroize::Zeroize;
 
@@ -117,9 +118,15 @@ impl SecretKey {
         key.map(SecretKey)
     }
 
-    /// A fresh random key (from the operating system's generator).
+    /// A fresh random key, straight from the operating system's
+    /// generator (`getrandom`, through `ring`).
     pub fn random() -> SecretKey {
-        SecretKey(rand::random())
+        use ring::rand::SecureRandom;
+        let mut key = SecretKey([0; 32]);
+        ring::rand::SystemRandom::new()
+            .fill(&mut key.0)
+            .expect("the system random generator works");
+        key
     }
 
     pub fn expose(&self) -> &[u8; 32] {

@@ -10,13 +10,16 @@ use std::fmt;
 
 use serde::Deserialize;
 
-/// `Debug` that names the keys a table sets and shows no value.
+/// `Debug` that names the keys a table sets and shows no value. Every
+/// field must be listed (the pattern below has no `..`): a new key does not
+/// compile until it is.
 macro_rules! keys_only_debug {
     ($name:ident { $($field:ident),* $(,)? }) => {
         impl fmt::Debug for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                let $name { $($field),* } = self;
                 let mut d = f.debug_struct(stringify!($name));
-                $(if self.$field.is_some() {
+                $(if $field.is_some() {
                     d.field(stringify!($field), &format_args!("<set>"));
                 })*
                 d.finish_non_exhaustive()
@@ -174,4 +177,5 @@ keys_only_debug!(RawRoute {
     strip_prefix,
     allow_http,
     ca_file,
+    allow_browsers,
 });
