@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, StatusCode};
 
 use crate::credentials::CredentialError;
-use crate::http::body::is_body_limit;
+use crate::http::body::{body_timed_out, is_body_limit};
 use crate::oauth::TokenError;
 use crate::upstream::UpstreamError;
 
@@ -60,6 +60,10 @@ pub enum ProxyError {
     ReauthenticationFailed { provider: String, detail: String },
     #[error("no token yet: log in at {login_url}")]
     LoginRequired { provider: String, login_url: String },
+    #[error("the request body paused for more than {seconds:.1}s (server.body_read_timeout); the connection is closed")]
+    RequestTimeout { seconds: f64 },
+    #[error("the proxy has more connections and HTTP/2 streams open than server.max_connections allows; retry later")]
+    TooManyConnections,
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -105,6 +109,12 @@ impl ProxyError {
                 StatusCode::SERVICE_UNAVAILABLE,
                 "login_required",
                 Some(provider.as_str()),
+            ),
+            RequestTimeout { .. } => (StatusCode::REQUEST_TIMEOUT, "request_timeout", None),
+            TooManyConnections => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too_many_connections",
+                None,
             ),
             Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal", None),
         }
@@ -168,10 +178,15 @@ impl ProxyError {
             e if is_body_limit(&e) => ProxyError::PayloadTooLarge {
                 limit: max_request_body.unwrap_or(0),
             },
-            e => ProxyError::UpstreamUnreachable {
-                provider: provider.map(str::to_string),
-                upstream: upstream.to_string(),
-                detail: e.describe(),
+            // The client's body paused too long while it streamed to the
+            // upstream: the client's fault, not the upstream's.
+            e => match body_timed_out(&e) {
+                Some(seconds) => ProxyError::RequestTimeout { seconds },
+                None => ProxyError::UpstreamUnreachable {
+                    provider: provider.map(str::to_string),
+                    upstream: upstream.to_string(),
+                    detail: e.describe(),
+                },
             },
         }
     }
@@ -194,6 +209,14 @@ impl IntoResponse for ProxyError {
             body["provider"] = serde_json::Value::String(p.to_string());
         }
         let mut response = (status, axum::Json(body)).into_response();
+        if matches!(self, ProxyError::RequestTimeout { .. }) {
+            // The rest of the body is never read: the connection cannot
+            // carry another request (hyper drops this header on HTTP/2,
+            // where only the stream ends).
+            response
+                .headers_mut()
+                .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+        }
         if matches!(self, ProxyError::Unauthorized) {
             response.headers_mut().insert(
                 http::header::PROXY_AUTHENTICATE,

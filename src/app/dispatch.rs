@@ -16,15 +16,18 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::Body;
+use axum::response::IntoResponse;
 use axum::Router;
 use futures_util::future::Either;
 use http::{Request, Response};
+use http_body::Body as _;
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tower::ServiceExt;
 
 use super::state::AppState;
-use crate::error::ErrorCode;
-use crate::http::body::{local, ResponseBody};
+use crate::error::{ErrorCode, ProxyError};
+use crate::http::body::{body_timed_out, is_body_limit, local, IdleTimeout, ResponseBody};
 use crate::http::head_timeout::{Activity, InFlight, Tracked};
 use crate::proxy::{security, ProxyResponse};
 use crate::telemetry::{self, AccessInfo};
@@ -107,16 +110,29 @@ impl App {
         let uri = req.uri().clone();
         Either::Right(async move {
             let (response, info) = if is_local(uri.path()) {
-                let answer = inner.local.clone().oneshot(req.map(Body::new)).await;
-                let answer = match answer {
-                    Ok(r) => r,
-                    Err(never) => match never {},
+                let answer = match local_request(req, runtime.config.server.body_read_timeout).await
+                {
+                    Ok(req) => match inner.local.clone().oneshot(req).await {
+                        Ok(r) => r,
+                        Err(never) => match never {},
+                    },
+                    Err(e) => e.into_response(),
                 };
                 let info = AccessInfo {
                     error: answer.extensions().get::<ErrorCode>().map(|c| c.0),
                     ..AccessInfo::default()
                 };
                 (answer.map(ResponseBody::Local), info)
+            } else if in_flight.over_limit() {
+                // An HTTP/2 stream past max_connections + 64: no upstream
+                // connection for it. Local endpoints (health) are still
+                // answered: they hold nothing.
+                let e = ProxyError::TooManyConnections;
+                let info = AccessInfo {
+                    error: Some(e.code()),
+                    ..AccessInfo::default()
+                };
+                (local(e), info)
             } else {
                 runtime.proxy.handle(req, in_flight.activity()).await
             };
@@ -133,6 +149,34 @@ impl App {
             );
             Ok(track(response, in_flight))
         })
+    }
+}
+
+/// Largest request body a local endpoint takes (a pasted token, a login
+/// callback's post); beyond it `413`.
+const LOCAL_BODY_LIMIT: usize = 64 * 1024;
+
+/// A local endpoint's request with its body read in full here, so that a
+/// body that pauses longer than `body_read_timeout` gets our `408` and one
+/// over [`LOCAL_BODY_LIMIT`] our `413`, whatever the endpoint.
+async fn local_request(
+    req: Request<Incoming>,
+    timeout: std::time::Duration,
+) -> Result<Request<Body>, ProxyError> {
+    if req.body().is_end_stream() {
+        return Ok(req.map(Body::new));
+    }
+    let (parts, body) = req.into_parts();
+    let body = http_body_util::Limited::new(IdleTimeout::request(body, timeout), LOCAL_BODY_LIMIT);
+    match body.collect().await {
+        Ok(collected) => Ok(Request::from_parts(parts, Body::from(collected.to_bytes()))),
+        Err(e) if is_body_limit(&*e) => Err(ProxyError::PayloadTooLarge {
+            limit: LOCAL_BODY_LIMIT as u64,
+        }),
+        Err(e) => Err(match body_timed_out(&*e) {
+            Some(seconds) => ProxyError::RequestTimeout { seconds },
+            None => ProxyError::BadRequest(format!("reading the request body failed: {e}")),
+        }),
     }
 }
 

@@ -1,10 +1,12 @@
 //! The running proxy: what one config builds ([`runtime`]), the state
 //! shared by every request ([`state`]), reload and SIGHUP ([`reload`]),
-//! stop signals ([`signals`]), work besides requests ([`background`]), and
-//! the per-request dispatcher every connection serves ([`dispatch`]).
+//! stop signals ([`signals`]), work besides requests ([`background`]), the
+//! file-descriptor limit at start ([`limits`]), and the per-request
+//! dispatcher every connection serves ([`dispatch`]).
 
 mod background;
 pub mod dispatch;
+pub mod limits;
 pub mod reload;
 pub mod runtime;
 pub mod signals;
@@ -38,6 +40,7 @@ pub async fn serve(
         max_headers: server.max_headers,
         header_read_timeout: server.header_read_timeout,
         drain_timeout: server.drain_timeout,
+        max_connections: limits::max_connections(server),
     };
     // Usually done already (`authproxy run` does it before it says it
     // listens); then this does nothing.

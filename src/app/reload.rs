@@ -27,6 +27,7 @@ impl AppState {
             &self.store,
             &self.token_client,
             &self.metrics,
+            &self.buffers,
             Some(&old),
         )?;
         self.runtime.store(Arc::new(runtime));

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use super::state::StartupError;
 use crate::config::{Config, ProviderKind};
 use crate::credentials::{Credential, OAuthProvider, StaticHeaders};
+use crate::http::buffer::BufferBudget;
 use crate::oauth::TokenClient;
 use crate::proxy::routes::RouteTable;
 use crate::proxy::Forwarder;
@@ -40,6 +41,7 @@ pub(super) fn build_runtime(
     store: &Arc<dyn TokenStore>,
     token_client: &TokenClient,
     metrics: &Arc<Metrics>,
+    buffers: &Arc<BufferBudget>,
     previous: Option<&Runtime>,
 ) -> Result<Runtime, StartupError> {
     let upstreams = Upstreams::new(&config)?;
@@ -86,6 +88,7 @@ pub(super) fn build_runtime(
         route_credentials,
         upstreams,
         metrics.clone(),
+        buffers.clone(),
     );
     Ok(Runtime {
         config,

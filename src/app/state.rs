@@ -8,6 +8,7 @@ use arc_swap::ArcSwap;
 use super::runtime::{build_runtime, Runtime};
 use crate::config::Config;
 use crate::credentials::Credential;
+use crate::http::buffer::BufferBudget;
 use crate::oauth::client::RetryPolicy;
 use crate::oauth::TokenClient;
 use crate::store::{self, StoreError, TokenStore};
@@ -35,6 +36,8 @@ pub struct AppState {
     pub store: Arc<dyn TokenStore>,
     pub token_client: TokenClient,
     pub metrics: Arc<Metrics>,
+    /// What all replay buffers together may hold (`server.max_buffered_bytes`).
+    pub buffers: Arc<BufferBudget>,
 }
 
 impl AppState {
@@ -47,12 +50,17 @@ impl AppState {
         let store = store::open(&config.store)?;
         let token_client = TokenClient::new(retry).map_err(StartupError::TokenClient)?;
         let metrics = Arc::new(Metrics::default());
-        let runtime = build_runtime(config, &store, &token_client, &metrics, None)?;
+        let buffers = Arc::new(BufferBudget::new(
+            config.server.max_buffered_bytes,
+            metrics.buffers.clone(),
+        ));
+        let runtime = build_runtime(config, &store, &token_client, &metrics, &buffers, None)?;
         Ok(Arc::new(AppState {
             runtime: ArcSwap::from_pointee(runtime),
             store,
             token_client,
             metrics,
+            buffers,
         }))
     }
 

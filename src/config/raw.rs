@@ -58,6 +58,9 @@ pub struct RawServer {
     pub header_read_timeout: Option<String>,
     pub max_request_body: Option<String>,
     pub upstream_idle_timeout: Option<String>,
+    pub body_read_timeout: Option<String>,
+    pub max_connections: Option<usize>,
+    pub max_buffered_bytes: Option<String>,
 }
 
 keys_only_debug!(RawServer {
@@ -75,6 +78,9 @@ keys_only_debug!(RawServer {
     header_read_timeout,
     max_request_body,
     upstream_idle_timeout,
+    body_read_timeout,
+    max_connections,
+    max_buffered_bytes,
 });
 
 #[derive(Default, Deserialize)]
@@ -168,6 +174,7 @@ pub struct RawRoute {
     pub allow_http: Option<bool>,
     pub ca_file: Option<String>,
     pub allow_browsers: Option<bool>,
+    pub max_upstream_connections: Option<usize>,
 }
 
 keys_only_debug!(RawRoute {
@@ -178,4 +185,5 @@ keys_only_debug!(RawRoute {
     allow_http,
     ca_file,
     allow_browsers,
+    max_upstream_connections,
 });

@@ -1,5 +1,6 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use super::interpolate::Env;
 use super::*;
@@ -355,4 +356,37 @@ fn store_encryption_key_and_redis_tls() {
     }
     let e = errs("allow_insecure = true");
     assert_eq!(e[0].key, "store.allow_insecure");
+}
+
+#[test]
+fn resource_bounds_have_defaults_and_bad_values_name_their_key() {
+    let c = parse(ROUTE).unwrap();
+    assert_eq!(c.server.body_read_timeout, Duration::from_secs(60));
+    assert_eq!(c.server.max_connections, None);
+    assert_eq!(c.server.max_buffered_bytes, 256 << 20);
+    assert_eq!(c.routes[0].max_upstream_connections, 256);
+
+    let c = parse(&format!(
+        "[server]\nbody_read_timeout = \"5s\"\nmax_connections = 100\nmax_buffered_bytes = \"8MiB\"\n{ROUTE}max_upstream_connections = 8\n"
+    ))
+    .unwrap();
+    assert_eq!(c.server.body_read_timeout, Duration::from_secs(5));
+    assert_eq!(c.server.max_connections, Some(100));
+    assert_eq!(c.server.max_buffered_bytes, 8 << 20);
+    assert_eq!(c.routes[0].max_upstream_connections, 8);
+
+    let e = errors(&format!(
+        "[server]\nbody_read_timeout = \"0\"\nmax_connections = 0\nmax_buffered_bytes = \"lots\"\n{ROUTE}max_upstream_connections = 0\n"
+    ));
+    let keys: Vec<&str> = e.iter().map(|e| e.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            "server.body_read_timeout",
+            "server.max_connections",
+            "server.max_buffered_bytes",
+            "routes[0].max_upstream_connections"
+        ],
+        "{e:?}"
+    );
 }

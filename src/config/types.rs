@@ -49,6 +49,13 @@ pub struct ServerConfig {
     pub max_request_body: Option<u64>,
     /// Longest pause inside an upstream's response body before it is cut.
     pub upstream_idle_timeout: Duration,
+    /// Longest pause inside a client's request body before it is cut (408).
+    pub body_read_timeout: Duration,
+    /// Most client connections at once (`None`: the default, 4096); never
+    /// more than the file-descriptor limit allows (see `app::limits`).
+    pub max_connections: Option<usize>,
+    /// All replay buffers together hold at most this many bytes.
+    pub max_buffered_bytes: u64,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -166,6 +173,8 @@ pub struct RouteConfig {
     /// Whether browser requests (Fetch Metadata) may use this route's
     /// credential; only routes with a provider have the key.
     pub allow_browsers: bool,
+    /// Connections to the upstream (idle and busy) this route keeps at most.
+    pub max_upstream_connections: usize,
 }
 
 /// A checked route prefix. `/api/` and `/api` are the same prefix; it matches

@@ -1,10 +1,9 @@
-//! Body types: request bodies read in full before sending ([`Buffered`])
-//! or streamed with a signal at their end ([`SignalOnEnd`]), upstream
-//! response bodies with a stall limit ([`IdleTimeout`]), and the body of
-//! every answer we give ([`ResponseBody`]).
+//! Body types: request bodies read in full before sending ([`Buffered`],
+//! in [`super::buffer`]) or streamed with a signal at their end
+//! ([`SignalOnEnd`]), request and upstream response bodies with a stall
+//! limit ([`IdleTimeout`]), and the body of every answer we give
+//! ([`ResponseBody`]).
 
-use std::collections::VecDeque;
-use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -15,6 +14,8 @@ use bytes::Bytes;
 use http::Response;
 use http_body::{Frame, SizeHint};
 use tokio::sync::oneshot;
+
+pub use super::buffer::Buffered;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -82,60 +83,6 @@ pub fn is_body_limit(e: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
-/// A request body read in full, kept as the chunks that arrived (no copy
-/// into one buffer). Cloning shares the chunks, so the same body can be
-/// sent again for a replay.
-#[derive(Clone, Default)]
-pub struct Buffered {
-    chunks: VecDeque<Bytes>,
-    len: u64,
-}
-
-impl Buffered {
-    pub fn push(&mut self, chunk: Bytes) {
-        if !chunk.is_empty() {
-            self.len += chunk.len() as u64;
-            self.chunks.push_back(chunk);
-        }
-    }
-
-    pub fn len(&self) -> u64 {
-        self.len
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.chunks.is_empty()
-    }
-
-    pub fn into_chunks(self) -> VecDeque<Bytes> {
-        self.chunks
-    }
-}
-
-impl http_body::Body for Buffered {
-    type Data = Bytes;
-    type Error = Infallible;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        _cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        let chunk = self.chunks.pop_front();
-        if let Some(c) = &chunk {
-            self.len -= c.len() as u64;
-        }
-        Poll::Ready(chunk.map(|c| Ok(Frame::data(c))))
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.is_empty()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        SizeHint::with_exact(self.len)
-    }
-}
-
 /// A request body that says when it has been sent in full, so the
 /// upstream's time to answer is measured from then: a slow upload to a
 /// healthy upstream is not a timeout.
@@ -191,10 +138,12 @@ impl http_body::Body for SignalOnEnd {
     }
 }
 
-/// An upstream response body that fails when it pauses longer than
-/// `idle`: a response that never ends must not hold a connection forever.
-/// Slow clients are fine: time spent waiting for the client to read does
-/// not count, only time waiting for the upstream.
+/// A body that fails when it pauses longer than `idle`: an upstream
+/// response that never ends must not hold a connection forever
+/// (`server.upstream_idle_timeout`), nor a client's request body that
+/// stops (`server.body_read_timeout`). Only time spent waiting for the
+/// body's sender counts, not time its reader (a slow client, a busy
+/// upstream) takes to ask for more.
 ///
 /// One timer per body, armed at the first wait and moved only when it
 /// fires, so a streaming body does not touch the timer wheel per chunk.
@@ -202,22 +151,52 @@ pub struct IdleTimeout<B> {
     inner: B,
     idle: std::time::Duration,
     timer: Option<Pin<Box<tokio::time::Sleep>>>,
-    /// Since when we have been waiting on the upstream (the clock runs);
-    /// `None` while the client has the data.
+    /// Since when we have been waiting on the sender (the clock runs);
+    /// `None` while the reader has the data.
     waiting_since: Option<tokio::time::Instant>,
+    /// A client's request body (else an upstream's response body).
+    request: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
 #[error("upstream response body stalled for more than {0:.1}s")]
 pub struct BodyStalled(f64);
 
+/// A client's request body paused for longer than `body_read_timeout`.
+#[derive(Debug, thiserror::Error)]
+#[error("request body paused for more than {0:.1}s (server.body_read_timeout)")]
+pub struct RequestBodyStalled(f64);
+
+/// The seconds of `server.body_read_timeout`, if a failure was a client's
+/// request body pausing that long (anywhere in the error's cause chain).
+pub fn body_timed_out(e: &(dyn std::error::Error + 'static)) -> Option<f64> {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if let Some(stalled) = err.downcast_ref::<RequestBodyStalled>() {
+            return Some(stalled.0);
+        }
+        cur = err.source();
+    }
+    None
+}
+
 impl<B> IdleTimeout<B> {
+    /// An upstream's response body.
     pub fn new(inner: B, idle: std::time::Duration) -> Self {
         IdleTimeout {
             inner,
             idle,
             timer: None,
             waiting_since: None,
+            request: false,
+        }
+    }
+
+    /// A client's request body.
+    pub fn request(inner: B, idle: std::time::Duration) -> Self {
+        IdleTimeout {
+            request: true,
+            ..Self::new(inner, idle)
         }
     }
 }
@@ -242,8 +221,8 @@ where
             }
             Poll::Pending => {
                 let now = tokio::time::Instant::now();
-                // The stall clock starts when we begin waiting on the upstream,
-                // not when the client last read.
+                // The stall clock starts when we begin waiting on the sender,
+                // not when the reader last read.
                 let since = *this.waiting_since.get_or_insert(now);
                 let deadline = since + this.idle;
                 let timer = this
@@ -253,9 +232,12 @@ where
                     match timer.as_mut().poll(cx) {
                         Poll::Pending => return Poll::Pending,
                         Poll::Ready(()) if tokio::time::Instant::now() >= deadline => {
-                            return Poll::Ready(Some(Err(Box::new(BodyStalled(
-                                this.idle.as_secs_f64(),
-                            )))));
+                            let seconds = this.idle.as_secs_f64();
+                            return Poll::Ready(Some(Err(if this.request {
+                                Box::new(RequestBodyStalled(seconds))
+                            } else {
+                                Box::new(BodyStalled(seconds))
+                            })));
                         }
                         // Fired for an older wait: move it, poll again to register.
                         Poll::Ready(()) => timer.as_mut().reset(deadline),
@@ -271,29 +253,5 @@ where
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use http_body_util::BodyExt;
-
-    #[tokio::test]
-    async fn buffered_body_yields_its_chunks_in_order_with_an_exact_size() {
-        let mut b = Buffered::default();
-        b.push(Bytes::from_static(b"ab"));
-        b.push(Bytes::new());
-        b.push(Bytes::from_static(b"cde"));
-        assert_eq!(http_body::Body::size_hint(&b).exact(), Some(5));
-        let replay = b.clone();
-        let mut first = b;
-        let frame = first.frame().await.unwrap().unwrap();
-        assert_eq!(frame.into_data().unwrap(), "ab");
-        assert_eq!(http_body::Body::size_hint(&first).exact(), Some(3));
-        assert!(!http_body::Body::is_end_stream(&first));
-        assert_eq!(first.collect().await.unwrap().to_bytes(), "cde");
-        assert_eq!(replay.collect().await.unwrap().to_bytes(), "abcde");
-        assert!(http_body::Body::is_end_stream(&Buffered::default()));
     }
 }

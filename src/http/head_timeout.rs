@@ -33,6 +33,7 @@ use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 
 use super::drain::{Drain, Entered};
+use super::load::{Load, Unit};
 
 /// Sent when the time runs out in the middle of a head: our usual JSON
 /// error (`request_timeout`), written here as bytes because hyper never
@@ -45,6 +46,15 @@ const REQUEST_TIMEOUT: &[u8] = b"HTTP/1.1 408 Request Timeout\r\n\
     \r\n\
     {\"error\":\"request_timeout\",\"message\":\"no complete request head within server.header_read_timeout\"}";
 
+/// Most bytes read from a client at once while a request is in flight
+/// (reading its body). hyper reads into the connection's buffer, as much
+/// as it has room for, and grows that buffer (to twice
+/// `max_header_bytes`, 128 KiB by default) while reads fill it; a stalled
+/// upload then holds it all. 200 connections stalled near the end of a
+/// 1 MiB body held 31 MB of buffers that way (debug build, RssAnon);
+/// reading 16 KiB at a time, 11 MB.
+const BODY_READ: usize = 8 * 1024;
+
 /// What one connection's requests tell its socket wrapper; also the
 /// server's drain, for work that outlives the connection's HTTP.
 pub struct Activity {
@@ -56,6 +66,9 @@ pub struct Activity {
     /// A `101` answer went out: the rest of the connection is not HTTP.
     upgraded: AtomicBool,
     drain: Drain,
+    /// The server's connection count, for HTTP/2 streams beyond the first.
+    load: Load,
+    http2: bool,
 }
 
 impl Activity {
@@ -69,10 +82,22 @@ impl Activity {
     /// Called when the service is handed a request: its head is complete.
     pub fn begin(self: &Arc<Self>) -> InFlight {
         self.started.fetch_add(1, Ordering::Relaxed);
-        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        let before = self.in_flight.fetch_add(1, Ordering::AcqRel);
+        // An HTTP/2 stream beyond the connection's first may hold an
+        // upstream connection of its own: it counts as load too.
+        let (unit, refused) = if self.http2 && before > 0 {
+            match self.load.stream() {
+                Some(unit) => (Some(unit), false),
+                None => (None, true),
+            }
+        } else {
+            (None, false)
+        };
         InFlight {
             activity: self.clone(),
             upgrading: false,
+            _unit: unit,
+            refused,
         }
     }
 }
@@ -82,6 +107,12 @@ impl InFlight {
     pub fn activity(&self) -> &Activity {
         &self.activity
     }
+
+    /// An HTTP/2 stream that came in past `max_connections` +
+    /// [`HEADROOM`](super::load::HEADROOM): it must not be forwarded.
+    pub fn over_limit(&self) -> bool {
+        self.refused
+    }
 }
 
 /// One request from the moment its head was read until its answer's body
@@ -89,6 +120,9 @@ impl InFlight {
 pub struct InFlight {
     activity: Arc<Activity>,
     upgrading: bool,
+    /// The stream's own unit of load (HTTP/2 beyond the first stream).
+    _unit: Option<Unit>,
+    refused: bool,
 }
 
 impl InFlight {
@@ -137,6 +171,9 @@ impl<B: http_body::Body + Unpin> http_body::Body for Tracked<B> {
 /// A client socket whose reads fail once a request head is overdue.
 pub struct HeadDeadline {
     stream: TcpStream,
+    /// The connection's unit of load: given back when the socket closes,
+    /// which for an upgraded connection is when its tunnel ends.
+    _unit: Unit,
     /// Read before hyper took over; not yet handed to it.
     opening: Bytes,
     activity: Arc<Activity>,
@@ -153,9 +190,13 @@ pub struct HeadDeadline {
 
 impl HeadDeadline {
     /// `opening`: bytes already read from `stream` (to tell the protocol),
-    /// handed out first; `drain`: the server's.
+    /// handed out first; `unit`: the connection's share of `load`;
+    /// `drain`: the server's.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         stream: TcpStream,
+        unit: Unit,
+        load: Load,
         opening: Bytes,
         http2: bool,
         timeout: Duration,
@@ -166,9 +207,12 @@ impl HeadDeadline {
             started: AtomicU64::new(0),
             upgraded: AtomicBool::new(false),
             drain,
+            load,
+            http2,
         });
         let io = HeadDeadline {
             stream,
+            _unit: unit,
             opening,
             activity: activity.clone(),
             timeout,
@@ -215,6 +259,27 @@ impl HeadDeadline {
     }
 }
 
+impl HeadDeadline {
+    /// Reads at most `n` bytes into `buf`.
+    fn read_at_most(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+        n: usize,
+    ) -> Poll<io::Result<()>> {
+        loop {
+            std::task::ready!(self.stream.poll_read_ready(cx))?;
+            let mut limited = bytes::BufMut::limit(&mut *buf, n);
+            match self.stream.try_read_buf(&mut limited) {
+                Ok(_) => return Poll::Ready(Ok(())),
+                // Readiness was stale (and is now cleared): wait again.
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+}
+
 fn timed_out() -> io::Error {
     io::Error::new(
         io::ErrorKind::TimedOut,
@@ -238,6 +303,9 @@ impl AsyncRead for HeadDeadline {
             buf.put_slice(&this.opening.split_to(n));
             this.partial_head |= waiting_for_head;
             return Poll::Ready(Ok(()));
+        }
+        if !waiting_for_head && buf.remaining() > BODY_READ {
+            return this.read_at_most(cx, buf, BODY_READ);
         }
         let before = buf.filled().len();
         match Pin::new(&mut this.stream).poll_read(cx, buf) {

@@ -1,13 +1,16 @@
 //! hyper glue that knows nothing about the app: the accept loop
 //! ([`server`], generic over what answers a request), the connection drain
-//! ([`drain`]), the request-head deadline ([`head_timeout`]), body types
-//! ([`body`]), and rules about HTTP messages: hop-by-hop headers
+//! ([`drain`]), the connection count ([`load`]), the request-head
+//! deadline ([`head_timeout`]), body types ([`body`]) and the budget of
+//! buffered ones ([`buffer`]), and rules about HTTP messages: hop-by-hop headers
 //! ([`headers`]) and request paths ([`path`]).
 
 pub mod body;
+pub mod buffer;
 pub mod drain;
 pub mod head_timeout;
 pub mod headers;
+pub mod load;
 pub mod path;
 pub mod server;
 

@@ -21,6 +21,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 use super::drain::{Drain, Entered};
 use super::head_timeout::{Activity, HeadDeadline, Tracked};
+use super::load::{Load, Unit};
 
 /// The server's own limits (from `[server]` in the config).
 #[derive(Debug, Clone)]
@@ -33,7 +34,22 @@ pub struct Limits {
     pub header_read_timeout: Duration,
     /// How long in-flight requests may take to finish after the stop.
     pub drain_timeout: Duration,
+    /// Most connections (and HTTP/2 streams beyond a connection's first)
+    /// at once; see [`super::load`].
+    pub max_connections: usize,
 }
+
+/// HTTP/2 flow control: what a client may send that the proxy has not
+/// read yet, per stream and per connection. A stream's data waits in these
+/// windows until its body is read (into a replay buffer, or on to the
+/// upstream), so one connection holds at most 1 MiB unread whatever its
+/// streams do (hyper's default for the connection, a quarter of it per
+/// stream, written down here because they bound memory; no adaptive
+/// growth).
+const H2_STREAM_WINDOW: u32 = 256 * 1024;
+const H2_CONNECTION_WINDOW: u32 = 1024 * 1024;
+/// Streams in flight per HTTP/2 connection (hyper's default).
+const H2_MAX_STREAMS: u32 = 200;
 
 /// Serves `service` on `listener` until `shutdown` resolves, then stops
 /// accepting and waits up to `limits.drain_timeout` for in-flight requests
@@ -64,25 +80,41 @@ pub async fn serve<S, F, B>(
         .keep_alive(true);
     let mut h2 = http2::Builder::new(TokioExecutor::new());
     h2.timer(TokioTimer::new())
-        .max_header_list_size(limits.max_header_bytes as u32);
+        .max_header_list_size(limits.max_header_bytes as u32)
+        .initial_stream_window_size(H2_STREAM_WINDOW)
+        .initial_connection_window_size(H2_CONNECTION_WINDOW)
+        .adaptive_window(false)
+        .max_concurrent_streams(H2_MAX_STREAMS);
     let protocols = Arc::new(Protocols { h1, h2 });
     let drain_signal = Drain::default();
+    let load = Load::new(limits.max_connections);
+    let mut accept_errors = AcceptErrors::default();
     tokio::pin!(shutdown);
     loop {
+        if load.is_full() {
+            // Full: new connections wait in the listen backlog until one
+            // closes, rather than being accepted without a slot.
+            tokio::select! {
+                () = load.room() => {}
+                () = &mut shutdown => break,
+            }
+            continue;
+        }
         tokio::select! {
             accepted = listener.accept() => {
                 let (stream, _peer) = match accepted {
                     Ok(a) => a,
                     Err(e) => {
-                        // EMFILE and friends: back off instead of spinning.
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        accept_errors.failed(e).await;
                         continue;
                     }
                 };
+                accept_errors.succeeded();
                 let _ = stream.set_nodelay(true);
                 let connection = serve_connection(
                     stream,
+                    load.connection(),
+                    load.clone(),
                     service.clone(),
                     protocols.clone(),
                     drain_signal.enter(),
@@ -108,6 +140,56 @@ pub async fn serve<S, F, B>(
     }
 }
 
+/// Failed `accept(2)` calls, for a bounded backoff and a quiet log.
+#[derive(Default)]
+struct AcceptErrors {
+    /// Backoff before the next try, doubled per failure in a row.
+    backoff: Duration,
+    last_logged: Option<std::time::Instant>,
+    /// Failures since the last line in the log.
+    unlogged: u64,
+}
+
+impl AcceptErrors {
+    /// Out of file descriptors or memory (`EMFILE`, `ENFILE`, `ENOBUFS`,
+    /// `ENOMEM`): connections closing give them back, so wait (10 ms,
+    /// doubling to 1 s) instead of spinning on a listener that stays
+    /// readable; one line in the log per 10 s at most. Other errors
+    /// (`ECONNABORTED`: the client left before it was accepted) concern
+    /// one connection only: go on at once.
+    async fn failed(&mut self, e: std::io::Error) {
+        use rustix::io::Errno;
+        let exhausted = matches!(
+            Errno::from_io_error(&e),
+            Some(Errno::MFILE | Errno::NFILE | Errno::NOBUFS | Errno::NOMEM)
+        );
+        if !exhausted {
+            tracing::debug!(error = %e, "accept failed");
+            return;
+        }
+        self.unlogged += 1;
+        let now = std::time::Instant::now();
+        if self
+            .last_logged
+            .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(10))
+        {
+            tracing::warn!(
+                error = %e,
+                failures = self.unlogged,
+                "accept failed: out of file descriptors or memory; backing off until connections close (server.max_connections may be above what the limits allow)"
+            );
+            self.last_logged = Some(now);
+            self.unlogged = 0;
+        }
+        self.backoff = (self.backoff * 2).clamp(Duration::from_millis(10), Duration::from_secs(1));
+        tokio::time::sleep(self.backoff).await;
+    }
+
+    fn succeeded(&mut self) {
+        self.backoff = Duration::ZERO;
+    }
+}
+
 struct Protocols {
     h1: http1::Builder,
     h2: http2::Builder<TokioExecutor>,
@@ -125,8 +207,11 @@ const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// connection in one more state machine for the connection's whole life;
 /// doing without it saved about 400 instructions per request (1.0%,
 /// callgrind: 38.7k to 38.3k).
+#[allow(clippy::too_many_arguments)]
 async fn serve_connection<S, F, B>(
     mut stream: TcpStream,
+    unit: Unit,
+    load: Load,
     service: S,
     protocols: Arc<Protocols>,
     entered: Entered,
@@ -147,7 +232,15 @@ where
     let Ok(Ok((opening, is_h2))) = opening else {
         return Ok(());
     };
-    let (io, activity) = HeadDeadline::new(stream, opening, is_h2, head_timeout, entered.drain());
+    let (io, activity) = HeadDeadline::new(
+        stream,
+        unit,
+        load,
+        opening,
+        is_h2,
+        head_timeout,
+        entered.drain(),
+    );
     let io = TokioIo::new(io);
     let service = hyper::service::service_fn(move |req| service(req, &activity));
     if is_h2 {

@@ -2,10 +2,12 @@
 //! read small bodies in full), strip hop-by-hop headers, inject the
 //! credential, send, and turn the upstream's answer into ours.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::Body;
-use futures_util::StreamExt;
+use bytes::Bytes;
+use futures_util::{StreamExt, TryStreamExt};
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
@@ -16,17 +18,41 @@ use super::routes::Route;
 use super::{Forwarder, ProxyResponse};
 use crate::credentials::Credential;
 use crate::error::ProxyError;
-use crate::http::body::{is_body_limit, local, Buffered, IdleTimeout, ResponseBody, SignalOnEnd};
+use crate::http::body::{
+    body_timed_out, is_body_limit, local, BoxError, Buffered, IdleTimeout, ResponseBody,
+    SignalOnEnd,
+};
+use crate::http::buffer::{BufferBudget, BufferWriter, Refused};
 use crate::http::head_timeout::Activity;
 use crate::http::headers::{strip_hop_by_hop, upgrade_requested};
 use crate::http::path::has_dot_segment;
 use crate::telemetry::{AccessInfo, RouteTag};
 use crate::upstream::PooledBody;
 
-/// A request body that can be sent again (small enough to keep) or only once.
+/// A request body that can be sent again (kept in a buffer) or only once.
 pub(super) enum OutBody {
     Buffered(Buffered),
-    Stream(Body),
+    Stream(Body, NotKept),
+}
+
+/// Why a request body streams rather than being kept for a replay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum NotKept {
+    /// Over `server.max_replay_body` (or the buffering limit of its route).
+    TooLarge,
+    /// All replay buffers together hold `server.max_buffered_bytes`.
+    BudgetInUse,
+}
+
+impl NotKept {
+    pub(super) fn reason(self) -> &'static str {
+        match self {
+            NotKept::TooLarge => "it is larger than server.max_replay_body",
+            NotKept::BudgetInUse => {
+                "the replay buffers of other requests hold server.max_buffered_bytes"
+            }
+        }
+    }
 }
 
 /// Request bodies up to this size, with a declared length, are read in full
@@ -77,11 +103,17 @@ pub(super) async fn forward(
     // whoever uses the connection next (with their credential). The body
     // is forwarded, on a connection that is closed afterwards.
     let close_after = !body.is_end_stream() && no_body_semantics(&parts.method);
-    let body = limit_body(
-        Body::new(body),
-        &parts.headers,
-        fwd.config.server.max_request_body,
-    )?;
+    // A body that pauses longer than `body_read_timeout` fails, whoever
+    // reads it (a replay buffer, or the upstream request it streams into).
+    let body = if body.is_end_stream() {
+        Body::new(body)
+    } else {
+        Body::new(IdleTimeout::request(
+            body,
+            fwd.config.server.body_read_timeout,
+        ))
+    };
+    let body = limit_body(body, &parts.headers, fwd.config.server.max_request_body)?;
     let client_upgrade = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
     let upgrade = upgrade_requested(&parts.headers).filter(|p| !close_after && !names_h2c(p));
     strip_hop_by_hop(&mut parts.headers, upgrade.clone());
@@ -156,9 +188,16 @@ impl Forward<'_> {
         let limit = REQUEST_BUFFER.min(server.max_replay_body);
         let declared = declared_length(&headers);
         let body = if declared.is_some_and(|n| n <= limit) {
-            prepare_body(body, declared, limit, server.max_request_body).await?
+            prepare_body(
+                body,
+                declared,
+                limit,
+                server.max_request_body,
+                &self.fwd.buffers,
+            )
+            .await?
         } else {
-            OutBody::Stream(body)
+            OutBody::Stream(body, NotKept::TooLarge)
         };
         let started = Instant::now();
         let response = self.send(headers, body).await;
@@ -178,8 +217,8 @@ impl Forward<'_> {
         // buffered body goes out at once.
         let (body, sent) = match body {
             OutBody::Buffered(b) => (Body::new(b), None),
-            OutBody::Stream(s) if s.is_end_stream() => (s, None),
-            OutBody::Stream(s) => {
+            OutBody::Stream(s, _) if s.is_end_stream() => (s, None),
+            OutBody::Stream(s, _) => {
                 let (body, sent) = SignalOnEnd::new(s);
                 (Body::new(body), Some(sent))
             }
@@ -296,21 +335,26 @@ pub(super) fn declared_length(headers: &HeaderMap) -> Option<u64> {
 }
 
 /// Buffers a body up to `limit` bytes so it can be replayed; a larger one
-/// (by its `declared` length, or found while reading) streams on unbuffered.
+/// (by its `declared` length, or found while reading), or one the buffer
+/// budget has no room for, streams on unbuffered.
 pub(super) async fn prepare_body(
     body: Body,
     declared: Option<u64>,
     limit: u64,
     max_body: Option<u64>,
+    budget: &Arc<BufferBudget>,
 ) -> Result<OutBody, ProxyError> {
     if body.is_end_stream() {
         return Ok(OutBody::Buffered(Buffered::default()));
     }
     if declared.is_some_and(|n| n > limit) {
-        return Ok(OutBody::Stream(body));
+        return Ok(OutBody::Stream(body, NotKept::TooLarge));
     }
+    let Some(mut buf) = budget.writer(declared) else {
+        tracing::debug!("request body not kept for a replay: server.max_buffered_bytes is in use");
+        return Ok(OutBody::Stream(body, NotKept::BudgetInUse));
+    };
     let mut body = body;
-    let mut buf = Buffered::default();
     loop {
         match body.frame().await {
             None => break,
@@ -320,26 +364,34 @@ pub(super) async fn prepare_body(
                 })
             }
             Some(Err(e)) => {
-                return Err(ProxyError::BadRequest(format!(
-                    "reading the request body failed: {e}"
-                )))
+                return Err(match body_timed_out(&e) {
+                    Some(seconds) => ProxyError::RequestTimeout { seconds },
+                    None => ProxyError::BadRequest(format!("reading the request body failed: {e}")),
+                })
             }
             Some(Ok(frame)) => {
                 if let Ok(data) = frame.into_data() {
                     if buf.len() + data.len() as u64 > limit {
                         // Too big to keep: send what we have, then the rest.
-                        let mut chunks = buf.into_chunks();
-                        chunks.push_back(data);
-                        let prefix = futures_util::stream::iter(
-                            chunks.into_iter().map(Ok::<_, axum::Error>),
-                        );
-                        let rest = body.into_data_stream();
-                        return Ok(OutBody::Stream(Body::from_stream(prefix.chain(rest))));
+                        return Ok(stream_rest(buf, data, body, NotKept::TooLarge));
                     }
-                    buf.push(data);
+                    if let Err(Refused(data)) = buf.push(data).await {
+                        tracing::debug!(
+                            "request body not kept for a replay: server.max_buffered_bytes is in use"
+                        );
+                        return Ok(stream_rest(buf, data, body, NotKept::BudgetInUse));
+                    }
                 }
             }
         }
     }
-    Ok(OutBody::Buffered(buf))
+    Ok(OutBody::Buffered(buf.finish()))
+}
+
+/// What was buffered, then `next`, then the rest of `body`, sent once.
+fn stream_rest(buf: BufferWriter, next: Bytes, body: Body, why: NotKept) -> OutBody {
+    let kept = buf.finish().into_data_stream().map_err(BoxError::from);
+    let next = futures_util::stream::once(std::future::ready(Ok::<_, BoxError>(next)));
+    let rest = TryStreamExt::map_err(body.into_data_stream(), BoxError::from);
+    OutBody::Stream(Body::from_stream(kept.chain(next).chain(rest)), why)
 }

@@ -20,6 +20,7 @@ use crate::config::Config;
 use crate::credentials::Credential;
 use crate::error::ProxyError;
 use crate::http::body::{local, ResponseBody};
+use crate::http::buffer::BufferBudget;
 use crate::http::head_timeout::Activity;
 use crate::telemetry::{AccessInfo, Metrics};
 use crate::upstream::{PooledBody, Upstreams};
@@ -38,6 +39,8 @@ pub struct Forwarder {
     route_credentials: Vec<Option<Arc<Credential>>>,
     upstreams: Upstreams,
     metrics: Arc<Metrics>,
+    /// Shared by every request body kept for a replay.
+    buffers: Arc<BufferBudget>,
 }
 
 impl Forwarder {
@@ -49,6 +52,7 @@ impl Forwarder {
         route_credentials: Vec<Option<Arc<Credential>>>,
         upstreams: Upstreams,
         metrics: Arc<Metrics>,
+        buffers: Arc<BufferBudget>,
     ) -> Forwarder {
         Forwarder {
             config,
@@ -56,6 +60,7 @@ impl Forwarder {
             route_credentials,
             upstreams,
             metrics,
+            buffers,
         }
     }
 

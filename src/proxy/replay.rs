@@ -45,11 +45,12 @@ impl Forward<'_> {
             declared_length(&headers),
             limit,
             self.fwd.config.server.max_request_body,
+            &self.fwd.buffers,
         )
         .await?;
         let (first_body, replay_body) = match body {
-            OutBody::Buffered(b) => (OutBody::Buffered(b.clone()), Some(b)),
-            OutBody::Stream(s) => (OutBody::Stream(s), None),
+            OutBody::Buffered(b) => (OutBody::Buffered(b.again()), Ok(b)),
+            OutBody::Stream(s, why) => (OutBody::Stream(s, why), Err(why)),
         };
 
         let started = Instant::now();
@@ -73,17 +74,21 @@ impl Forward<'_> {
             "upstream answered 401; renewing the credential"
         );
 
-        let Some(replay_body) = replay_body else {
-            // The body streamed and is gone: renew for the next request and
-            // hand this 401 back.
-            if let Err(e) = provider.renew_after_401(token.generation, trigger).await {
-                tracing::warn!(provider = provider.name(), error = %e, "renewal after 401 failed");
+        let replay_body = match replay_body {
+            Ok(b) => b,
+            Err(why) => {
+                // The body streamed and is gone: renew for the next request
+                // and hand this 401 back.
+                if let Err(e) = provider.renew_after_401(token.generation, trigger).await {
+                    tracing::warn!(provider = provider.name(), error = %e, "renewal after 401 failed");
+                }
+                tracing::info!(
+                    provider = provider.name(),
+                    reason = why.reason(),
+                    "request body was not kept for a replay; returning the 401"
+                );
+                return Ok(self.finish(response));
             }
-            tracing::info!(
-                provider = provider.name(),
-                "request body was too large to replay; returning the 401"
-            );
-            return Ok(self.finish(response));
         };
         drain(response).await;
         let renewed = provider

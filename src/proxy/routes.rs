@@ -145,6 +145,7 @@ mod tests {
             strip_prefix: strip,
             ca_file: None,
             allow_browsers: false,
+            max_upstream_connections: 256,
         }
     }
 

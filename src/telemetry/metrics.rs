@@ -10,6 +10,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use crate::http::buffer::BufferMetrics;
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
     pub route: Arc<str>,
@@ -48,6 +50,8 @@ pub struct Metrics {
     pub reauthentications: Family<ReauthLabels, Counter>,
     pub replays: Family<ProviderLabels, Counter>,
     pub store_write_failures: Counter<u64, AtomicU64>,
+    /// What the replay buffers hold, handed to their budget.
+    pub buffers: BufferMetrics,
 }
 
 fn latency_histogram() -> Histogram {
@@ -103,8 +107,25 @@ impl Default for Metrics {
             "Token store writes that failed (tokens kept in memory and retried)",
             store_write_failures.clone(),
         );
+        let buffers = BufferMetrics::default();
+        registry.register(
+            "buffered_bytes_memory",
+            "Bytes of request bodies kept for a replay, held in memory",
+            buffers.memory.clone(),
+        );
+        registry.register(
+            "buffered_bytes_file",
+            "Bytes of request bodies kept for a replay, held in the spill file (whole 64 KiB blocks)",
+            buffers.file.clone(),
+        );
+        registry.register(
+            "replay_buffer_refused",
+            "Request bodies that streamed without replay because server.max_buffered_bytes was in use",
+            buffers.refused.clone(),
+        );
         Metrics {
             registry,
+            buffers,
             requests,
             upstream_latency,
             token_requests,

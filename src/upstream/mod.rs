@@ -8,6 +8,8 @@
 //! request costs a pop and a push under an uncontended mutex, and the
 //! connection goes back when its response body has been read to the end.
 //!
+//! Each pool keeps at most its routes' `max_upstream_connections`.
+//!
 //! Here the pools by route ([`Upstreams`]) and the errors; the pool itself
 //! in [`pool`], TLS roots and connectors in [`tls`].
 
@@ -79,7 +81,10 @@ impl Upstreams {
         let base_roots = tls::system_roots();
         let default = tls::build_connector(base_roots.clone(), config.server.connect_timeout);
         let mut connectors: HashMap<PathBuf, HttpsConnector<HttpConnector>> = HashMap::new();
-        let mut pools: HashMap<(String, Option<PathBuf>), Arc<Pool>> = HashMap::new();
+        // Routes to the same origin (and CA file) with the same connection
+        // limit share a pool, and its limit; a route with another limit
+        // has a pool of its own, so none keeps more than its own limit.
+        let mut pools: HashMap<(String, Option<PathBuf>, usize), Arc<Pool>> = HashMap::new();
         let mut by_route = Vec::with_capacity(config.routes.len());
         for (i, route) in config.routes.iter().enumerate() {
             let connector = match &route.ca_file {
@@ -102,14 +107,16 @@ impl Upstreams {
                 },
             };
             let origin = route.upstream.origin().ascii_serialization();
+            let limit = route.max_upstream_connections;
             let pool = pools
-                .entry((origin.clone(), route.ca_file.clone()))
+                .entry((origin.clone(), route.ca_file.clone(), limit))
                 .or_insert_with(|| {
                     Arc::new(Pool::new(
                         connector,
                         origin
                             .parse()
                             .expect("config check made sure the upstream origin is a valid URI"),
+                        limit,
                     ))
                 })
                 .clone();

@@ -3,7 +3,7 @@
 
 use std::collections::VecDeque;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -21,24 +21,77 @@ use tower::ServiceExt;
 
 use super::UpstreamError;
 
-/// Idle connections kept per pool; more are closed when they come back.
+/// Idle connections kept per pool (at most its limit); more are closed
+/// when they come back.
 const MAX_IDLE: usize = 256;
 /// An idle connection older than this is closed rather than reused.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Keep-alive connections to one upstream origin.
+/// Keep-alive connections to one upstream origin, at most `limit` of them
+/// (idle, busy and being made; `routes[].max_upstream_connections`).
+/// A request that finds none idle and the limit reached waits for one:
+/// a connection given back goes to the oldest waiter, and so does the
+/// room left by one that closed.
 pub struct Pool {
     connector: HttpsConnector<HttpConnector>,
     /// `scheme://host:port`: what the connector dials.
     origin: Uri,
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    limit: usize,
+    state: Mutex<State>,
+}
+
+struct State {
     /// Most recently used last: reused first, so surplus connections age
     /// out at the front.
-    idle: Mutex<VecDeque<Idle>>,
+    idle: VecDeque<Idle>,
+    /// Connections that exist or are being made: each holds a [`Slot`].
+    open: usize,
+    /// Requests waiting for a connection, oldest first.
+    waiters: VecDeque<oneshot::Sender<Grant>>,
 }
 
 struct Idle {
     conn: Conn,
     since: Instant,
+}
+
+/// What a waiting request is handed: a connection to use, or the room to
+/// make one.
+enum Grant {
+    Conn(Conn),
+    Slot(Slot),
+}
+
+/// One of a pool's `limit` connections. It lives in the connection's
+/// socket ([`Counted`]), so it is given back when the socket closes, also
+/// after an upgrade handed the socket to a tunnel; then it goes to the
+/// oldest waiter, else the count goes down.
+struct Slot {
+    /// Weak: idle connections live in the pool's state, and would keep it
+    /// alive (with their sockets) after a reload dropped the pool.
+    shared: Weak<Shared>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if let Some(shared) = self.shared.upgrade() {
+            shared.give(Grant::Slot(Slot {
+                shared: Arc::downgrade(&shared),
+            }));
+        }
+    }
+}
+
+impl Slot {
+    /// Ends this guard without giving the slot back (it was handed on, or
+    /// counted down, by the caller).
+    fn forget(mut self) {
+        self.shared = Weak::new();
+    }
 }
 
 /// One keep-alive connection and its answer timer. The timer lives as
@@ -50,12 +103,116 @@ struct Conn {
     timer: Pin<Box<tokio::time::Sleep>>,
 }
 
+/// Where a request gets its connection.
+enum Checkout {
+    Idle(Conn),
+    /// No idle one, and room for one more: make it.
+    Connect(Slot),
+    /// The limit is reached: wait to be handed one.
+    Wait(oneshot::Receiver<Grant>),
+}
+
+impl Shared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn checkout(self: &Arc<Self>, now: Instant) -> Checkout {
+        // Closed by the upstream or too old: dropped after the lock is
+        // released (a connection's socket gives its slot back, and that
+        // takes the lock).
+        let mut stale = Vec::new();
+        let mut state = self.lock();
+        let found = loop {
+            match state.idle.pop_back() {
+                None => break None,
+                Some(c)
+                    if !c.conn.sender.is_closed()
+                        && now.saturating_duration_since(c.since) < IDLE_TIMEOUT =>
+                {
+                    break Some(c.conn)
+                }
+                Some(c) => stale.push(c),
+            }
+        };
+        let out = match found {
+            Some(conn) => Checkout::Idle(conn),
+            None if state.open < self.limit => {
+                state.open += 1;
+                Checkout::Connect(Slot {
+                    shared: Arc::downgrade(self),
+                })
+            }
+            None => {
+                let (tx, rx) = oneshot::channel();
+                // Waiters that gave up (timed out) are dropped here, so the
+                // queue does not grow while the limit stays reached.
+                if state.waiters.len() >= 16 {
+                    state.waiters.retain(|w| !w.is_closed());
+                }
+                state.waiters.push_back(tx);
+                Checkout::Wait(rx)
+            }
+        };
+        drop(state);
+        drop(stale);
+        out
+    }
+
+    /// A connection coming back, or the room a closed one left: to the
+    /// oldest waiter that still waits, else to the idle list or the count.
+    fn give(&self, mut grant: Grant) {
+        let max_idle = MAX_IDLE.min(self.limit);
+        loop {
+            let waiter = {
+                let mut state = self.lock();
+                match state.waiters.pop_front() {
+                    Some(w) => w,
+                    None => {
+                        match grant {
+                            Grant::Conn(conn) if state.idle.len() < max_idle => {
+                                state.idle.push_back(Idle {
+                                    conn,
+                                    since: Instant::now(),
+                                });
+                            }
+                            // Dropped: its socket closes and gives the slot
+                            // back (without this lock held).
+                            Grant::Conn(conn) => {
+                                drop(state);
+                                drop(conn);
+                            }
+                            Grant::Slot(slot) => {
+                                state.open -= 1;
+                                slot.forget();
+                            }
+                        }
+                        return;
+                    }
+                }
+            };
+            match waiter.send(grant) {
+                Ok(()) => return,
+                // That one gave up: the next.
+                Err(back) => grant = back,
+            }
+        }
+    }
+}
+
 impl Pool {
-    pub(super) fn new(connector: HttpsConnector<HttpConnector>, origin: Uri) -> Pool {
+    pub(super) fn new(connector: HttpsConnector<HttpConnector>, origin: Uri, limit: usize) -> Pool {
         Pool {
             connector,
             origin,
-            idle: Mutex::new(VecDeque::new()),
+            shared: Arc::new(Shared {
+                limit: limit.max(1),
+                state: Mutex::new(State {
+                    idle: VecDeque::new(),
+                    open: 0,
+                    waiters: VecDeque::new(),
+                }),
+            }),
         }
     }
 
@@ -64,8 +221,9 @@ impl Pool {
     /// request was written is dropped and the request tried on another.
     ///
     /// The upstream gets `timeout` to connect and answer with a response
-    /// head; with `body_sent` given, the answer's clock starts once the
-    /// request body has been sent (a slow upload is not a slow upstream).
+    /// head, the wait for a connection (at the pool's limit) included;
+    /// with `body_sent` given, the answer's clock starts once the request
+    /// body has been sent (a slow upload is not a slow upstream).
     pub async fn send(
         self: &Arc<Self>,
         mut req: Request<Body>,
@@ -81,17 +239,18 @@ impl Pool {
         let now = tokio::time::Instant::now();
         let mut deadline = now + timeout;
         loop {
-            let (mut conn, reused) = match self.checkout(now.into_std()) {
-                Some(c) => (c, true),
-                // Boxed: connecting (DNS, TCP, TLS, handshake) is rare and its
-                // state large; unboxed it would size every request's future.
-                None => {
-                    let connect = tokio::time::timeout_at(deadline, self.connect());
-                    let conn = Box::pin(connect)
-                        .await
-                        .map_err(|_| UpstreamError::Timeout)??;
-                    (conn, false)
-                }
+            let (mut conn, reused) = match self.shared.checkout(now.into_std()) {
+                Checkout::Idle(c) => (c, true),
+                Checkout::Connect(slot) => (self.connect_by(slot, deadline).await?, false),
+                // Boxed: waiting is rare, and its state would size every
+                // request's future.
+                Checkout::Wait(rx) => match Box::pin(tokio::time::timeout_at(deadline, rx)).await {
+                    Ok(Ok(Grant::Conn(c))) => (c, true),
+                    Ok(Ok(Grant::Slot(slot))) => (self.connect_by(slot, deadline).await?, false),
+                    // Timed out (a grant sent meanwhile is dropped with the
+                    // channel, and passed on); or the pool is gone.
+                    Ok(Err(_)) | Err(_) => return Err(UpstreamError::Timeout),
+                },
             };
             // A reused connection may still be finishing its last response;
             // one the upstream closed fails here.
@@ -135,39 +294,34 @@ impl Pool {
         }
     }
 
-    fn checkout(&self, now: Instant) -> Option<Conn> {
-        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        while let Some(c) = idle.pop_back() {
-            if !c.conn.sender.is_closed() && now.saturating_duration_since(c.since) < IDLE_TIMEOUT {
-                return Some(c.conn);
-            }
-        }
-        None
-    }
-
     fn put_back(&self, conn: Conn) {
         if conn.sender.is_closed() {
             return;
         }
-        let now = Instant::now();
-        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        while idle.front().is_some_and(|c| {
-            now.duration_since(c.since) >= IDLE_TIMEOUT || c.conn.sender.is_closed()
-        }) {
-            idle.pop_front();
-        }
-        if idle.len() < MAX_IDLE {
-            idle.push_back(Idle { conn, since: now });
-        }
+        self.shared.give(Grant::Conn(conn));
     }
 
-    async fn connect(&self) -> Result<Conn, UpstreamError> {
+    /// Makes a new connection in `slot` by `deadline`. Boxed: connecting
+    /// (DNS, TCP, TLS, handshake) is rare and its state large; unboxed it
+    /// would size every request's future.
+    async fn connect_by(
+        &self,
+        slot: Slot,
+        deadline: tokio::time::Instant,
+    ) -> Result<Conn, UpstreamError> {
+        Box::pin(tokio::time::timeout_at(deadline, self.connect(slot)))
+            .await
+            .map_err(|_| UpstreamError::Timeout)?
+    }
+
+    async fn connect(&self, slot: Slot) -> Result<Conn, UpstreamError> {
         let io = self
             .connector
             .clone()
             .oneshot(self.origin.clone())
             .await
             .map_err(UpstreamError::Connect)?;
+        let io = Counted { io, _slot: slot };
         let (sender, conn) = hyper::client::conn::http1::Builder::new()
             .handshake(io)
             .await?;
@@ -190,6 +344,52 @@ fn says_close(headers: &http::HeaderMap) -> bool {
         .iter()
         .flat_map(|v| v.as_bytes().split(|b| *b == b','))
         .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"))
+}
+
+/// An upstream socket that holds one of its pool's slots while it is open.
+struct Counted<T> {
+    io: T,
+    _slot: Slot,
+}
+
+impl<T: hyper::rt::Read + Unpin> hyper::rt::Read for Counted<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
+    }
+}
+
+impl<T: hyper::rt::Write + Unpin> hyper::rt::Write for Counted<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
 }
 
 /// An upstream response body that gives its connection back to the pool

@@ -290,8 +290,25 @@ impl ProxyProcess {
 
     /// Starts `authproxy <args>` and waits (bounded) for its "listening on" line.
     pub fn spawn(args: &[&str], envs: &[(&str, &str)]) -> ProxyProcess {
-        let mut child = Command::new(binary())
-            .args(args)
+        let mut command = Command::new(binary());
+        command.args(args);
+        Self::spawn_command(command, envs)
+    }
+
+    /// As [`ProxyProcess::spawn`], exec'd by `sh` after the shell command
+    /// `prelude` (e.g. `ulimit -Sn 256`); the process id is the proxy's.
+    pub fn spawn_after(prelude: &str, args: &[&str], envs: &[(&str, &str)]) -> ProxyProcess {
+        let mut command = Command::new("sh");
+        command
+            .arg("-c")
+            .arg(format!("{prelude} && exec \"$0\" \"$@\""))
+            .arg(binary())
+            .args(args);
+        Self::spawn_command(command, envs)
+    }
+
+    fn spawn_command(mut command: Command, envs: &[(&str, &str)]) -> ProxyProcess {
+        let mut child = command
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env(

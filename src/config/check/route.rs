@@ -88,6 +88,13 @@ impl Checker<'_> {
                 );
             }
         }
+        let max_upstream_connections = r.max_upstream_connections.unwrap_or(256);
+        if !(1..=65_536).contains(&max_upstream_connections) {
+            self.err(
+                format!("{key}.max_upstream_connections"),
+                "must be between 1 and 65536; e.g. 256",
+            );
+        }
         Some(RouteConfig {
             prefix: prefix?,
             upstream: upstream?,
@@ -95,6 +102,7 @@ impl Checker<'_> {
             strip_prefix: r.strip_prefix.unwrap_or(true),
             ca_file,
             allow_browsers: r.allow_browsers.unwrap_or(false),
+            max_upstream_connections: max_upstream_connections.clamp(1, 65_536),
         })
     }
 }

@@ -150,6 +150,37 @@ impl Checker<'_> {
                 "header_read_timeout and upstream_idle_timeout must be more than 0",
             );
         }
+        let body_read_timeout = self.duration(
+            "server.body_read_timeout",
+            raw.body_read_timeout,
+            Duration::from_secs(60),
+        );
+        if body_read_timeout.is_zero() {
+            self.err(
+                "server.body_read_timeout",
+                "must be more than 0; e.g. \"60s\"",
+            );
+        }
+        let max_connections = raw.max_connections;
+        if max_connections.is_some_and(|n| !(1..=1_000_000).contains(&n)) {
+            self.err(
+                "server.max_connections",
+                "must be between 1 and 1000000; e.g. 4096",
+            );
+        }
+        let max_buffered_bytes = match raw.max_buffered_bytes {
+            None => DEFAULT_MAX_BUFFERED_BYTES,
+            Some(v) => match units::parse_size(&v) {
+                Ok(n) => n,
+                Err(problem) => {
+                    self.err(
+                        "server.max_buffered_bytes",
+                        format!("size `{v}` {problem}; write it like \"256MiB\""),
+                    );
+                    DEFAULT_MAX_BUFFERED_BYTES
+                }
+            },
+        };
         let allowed_hosts = raw
             .allowed_hosts
             .unwrap_or_default()
@@ -171,6 +202,12 @@ impl Checker<'_> {
             header_read_timeout,
             max_request_body,
             upstream_idle_timeout,
+            body_read_timeout,
+            max_connections: max_connections.map(|n| n.clamp(1, 1_000_000)),
+            max_buffered_bytes,
         }
     }
 }
+
+/// `server.max_buffered_bytes` when not set.
+const DEFAULT_MAX_BUFFERED_BYTES: u64 = 256 << 20;
