@@ -12,8 +12,9 @@ use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
 use http::{header, StatusCode};
 
-use super::provider::{MockProvider, TokenRequest};
+use super::provider::MockProvider;
 use super::rips::scramble;
+use super::state::TokenRequest;
 
 pub(super) const AUTHORIZE_PATH: &str = "/authorize";
 

@@ -26,6 +26,7 @@ mod onecloud;
 pub mod provider;
 mod rips;
 mod standard;
+pub mod state;
 pub mod statics;
 #[cfg(test)]
 mod tests;
@@ -36,9 +37,10 @@ use axum::Router;
 use tokio::net::TcpListener;
 
 pub use echo::{echo_response, record, Echo, Recorded};
-pub use provider::{
-    now, ApiHit, ClientAuthRule, Counters, ExpiresIn, MockProvider, MockState, Style, TokenRequest,
-    CLIENT_ID, CLIENT_SECRET, PASSWORD, USERNAME,
+pub use provider::{now, MockProvider};
+pub use state::{
+    ApiHit, ClientAuthRule, Counters, ExpiresIn, MockState, Style, TokenRequest, CLIENT_ID,
+    CLIENT_SECRET, PASSWORD, USERNAME,
 };
 
 /// Serves `router` on 127.0.0.1:0 for as long as the runtime lives.

@@ -11,8 +11,8 @@ use std::collections::BTreeMap;
 use serde_json::{json, Value};
 
 use super::errors::{self, Refusal};
-use super::provider::{MockState, RefreshState};
 use super::rips::scramble;
+use super::state::{MockState, RefreshState};
 
 pub(super) const TOKEN_PATH: &str = "/api/v1/oauth/token";
 

@@ -12,7 +12,7 @@ use base64::Engine;
 use serde_json::{json, Value};
 
 use super::errors::{self, Refusal};
-use super::provider::{ExpiresIn, MockState, RefreshState, Style};
+use super::state::{ExpiresIn, MockState, RefreshState, Style};
 
 pub(super) const TOKEN_PATH: &str = "/oauth/v2/auth/tokens";
 

@@ -12,8 +12,9 @@ use base64::Engine;
 use serde_json::{json, Value};
 
 use super::errors::{self, Refusal};
-use super::provider::{ClientAuthRule, MockState, Received, RefreshState};
+use super::provider::Received;
 use super::rips::scramble;
+use super::state::{ClientAuthRule, MockState, RefreshState};
 
 pub(super) const TOKEN_PATH: &str = "/token";
 
