@@ -4,9 +4,11 @@
 Run through bench/run.sh, which installs the tools, builds authproxy and
 hands over: python3 bench/compare.py bench BINARY TMPDIR RESULTS_MD
 
-Also holds the two tiny helper servers (python stdlib only):
-  compare.py token-mock PORT   client_credentials token endpoint (1 h tokens)
+Also holds a tiny helper server (python stdlib only):
   compare.py upload-sink PORT  reads and discards any request body, answers 200
+The token endpoint is the standard (RFC 6749) mock provider of
+src/demo/mocks, the one the tests use, as a process
+(target/release/examples/mock_provider, bench/mock_provider.rs; 1 h tokens).
 
 Everything listens on 127.0.0.1; every wait is bounded; every process
 started here is stopped here (and run.sh's EXIT trap is the safety net).
@@ -213,40 +215,6 @@ def make_ca(d):
 # -------------------------------------------------------- helper servers
 
 
-def token_mock(port):
-    count = {"n": 0}
-    lock = threading.Lock()
-
-    class H(http.server.BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def log_message(self, *a):
-            pass
-
-        def reply(self, code, obj):
-            body = json.dumps(obj).encode()
-            self.send_response(code)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def do_POST(self):
-            n = int(self.headers.get("Content-Length") or 0)
-            form = self.rfile.read(n).decode()
-            with lock:
-                count["n"] += 1
-                k = count["n"]
-            if "grant_type=client_credentials" not in form:
-                return self.reply(400, {"error": "unsupported_grant_type"})
-            self.reply(200, {"access_token": f"cc-token-{k}", "token_type": "Bearer", "expires_in": 3600})
-
-        def do_GET(self):
-            self.reply(200, {"token_requests": count["n"]})
-
-    http.server.ThreadingHTTPServer(("127.0.0.1", port), H).serve_forever()
-
-
 def upload_sink(port):
     class H(http.server.BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -303,7 +271,7 @@ class Sys:
 
     def __init__(self, port, prefix, proc, scheme="http", auth=None, auth_is_prefix=False):
         self.port, self.prefix, self.proc, self.scheme, self.auth = port, prefix, proc, scheme, auth
-        self.auth_is_prefix = auth_is_prefix  # the oauth2 route: `Bearer cc-token-<n>`
+        self.auth_is_prefix = auth_is_prefix  # the oauth2 route: `Bearer at-<n>-<hex>`
 
     def key(self):
         return (self.port, self.prefix, self.scheme)
@@ -635,7 +603,8 @@ backend be
         me = os.path.abspath(__file__)
         p = self.spawn("upload-sink", [sys.executable, me, "upload-sink", str(P["sink"])])
         wait_port(P["sink"], p)
-        p = self.spawn("token-mock", [sys.executable, me, "token-mock", str(P["token"])])
+        mock = os.path.join(os.path.dirname(self.binary), "examples", "mock_provider")
+        p = self.spawn("token-mock", [mock, "standard", f"127.0.0.1:{P['token']}", "bench", "bench-secret"])
         wait_port(P["token"], p)
         self.up = self.spawn("nginx-upstream", ["nginx", "-e", f"{t}/nginx-upstream/error.log", "-p", t, "-c", up])
         wait_port(P["up"], self.up)
@@ -787,7 +756,7 @@ backend be
             ngx: Sys(P["nginx"], "", self.nginx, auth=bearer),
             hap: Sys(P["haproxy"], "", self.haproxy, auth=bearer),
         }
-        oauth = Sys(P["ap"], "/o", A["ap"], auth="Bearer cc-token-", auth_is_prefix=True)
+        oauth = Sys(P["ap"], "/o", A["ap"], auth="Bearer at-", auth_is_prefix=True)
         quiet = Sys(P["apq"], "/s", A["apq"], auth=bearer)
         oauth_name = "authproxy oauth2 client_credentials (cached token), default runtime"
         out = [
@@ -831,7 +800,7 @@ backend be
         """Placeholder: the OAuth path with DPoP on (one proof per request).
 
         TODO(issue 15, `dpop = true`): needs, once the feature exists:
-        - the token mock (`compare.py token-mock`) answering `token_type:
+        - the token mock (`mock_provider standard`) answering `token_type:
           DPoP` and checking the proof on the token request (RFC 9449 §5);
         - an authproxy provider `[providers.dpop] type = "oauth2", grant =
           "client_credentials", token_url = <mock>, client_id, client_secret,
@@ -993,7 +962,7 @@ backend be
         if "footprint" in ROWS:
             self.start_to_ready()
         big = self.big_transfers() if "base" in ROWS else {}
-        tokens_before = json.loads(http_get(self.port["token"], "/count")[1])["token_requests"]
+        tokens_before = json.loads(http_get(self.port["token"], "/_mock/stats")[1])["token_requests"]
 
         plan = []
         for rep in range(REPS):
@@ -1034,7 +1003,7 @@ backend be
             log(f"rep {rep + 1} | {sc.title} | {name}: {r['rps']:.0f} req/s, p50 {r['p50']:.2f} ms, "
                 f"p99 {r['p99']:.2f} ms, cpu {fmt(r['cpu_us'])} us/req, errors {r['errors']}")
         load_end = open("/proc/loadavg").read().split()[:3]
-        tokens_after = json.loads(http_get(self.port["token"], "/count")[1])["token_requests"]
+        tokens_after = json.loads(http_get(self.port["token"], "/_mock/stats")[1])["token_requests"]
         report = self.report(scenarios, results, big, per_run, tokens_before, tokens_after, load_start, load_end)
         with open(self.results, "w") as f:
             f.write(report)
@@ -1130,7 +1099,7 @@ backend be
             lines += [
                 "## OAuth2 row",
                 "",
-                f"The client_credentials provider's token endpoint (python mock, 1 h tokens) was asked "
+                f"The client_credentials provider's token endpoint (the standard mock of src/demo/mocks, 1 h tokens) was asked "
                 f"{tokens_after} time(s) in total, {tokens_after - tokens_before} time(s) during the load runs: "
                 "the token is cached, so the oauth2 rows measure the same per-request work as the static rows.",
                 "",
@@ -1237,8 +1206,6 @@ def parse_wrk(out):
 
 
 def main():
-    if len(sys.argv) >= 3 and sys.argv[1] == "token-mock":
-        return token_mock(int(sys.argv[2]))
     if len(sys.argv) >= 3 and sys.argv[1] == "upload-sink":
         return upload_sink(int(sys.argv[2]))
     if len(sys.argv) != 5 or sys.argv[1] != "bench":

@@ -9,9 +9,10 @@
 //! Needs `redis-server` (Debian package `redis-server`); without it the
 //! run is skipped with a message, except under `CI`, where it fails.
 //!
-//! 1. Storm: a real `redis-server` (loopback, no persistence), the mock
-//!    OneCloud provider of the tests (single-use refresh tokens, 20 ms per
-//!    token request) and R proxy processes sharing the Redis store. One
+//! 1. Storm: a real `redis-server` (loopback, no persistence), the
+//!    OneCloud mock of `authproxy::demo::mocks` (single-use refresh
+//!    tokens, 20 ms per token request) and R proxy processes sharing the
+//!    Redis store. One
 //!    request per replica warms them up; then the provider expires every
 //!    access token and N requests go out at once, spread over the replicas.
 //!    Measured: token requests during the storm (must be 1), whether all N
@@ -36,7 +37,7 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use support::providers::{MockProvider, Style, CLIENT_ID};
+use authproxy::demo::mocks::{MockProvider, Style, CLIENT_ID};
 use support::redis_server::{self, RedisServer};
 use support::ProxyProcess;
 

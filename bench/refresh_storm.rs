@@ -7,9 +7,9 @@
 //! cargo test --all-targets              # quick smoke: N = 1 and N = 50 (< 10 s)
 //! ```
 //!
-//! Per N: a mock OAuth provider (JSON token endpoint with single-use
-//! rotating refresh tokens, plus an API that answers a plain 401 to an
-//! expired token) and the proxy (`AppState::new` + `authproxy::run`, a
+//! Per N: the OneCloud mock provider of `authproxy::demo::mocks` (JSON
+//! token endpoint with single-use rotating refresh tokens, plus an API
+//! that answers a plain 401 to an expired token) and the proxy (`AppState::new` + `authproxy::run`, a
 //! `refresh_token`-grant provider, memory store) start on 127.0.0.1. One
 //! request warms the proxy (the seed refresh token is spent), a client
 //! process opens N connections, the mock expires every access token, and
@@ -30,30 +30,20 @@
 //! Every loop is bounded, every wait has a timeout, all traffic stays on
 //! 127.0.0.1, and the child processes exit when their stdin closes.
 
-use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, ChildStdin, Command, ExitCode, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use authproxy::config::interpolate::ProcessEnv;
+use authproxy::demo::mocks::{MockProvider, Style, CLIENT_ID};
 use authproxy::{AppState, Config};
-use axum::extract::State;
-use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::serve::ListenerExt;
-use axum::Router;
-use bytes::Bytes;
-use http::{HeaderMap, StatusCode};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 
-const CLIENT_ID: &str = "storm-client";
 const SEED_REFRESH: &str = "rt-seed";
 /// Storm sizes and token endpoint latencies (ms). A real token endpoint is
 /// not instant: 20 ms keeps the renewal in flight while the storm arrives;
@@ -149,123 +139,20 @@ fn main() -> ExitCode {
 
 // ---------------------------------------------------------------- mock
 
-/// The mock provider: `POST /oauth/token` (JSON refresh grant, every
-/// refresh token works once), any other path is the API (200 for a valid
-/// token, a plain 401 otherwise), `/_mock/*` controls it.
-#[derive(Default)]
-struct Mock {
-    latency: Duration,
-    tokens: Mutex<MockTokens>,
-    token_requests: AtomicU64,
-    token_refused: AtomicU64,
-    api_ok: AtomicU64,
-    api_401: AtomicU64,
-    connections: AtomicU64,
-}
-
-#[derive(Default)]
-struct MockTokens {
-    live_refresh: HashSet<String>,
-    valid_access: HashSet<String>,
-    issued: u64,
-    /// When the newest token was issued.
-    issued_at: Option<Instant>,
-    /// API paths that got a 401 (so their next 200 is a replay).
-    refused_paths: HashSet<String>,
-    /// For each replay: time from the newest token to its 200.
-    replay_after_token: Vec<Duration>,
-}
-
-fn oauth_error(status: StatusCode, code: &str) -> Response {
-    (status, axum::Json(json!({ "error": code }))).into_response()
-}
-
-async fn token_endpoint(State(m): State<Arc<Mock>>, headers: HeaderMap, body: Bytes) -> Response {
-    m.token_requests.fetch_add(1, Ordering::SeqCst);
-    tokio::time::sleep(m.latency).await;
-    let json_body = headers
-        .get(http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json"));
-    let fields: Value = match serde_json::from_slice(&body) {
-        Ok(v) if json_body => v,
-        _ => return oauth_error(StatusCode::BAD_REQUEST, "invalid_request"),
-    };
-    let field = |k: &str| fields.get(k).and_then(Value::as_str).unwrap_or("");
-    if field("client_id") != CLIENT_ID {
-        return oauth_error(StatusCode::UNAUTHORIZED, "invalid_client");
-    }
-    if field("grant_type") != "refresh_token" {
-        return oauth_error(StatusCode::BAD_REQUEST, "unsupported_grant_type");
-    }
-    let mut t = m.tokens.lock().unwrap();
-    if !t.live_refresh.remove(field("refresh_token")) {
-        m.token_refused.fetch_add(1, Ordering::SeqCst);
-        return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant");
-    }
-    t.issued += 1;
-    let access = format!("at-{}", t.issued);
-    let refresh = format!("rt-{}", t.issued);
-    t.valid_access.insert(access.clone());
-    t.live_refresh.insert(refresh.clone());
-    t.issued_at = Some(Instant::now());
-    axum::Json(json!({
-        "access_token": access,
-        "token_type": "bearer",
-        "expires_in": 3600,
-        "refresh_token": refresh,
-    }))
-    .into_response()
-}
-
-async fn api(State(m): State<Arc<Mock>>, uri: http::Uri, headers: HeaderMap) -> Response {
-    let token = headers
-        .get(http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    let valid = {
-        let mut t = m.tokens.lock().unwrap();
-        let valid = token.is_some_and(|tok| t.valid_access.contains(tok));
-        if !valid {
-            t.refused_paths.insert(uri.path().to_string());
-        } else if t.refused_paths.remove(uri.path()) {
-            let after = t.issued_at.map(|at| at.elapsed()).unwrap_or_default();
-            t.replay_after_token.push(after);
-        }
-        valid
-    };
-    if valid {
-        m.api_ok.fetch_add(1, Ordering::Relaxed);
-        axum::Json(json!({ "ok": true })).into_response()
-    } else {
-        m.api_401.fetch_add(1, Ordering::Relaxed);
-        oauth_error(StatusCode::UNAUTHORIZED, "invalid_token")
-    }
-}
-
-async fn expire(State(m): State<Arc<Mock>>) -> &'static str {
-    let mut t = m.tokens.lock().unwrap();
-    t.valid_access.clear();
-    t.refused_paths.clear();
-    t.replay_after_token.clear();
-    "expired"
-}
-
-async fn stats(State(m): State<Arc<Mock>>) -> axum::Json<Value> {
-    let mut replays = m.tokens.lock().unwrap().replay_after_token.clone();
-    replays.sort();
-    let ms = |d: Option<&Duration>| d.map(|d| d.as_secs_f64() * 1000.0).unwrap_or(0.0);
-    axum::Json(json!({
-        "replays": replays.len(),
-        "replay_first_ms": ms(replays.first()),
-        "replay_p50_ms": ms(replays.get(replays.len() / 2)),
-        "replay_last_ms": ms(replays.last()),
-        "token_requests": m.token_requests.load(Ordering::SeqCst),
-        "token_refused": m.token_refused.load(Ordering::SeqCst),
-        "api_ok": m.api_ok.load(Ordering::Relaxed),
-        "api_401": m.api_401.load(Ordering::Relaxed),
-        "connections": m.connections.load(Ordering::Relaxed),
-    }))
+/// The library's OneCloud mock (the one the tests and the demo use): JSON
+/// refresh grant at `/api/v1/oauth/token`, every refresh token works once
+/// (a reused one revokes the chain), any other path is the API (200 for a
+/// valid token, a plain 401 otherwise), `/_mock/*` controls it. Here it
+/// only counts API requests (no per-request record), as it shares the CPU
+/// with the proxy.
+fn start_mock(listener: TcpListener, latency: Duration) -> MockProvider {
+    let mock = MockProvider::start_on(listener, Style::OneCloud);
+    mock.set(|s| {
+        s.token_delay = latency;
+        s.record_api = false;
+    });
+    mock.issue_seed(SEED_REFRESH);
+    mock
 }
 
 /// Binds 127.0.0.1:0 with a deep accept queue (the kernel caps it at
@@ -276,30 +163,6 @@ fn listen_loopback() -> std::io::Result<TcpListener> {
     socket.set_reuseaddr(true)?;
     socket.bind(SocketAddr::from(([127, 0, 0, 1], 0)))?;
     socket.listen(4096)
-}
-
-async fn serve_mock(listener: TcpListener, latency: Duration) {
-    let mock = Arc::new(Mock {
-        latency,
-        ..Mock::default()
-    });
-    mock.tokens
-        .lock()
-        .unwrap()
-        .live_refresh
-        .insert(SEED_REFRESH.to_string());
-    let counter = mock.clone();
-    let listener = listener.tap_io(move |tcp: &mut TcpStream| {
-        let _ = tcp.set_nodelay(true);
-        counter.connections.fetch_add(1, Ordering::Relaxed);
-    });
-    let router = Router::new()
-        .route("/oauth/token", post(token_endpoint))
-        .route("/_mock/expire", post(expire))
-        .route("/_mock/stats", get(stats))
-        .fallback(api)
-        .with_state(mock);
-    let _ = axum::serve(listener, router).await;
 }
 
 /// `--mock-server [LATENCY_MS]`: serve the mock until stdin closes.
@@ -318,6 +181,7 @@ fn mock_server_main(latency: Duration) -> ExitCode {
         };
         println!("MOCK_ADDR {}", listener.local_addr().expect("bound"));
         let _ = std::io::stdout().flush();
+        let _mock = start_mock(listener, latency);
         std::thread::spawn(|| {
             let mut sink = String::new();
             while std::io::stdin().read_line(&mut sink).is_ok_and(|n| n > 0) {
@@ -325,7 +189,7 @@ fn mock_server_main(latency: Duration) -> ExitCode {
             }
             std::process::exit(0);
         });
-        serve_mock(listener, latency).await;
+        std::future::pending::<()>().await;
     });
     ExitCode::SUCCESS
 }
@@ -564,19 +428,12 @@ enum Layout {
     MockChild,
 }
 
+/// Held for its `Drop`: the in-process mock stops with the runtime, the
+/// child process is stopped.
+#[allow(dead_code)]
 enum MockRun {
-    InProcess(tokio::task::JoinHandle<()>),
-    /// Held for its `Drop`, which stops the process.
-    #[allow(dead_code)]
+    InProcess(MockProvider),
     Child(ChildProc),
-}
-
-impl Drop for MockRun {
-    fn drop(&mut self) {
-        if let MockRun::InProcess(task) = self {
-            task.abort();
-        }
-    }
 }
 
 #[derive(Default)]
@@ -684,7 +541,7 @@ kind = "memory"
 [providers.storm]
 type = "oauth2"
 grant = "refresh_token"
-token_url = "http://{mock}/oauth/token"
+token_url = "http://{mock}{token_path}"
 body = "json"
 client_id = "{CLIENT_ID}"
 refresh_token = "{SEED_REFRESH}"
@@ -693,7 +550,8 @@ refresh_token = "{SEED_REFRESH}"
 prefix = "/api/"
 upstream = "http://{mock}/api/"
 provider = "storm"
-"#
+"#,
+        token_path = Style::OneCloud.token_path(),
     )
 }
 
@@ -727,10 +585,8 @@ fn storm(
                 .block_on(async { listen_loopback() })
                 .map_err(|e| format!("mock listen: {e}"))?;
             let addr = listener.local_addr().map_err(|e| e.to_string())?;
-            (
-                addr,
-                MockRun::InProcess(rt.spawn(serve_mock(listener, latency))),
-            )
+            let mock = rt.block_on(async { start_mock(listener, latency) });
+            (addr, MockRun::InProcess(mock))
         }
         Layout::MockChild => {
             let child =

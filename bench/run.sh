@@ -16,11 +16,12 @@
 #
 # What it does:
 #   1. apt-get installs whichever of wrk, nginx, haproxy is missing (Debian).
-#   2. cargo build --release.
+#   2. cargo build --release (the proxy, and the mock token endpoint of
+#      src/demo/mocks as a process: bench/mock_provider.rs).
 #   3. bench/compare.py starts, in a temp dir: an upstream nginx (1 worker;
 #      /small 100 B, /large 64 KiB, /upload takes a 64 KiB POST, /huge a
-#      sparse 1 GiB file), a python upload sink and a python client_credentials
-#      token endpoint; authproxy three times (TOKIO_WORKER_THREADS=1, default
+#      sparse 1 GiB file), a python upload sink and the mock RFC 6749 token
+#      endpoint (client_credentials); authproxy three times (TOKIO_WORKER_THREADS=1, default
 #      runtime, default runtime with RUST_LOG=warn); a front nginx (1 worker,
 #      keep-alive pool) and HAProxy (nbthread 1, http-reuse always), all
 #      injecting `Authorization: Bearer …`.
@@ -91,7 +92,7 @@ export PATH="$PATH:/usr/sbin:/sbin"
 # own instances on free ports and leaves those alone.
 
 echo "building authproxy (release)…"
-(cd "$ROOT" && timeout 300 cargo build --release --quiet --bin authproxy)
+(cd "$ROOT" && timeout 300 cargo build --release --quiet --bin authproxy --example mock_provider)
 BIN="$ROOT/target/release/authproxy"
 
 # python in the background so the traps fire promptly on ^C.

@@ -6,15 +6,13 @@
 
 mod support;
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::Query;
-use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
+use support::providers::{MockProvider, Style};
 use support::{client, start_proxy, Echo};
 
 /// Debian's `chromium` (or Ubuntu's `chromium-browser`) found on `PATH`.
@@ -74,25 +72,11 @@ async fn implicit_login_in_headless_chromium() {
     let Some(browser) = have_chromium() else {
         return;
     };
-    // The provider's authorize endpoint: approves at once, like a user who
-    // is already logged in, and returns the token in the fragment.
-    let authorize = support::serve(Router::new().route(
-        "/authorize",
-        get(|Query(q): Query<HashMap<String, String>>| async move {
-            assert_eq!(q["response_type"], "token");
-            assert_eq!(q["client_id"], "browser-app");
-            let location = format!(
-                "{}#access_token=browser-token-1&token_type=bearer&expires_in=3600&state={}",
-                q["redirect_uri"], q["state"]
-            );
-            (
-                http::StatusCode::FOUND,
-                [(http::header::LOCATION, location)],
-            )
-                .into_response()
-        }),
-    ))
-    .await;
+    // The provider's authorize endpoint (the mock ReadyCloud): approves at
+    // once, like a user who is already logged in, and returns the token in
+    // the fragment.
+    let provider = MockProvider::start(Style::Implicit).await;
+    provider.set(|s| s.client_id = "browser-app".into());
     let echo = Echo::start().await;
     let proxy = start_proxy(&format!(
         r#"
@@ -101,7 +85,7 @@ kind = "memory"
 [providers.ready]
 type = "oauth2"
 grant = "implicit"
-authorize_url = "http://{authorize}/authorize"
+authorize_url = "{authorize}"
 client_id = "browser-app"
 scope = "order.read"
 [[routes]]
@@ -109,7 +93,8 @@ prefix = "/ready/"
 upstream = "{}/"
 provider = "ready"
 "#,
-        echo.url()
+        echo.url(),
+        authorize = provider.authorize_url(),
     ))
     .await;
     assert_eq!(
@@ -127,8 +112,14 @@ provider = "ready"
         dom.contains("data-result=\"ok\""),
         "callback page did not complete the login:\n{dom}\n{stderr}"
     );
+    let authorized = provider.token_requests();
+    assert_eq!(authorized.len(), 1, "{authorized:?}");
+    assert_eq!(authorized[0].fields["response_type"], "token");
+    let tokens = provider.access_tokens();
+    assert_eq!(tokens.len(), 1, "one token handed out");
+    let token = &tokens[0];
     assert!(
-        !dom.contains("browser-token-1"),
+        !dom.contains(token.as_str()),
         "the page does not show the token"
     );
 
@@ -140,7 +131,7 @@ provider = "ready"
     assert_eq!(r.status(), 200);
     assert_eq!(
         echo.last().header("authorization"),
-        Some("Bearer browser-token-1")
+        Some(format!("Bearer {token}").as_str())
     );
 }
 

@@ -6,7 +6,9 @@ mod support;
 
 use std::time::Duration;
 
-use support::providers::{MockProvider, Style, CLIENT_ID, CLIENT_SECRET, PASSWORD, USERNAME};
+use support::providers::{
+    ClientAuthRule, MockProvider, Style, CLIENT_ID, CLIENT_SECRET, PASSWORD, USERNAME,
+};
 use support::{client, start_proxy, Proxy};
 
 /// A RIPS-style provider: password grant, JSON body, JWT tokens.
@@ -315,7 +317,33 @@ async fn client_secret_in_form_body_when_client_auth_is_body() {
     let mock = MockProvider::start(Style::Standard).await;
     let proxy =
         start_proxy(&standard_config(&mock, "").replace("client_auth = \"basic\"", "")).await;
-    // The standard mock insists on Basic auth, so this is refused ...
+    let (status, body) = get(&proxy, "/std/items").await;
+    assert_eq!(status, 200, "{body}");
+    let reqs = mock.token_requests();
+    assert_eq!(reqs.len(), 1);
+    let fields: Vec<(&str, &str)> = reqs[0]
+        .fields
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    assert_eq!(
+        fields,
+        vec![
+            ("client_id", CLIENT_ID),
+            ("client_secret", CLIENT_SECRET),
+            ("grant_type", "client_credentials"),
+        ]
+    );
+    assert!(reqs[0].authorization.is_none(), "one client authentication");
+}
+
+#[tokio::test]
+async fn endpoint_that_takes_basic_only_refuses_body_client_auth() {
+    let mock = MockProvider::start(Style::Standard).await;
+    mock.set(|s| s.client_auth = ClientAuthRule::Basic);
+    let proxy =
+        start_proxy(&standard_config(&mock, "").replace("client_auth = \"basic\"", "")).await;
+    // The endpoint insists on Basic auth, so this is refused ...
     let (status, body) = get(&proxy, "/std/items").await;
     assert_eq!(status, 502);
     assert_eq!(body["error"], "reauthentication_failed");

@@ -372,3 +372,276 @@ provider = "one"
         assert!(!log.contains(s.as_str()), "log contains secret {s}");
     }
 }
+
+// Secrets that echoing token endpoints send back (every error answer of the
+// mocks repeats what it got). Special characters, so that URL-encoded and
+// JSON-escaped echoes are checked too.
+const STALE_SEED: &str = "stale-SECRET-seed-31";
+const REUSED_SEED: &str = "reused-SECRET-seed-32";
+const BAD_SECRET: &str = "bad/SECRET+client&=33";
+const FORM_PASSWORD: &str = "form/SECRET+pw&=ü-34";
+const DOWN_SEED: &str = "down-SECRET-\"seed\\-35";
+const ODD_SEED: &str = "odd-SECRET-seed-36";
+const ECHO_INBOUND: &str = "inbound-SECRET-echo-37";
+const ECHO_STATIC: &str = "static-SECRET-echo-38";
+
+/// The forms a secret takes in what a token endpoint echoes: as is,
+/// form-URL-encoded, percent-encoded, JSON-escaped.
+fn encoded_forms(secret: &str) -> Vec<String> {
+    let form: String = url::form_urlencoded::byte_serialize(secret.as_bytes()).collect();
+    let percent = form.replace('+', "%20");
+    let json = serde_json::to_string(secret).unwrap();
+    let json = json[1..json.len() - 1].to_string();
+    let mut forms = vec![secret.to_string(), form, percent, json];
+    forms.dedup();
+    forms
+}
+
+/// Issue 13 item 8: a token endpoint whose error text contains the refresh
+/// token it got (or the client secret, the password, the request body)
+/// must not make the proxy repeat it in the client's answer, status,
+/// metrics or logs (debug level). Every error path of the token client
+/// against an echoing endpoint: refused refresh token (unknown and
+/// reused), wrong client secret over HTTP Basic, a form body to a
+/// JSON-only endpoint, 5xx HTML pages with the JSON body in them, a
+/// made-up error code, and text naming secrets the endpoint was never
+/// sent (the inbound token, another provider's static token).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn provider_text_is_scrubbed_of_every_secret() {
+    let one = MockProvider::start(Style::OneCloud).await;
+    one.issue_seed(REUSED_SEED);
+    let rips = MockProvider::start(Style::Rips).await;
+    let std_mock = MockProvider::start(Style::Standard).await;
+    let down = MockProvider::start(Style::OneCloud).await;
+    down.issue_seed(DOWN_SEED);
+    down.set(|s| s.fail_always = Some(503));
+    let odd = MockProvider::start(Style::OneCloud).await;
+    odd.set(|s| {
+        s.answer_override = Some(
+            serde_json::json!({
+                "error": format!("refused_{ODD_SEED}"),
+                "error_description": format!("caller sent {ECHO_INBOUND}; see also {ECHO_STATIC}"),
+            })
+            .to_string(),
+        )
+    });
+    let echo = Echo::start().await;
+    // The reused seed is spent before the proxy sends it.
+    let c = client();
+    let spent = c
+        .post(one.token_url())
+        .json(&serde_json::json!({"grant_type": "refresh_token", "client_id": CLIENT_ID, "refresh_token": REUSED_SEED}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(spent.status(), 200);
+
+    let onecloud = |name: &str, mock: &MockProvider, seed_var: &str| {
+        format!(
+            r#"
+[providers.{name}]
+type = "oauth2"
+grant = "refresh_token"
+token_url = "{}"
+body = "json"
+client_id = "{CLIENT_ID}"
+refresh_token = "${{{seed_var}}}"
+[[routes]]
+prefix = "/{name}/"
+upstream = "{}/api/"
+provider = "{name}"
+"#,
+            mock.token_url(),
+            mock.base()
+        )
+    };
+    let config = format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+inbound_token = "${{INBOUND}}"
+[providers.ricloud]
+type = "static"
+headers = {{ Authorization = "Token ${{STATIC_TOKEN}}" }}
+[providers.badclient]
+type = "oauth2"
+grant = "client_credentials"
+token_url = "{std_token}"
+client_id = "{CLIENT_ID}"
+client_secret = "${{BAD_SECRET}}"
+client_auth = "basic"
+[providers.formrips]
+type = "oauth2"
+grant = "password"
+token_url = "{rips_token}"
+body = "form"
+client_id = "{CLIENT_ID}"
+username = "{USERNAME}"
+password = "${{FORM_PASSWORD}}"
+[[routes]]
+prefix = "/ricloud/"
+upstream = "{echo}/"
+provider = "ricloud"
+[[routes]]
+prefix = "/badclient/"
+upstream = "{std}/v1/"
+provider = "badclient"
+[[routes]]
+prefix = "/formrips/"
+upstream = "{rips}/api/"
+provider = "formrips"
+{stale}{reused}{down_cfg}{odd_cfg}"#,
+        std_token = std_mock.token_url(),
+        rips_token = rips.token_url(),
+        echo = echo.url(),
+        std = std_mock.base(),
+        rips = rips.base(),
+        stale = onecloud("stale", &one, "STALE_SEED"),
+        reused = onecloud("reused", &one, "REUSED_SEED"),
+        down_cfg = onecloud("down", &down, "DOWN_SEED"),
+        odd_cfg = onecloud("odd", &odd, "ODD_SEED"),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("authproxy.toml");
+    std::fs::write(&path, config).unwrap();
+    let env = [
+        ("INBOUND", ECHO_INBOUND),
+        ("STATIC_TOKEN", ECHO_STATIC),
+        ("BAD_SECRET", BAD_SECRET),
+        ("FORM_PASSWORD", FORM_PASSWORD),
+        ("STALE_SEED", STALE_SEED),
+        ("REUSED_SEED", REUSED_SEED),
+        ("DOWN_SEED", DOWN_SEED),
+        ("ODD_SEED", ODD_SEED),
+    ];
+
+    // `check --probe` runs the primary grants: badclient and formrips fail.
+    let (code, check_out, check_err) = {
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let cwd = dir.path().to_path_buf();
+        let p = path.to_str().unwrap().to_string();
+        tokio::task::spawn_blocking(move || {
+            let e: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            support::run_cli(&["check", "--probe", "--config", &p], &e, &cwd)
+        })
+        .await
+        .unwrap()
+    };
+    assert_eq!(code, 1, "{check_out}{check_err}");
+
+    let mut envs = env.to_vec();
+    envs.push(("RUST_LOG", "debug"));
+    let proxy = ProxyProcess::start(&path, &envs);
+    let auth = format!("Bearer {ECHO_INBOUND}");
+    let get = |p: String| {
+        let c = c.clone();
+        let url = proxy.url(&p);
+        let auth = auth.clone();
+        async move {
+            let r = c
+                .get(url)
+                .header("proxy-authorization", auth)
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    };
+    let mut answers = Vec::new();
+    for (route, error) in [
+        ("stale", "reauthentication_failed"),
+        ("reused", "reauthentication_failed"),
+        ("badclient", "reauthentication_failed"),
+        ("formrips", "token_endpoint_error"),
+        ("down", "token_endpoint_error"),
+        ("odd", "token_endpoint_error"),
+    ] {
+        // Twice: the second answer comes from the remembered failure.
+        for _ in 0..2 {
+            let (status, body) = get(format!("/{route}/x")).await;
+            assert_eq!(status, 502, "{route}: {body}");
+            let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+            assert_eq!(v["error"], error, "{route}: {body}");
+            answers.push((route, body));
+        }
+    }
+    assert!(one.reuse_detected(), "the proxy sent the spent seed");
+    assert_eq!(
+        down.token_request_count(),
+        4,
+        "5xx pages are retried (bounded)"
+    );
+    let (_, status) = get("/_authproxy/status".into()).await;
+    let (_, metrics) = get("/_authproxy/metrics".into()).await;
+    proxy.signal("TERM");
+    let (code, log) = proxy.wait();
+    assert_eq!(code, Some(0));
+    assert!(log.contains("DEBUG"), "ran at debug level");
+
+    let mut secrets = vec![
+        STALE_SEED,
+        REUSED_SEED,
+        BAD_SECRET,
+        FORM_PASSWORD,
+        DOWN_SEED,
+        ODD_SEED,
+        ECHO_INBOUND,
+        ECHO_STATIC,
+    ]
+    .into_iter()
+    .map(str::to_string)
+    .collect::<Vec<_>>();
+    for m in [&one, &rips, &std_mock, &down, &odd] {
+        secrets.extend(m.access_tokens());
+        secrets.extend(m.live_refresh_tokens());
+    }
+    let bodies: String = answers.iter().map(|(_, b)| b.as_str()).collect();
+    for s in &secrets {
+        for form in encoded_forms(s) {
+            for (what, text) in [
+                ("check stdout", &check_out),
+                ("check stderr", &check_err),
+                ("log", &log),
+                ("answers", &bodies),
+                ("status", &status),
+                ("metrics", &metrics),
+            ] {
+                assert!(
+                    !text.contains(form.as_str()),
+                    "{what} contains secret {s} (as {form}):\n{text}"
+                );
+            }
+        }
+    }
+
+    // What is left of the provider's text still says what went wrong, in
+    // at most 200 characters.
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    for (route, says) in [
+        ("stale", "is not valid"),
+        ("reused", "was already used"),
+        ("badclient", "unknown"),
+        ("formrips", "must be a JSON object"),
+        ("down", "Service Unavailable"),
+        ("odd", "caller sent"),
+    ] {
+        let message = status["providers"][route]["last_error"]["message"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{route}: {status}"));
+        assert!(message.contains(says), "{route}: {message}");
+        assert!(message.contains("[redacted]"), "{route}: {message}");
+        let (_, body) = answers.iter().find(|(r, _)| *r == route).unwrap();
+        let v: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert!(
+            v["message"].as_str().unwrap().contains(says),
+            "{route}: {body}"
+        );
+    }
+    assert!(
+        metrics.contains("outcome=\"other\""),
+        "a made-up error code is `other` in metrics"
+    );
+}

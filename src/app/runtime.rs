@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use super::state::StartupError;
 use crate::config::{Config, ProviderKind};
+use crate::credentials::oauth2::configured_secrets;
 use crate::credentials::{Credential, OAuthProvider, StaticHeaders};
 use crate::http::buffer::BufferBudget;
 use crate::oauth::TokenClient;
@@ -46,6 +47,9 @@ pub(super) fn build_runtime(
 ) -> Result<Runtime, StartupError> {
     let upstreams = Upstreams::new(&config)?;
     let routes = RouteTable::new(&config.routes);
+    // Token endpoints' text is scrubbed of these too (kept providers get
+    // the new list).
+    let secrets = Arc::new(configured_secrets(&config));
     let mut credentials = HashMap::new();
     for (name, provider) in &config.providers {
         let unchanged = previous.and_then(|p| {
@@ -67,6 +71,9 @@ pub(super) fn build_runtime(
                 ))),
             }),
         };
+        if let Credential::OAuth2(p) = credential.as_ref() {
+            p.set_other_secrets(secrets.clone());
+        }
         credentials.insert(name.clone(), credential);
     }
     // Config checking made sure every route's provider exists.

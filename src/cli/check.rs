@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use super::{load, say};
 use crate::config::{ProviderKind, StoreConfig};
+use crate::credentials::oauth2::configured_secrets;
 use crate::credentials::OAuthProvider;
 use crate::oauth::TokenClient;
 
@@ -132,6 +133,7 @@ pub(super) async fn check(path: &Path, probe: bool) -> ExitCode {
         }
     };
     let mut failed = false;
+    let secrets = configured_secrets(&config);
     for (name, p) in &config.providers {
         let ProviderKind::OAuth2(o) = &p.kind else {
             continue;
@@ -148,7 +150,7 @@ pub(super) async fn check(path: &Path, probe: bool) -> ExitCode {
             );
             continue;
         }
-        match OAuthProvider::probe(o, &client).await {
+        match OAuthProvider::probe(o, &client, &secrets).await {
             Ok(t) => say!(
                 "probe {name}: ok ({} grant; token obtained{}{})",
                 o.grant.as_str(),

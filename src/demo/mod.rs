@@ -1,20 +1,84 @@
 //! `authproxy demo`: mock APIs of every provider style in the spec
-//! ([`mocks`]), on loopback, with the proxy in front and curl lines to try.
-//! No accounts, no internet.
+//! ([`mocks`], the same mocks the tests and benchmarks use), on loopback,
+//! with the proxy in front and curl lines to try. No accounts, no internet.
 
 pub mod mocks;
 
+use std::net::SocketAddr;
 use std::process::ExitCode;
+
+use axum::routing::post;
+use axum::Router;
 
 use crate::app::signals::shutdown_signal;
 use crate::app::{AppState, EXIT_CONFIG};
 use crate::config::interpolate::ProcessEnv;
 use crate::config::Config;
 use crate::telemetry::{self, LogFormat};
-pub use mocks::mock_apis;
-use mocks::{
-    CLIENT_ID, ONECLOUD_SEED, RICLOUD_TOKEN, RIPS_EMAIL, RIPS_PASSWORD, RIPS_TOKEN_SECONDS,
-};
+use mocks::{statics, MockProvider, Style};
+
+pub const RICLOUD_TOKEN: &str = "demo-ricloud-token";
+pub const RIPS_EMAIL: &str = "demo@example.test";
+pub const RIPS_PASSWORD: &str = "demo-password";
+pub const CLIENT_ID: &str = "demo-client";
+pub const READYCLOUD_APP: &str = "demo-app";
+pub const ONECLOUD_SEED: &str = "demo-onecloud-seed";
+/// The token the guide tells you to paste for ReadyCloud.
+pub const READYCLOUD_PASTED: &str = "ready-pasted";
+/// Lifetimes short enough to watch renewals happen.
+pub const RIPS_TOKEN_SECONDS: u64 = 20;
+pub const ONECLOUD_TOKEN_SECONDS: u64 = 30;
+
+/// The demo's mock APIs on one router, for a server on `addr`: ricloud
+/// (`/ricloud/`), RIPS plain auth (`/rips-plain/`), RIPS (`/rips/`),
+/// OneCloud (`/onecloud/`), ReadyCloud (`/readycloud/`), and `/admin/rips/`
+/// to make the RIPS API answer `X-API-Expired` or `X-API-Revoked`.
+pub fn mock_apis(addr: SocketAddr) -> Router {
+    let rips = MockProvider::new(Style::Rips, addr, "/rips");
+    let onecloud = MockProvider::new(Style::OneCloud, addr, "/onecloud");
+    let readycloud = MockProvider::new(Style::Implicit, addr, "/readycloud");
+    for (mock, ttl) in [
+        (&rips, RIPS_TOKEN_SECONDS),
+        (&onecloud, ONECLOUD_TOKEN_SECONDS),
+        (&readycloud, 3600),
+    ] {
+        mock.set(|s| {
+            s.client_id = CLIENT_ID.into();
+            s.username = RIPS_EMAIL.into();
+            s.password = RIPS_PASSWORD.into();
+            s.ttl = ttl;
+            // The client sees what the API saw, not the credential itself.
+            s.echo_headers = false;
+        });
+    }
+    readycloud.set(|s| s.client_id = READYCLOUD_APP.into());
+    onecloud.issue_seed(ONECLOUD_SEED);
+    readycloud.issue_access(READYCLOUD_PASTED);
+    let (expire, revoke) = (rips.clone(), rips.clone());
+    Router::new()
+        .nest("/ricloud", statics::static_token_api(RICLOUD_TOKEN))
+        .nest(
+            "/rips-plain",
+            statics::header_pair_api(RIPS_EMAIL, RIPS_PASSWORD),
+        )
+        .nest("/rips", rips.router())
+        .nest("/onecloud", onecloud.router())
+        .nest("/readycloud", readycloud.router())
+        .route(
+            "/admin/rips/expire",
+            post(move || async move {
+                expire.expire_all();
+                axum::Json(serde_json::json!({"rips": "all access tokens expired"}))
+            }),
+        )
+        .route(
+            "/admin/rips/revoke",
+            post(move || async move {
+                revoke.revoke_all();
+                axum::Json(serde_json::json!({"rips": "all access and refresh tokens revoked"}))
+            }),
+        )
+}
 
 /// The proxy config for the demo, pointing at the mocks on `mock_base`.
 pub fn proxy_config(listen: &str, mock_base: &str) -> String {
@@ -57,7 +121,7 @@ refresh_before = "5s"
 type = "oauth2"
 grant = "implicit"
 authorize_url = "{mock_base}/readycloud/authorize"
-client_id = "demo-app"
+client_id = "{READYCLOUD_APP}"
 scope = "order.read"
 
 [[routes]]
@@ -105,7 +169,7 @@ pub async fn run(listen: &str, format: LogFormat) -> ExitCode {
     };
     let mock_addr = mock.local_addr().expect("bound");
     tokio::spawn(async move {
-        let _ = axum::serve(mock, mock_apis()).await;
+        let _ = axum::serve(mock, mock_apis(mock_addr)).await;
     });
     let text = proxy_config(listen, &format!("http://{mock_addr}"));
     let config = match Config::parse(&text, std::path::Path::new("demo.toml"), &ProcessEnv) {
@@ -165,7 +229,7 @@ Try these (the proxy adds every credential; the client sends none):
   # implicit grant (ReadyCloud): 503 login_required until you log in
   curl -s {p}/readycloud/orders
   #   open {p}/_authproxy/login/readycloud in a browser, or paste a token by hand:
-  curl -s -X POST -H 'Content-Type: application/json' -d '{{"access_token":"ready-pasted","expires_in":3600}}' {p}/_authproxy/tokens/readycloud
+  curl -s -X POST -H 'Content-Type: application/json' -d '{{"access_token":"{READYCLOUD_PASTED}","expires_in":3600}}' {p}/_authproxy/tokens/readycloud
   curl -s {p}/readycloud/orders
 
   # what the proxy knows (never a secret), and its metrics

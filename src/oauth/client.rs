@@ -15,7 +15,7 @@ use url::Url;
 use zeroize::{Zeroize, Zeroizing};
 
 use super::error::TokenError;
-use super::token::{parse_error_answer, parse_token_answer, TokenSet};
+use super::token::{error_page_text, parse_error_answer, parse_token_answer, TokenSet};
 use crate::clock::unix_now;
 use crate::secret::{Secret, SecretBuf};
 
@@ -138,6 +138,8 @@ impl TokenClient {
             match result {
                 Err(e) if e.is_transient() && attempt < self.retry.attempts => {
                     let delay = self.backoff(attempt, &e);
+                    // The provider's text is not shown here: only the
+                    // caller knows every secret it must be scrubbed of.
                     tracing::warn!(attempt, error = %e, retry_in_ms = delay.as_millis() as u64, "token request failed, retrying");
                     tokio::time::sleep(delay).await;
                 }
@@ -207,6 +209,7 @@ impl TokenClient {
             return Err(TokenError::Status {
                 status: status.as_u16(),
                 retry_after,
+                body: error_page_text(body.as_slice()),
             });
         }
         // RFC 6749 §6: an answer without a new refresh token keeps the old.

@@ -3,10 +3,11 @@
 
 use base64::Engine;
 use serde::Deserialize;
+use zeroize::Zeroize;
 
 use super::error::{OAuthErrorCode, TokenError};
 use crate::secret::Secret;
-use crate::text::sanitize;
+use crate::text::{sanitize, ProviderText};
 
 /// A token answer, checked. Held behind `Arc` and swapped whole.
 #[derive(Debug, Clone, PartialEq)]
@@ -56,7 +57,7 @@ pub fn parse_token_answer(
                 .error_description
                 .as_ref()
                 .and_then(|d| d.as_str())
-                .map(|d| sanitize(d, 200)),
+                .map(ProviderText::new),
         });
     }
     let access = match raw.access_token {
@@ -114,8 +115,40 @@ pub fn parse_error_answer(status: u16, body: &[u8]) -> Option<TokenError> {
             .error_description
             .as_ref()
             .and_then(|d| d.as_str())
-            .map(|d| sanitize(d, 200)),
+            .map(ProviderText::new),
     })
+}
+
+/// The text of an error answer that is not RFC 6749 JSON (a gateway's or
+/// framework's error page): markup dropped, white space collapsed. `None`
+/// when nothing readable is left.
+pub fn error_page_text(body: &[u8]) -> Option<ProviderText> {
+    let text = String::from_utf8_lossy(body);
+    let mut plain = String::with_capacity(text.len().min(4096));
+    let mut in_tag = false;
+    let mut space = false;
+    for c in text.chars() {
+        match c {
+            '<' => in_tag = true,
+            '>' if in_tag => {
+                in_tag = false;
+                space = true;
+            }
+            _ if in_tag => {}
+            c if c.is_whitespace() || c.is_control() => space = true,
+            c => {
+                if space && !plain.is_empty() {
+                    plain.push(' ');
+                }
+                space = false;
+                plain.push(c);
+            }
+        }
+    }
+    let text = (!plain.is_empty()).then(|| ProviderText::new(&plain));
+    // It may hold what the request carried.
+    plain.zeroize();
+    text
 }
 
 fn normalize_token_type(t: &str) -> String {
@@ -239,9 +272,26 @@ mod tests {
         assert!(e.is_grant_refused());
         assert!(!e.is_transient());
         assert_eq!(
-            e.to_string(),
+            e.scrub(&crate::text::Scrubber::new()).to_string(),
             "token endpoint refused the grant: invalid_grant (used up)"
         );
         assert!(parse_error_answer(500, b"nope").is_none());
+    }
+
+    #[test]
+    fn error_pages_as_text() {
+        let shown = |body: &[u8]| {
+            error_page_text(body).map(|t| t.scrub(&crate::text::Scrubber::new(), 200).to_string())
+        };
+        assert_eq!(
+            shown(b"<html><head><title>502 Bad Gateway</title></head>\r\n<body><h1>Bad\tGateway</h1><hr>nginx</body></html>").as_deref(),
+            Some("502 Bad Gateway Bad Gateway nginx")
+        );
+        assert_eq!(
+            shown(b"upstream  trouble\n").as_deref(),
+            Some("upstream trouble")
+        );
+        assert_eq!(shown(b"<html></html>"), None);
+        assert_eq!(shown(b""), None);
     }
 }

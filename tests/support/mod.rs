@@ -6,7 +6,6 @@
 pub mod oidc;
 pub mod providers;
 
-use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -16,8 +15,6 @@ use std::time::Duration;
 
 use authproxy::{AppState, Config};
 use axum::body::Body;
-use axum::extract::Request;
-use axum::response::{IntoResponse, Response};
 use axum::Router;
 use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
@@ -95,137 +92,21 @@ pub fn client() -> reqwest::Client {
         .unwrap()
 }
 
-/// Serves `router` on 127.0.0.1:0 for the rest of the test.
 /// GETs `url` and parses the answer as JSON (status endpoints and the like).
 pub async fn get_json(client: &reqwest::Client, url: String) -> serde_json::Value {
     client.get(url).send().await.unwrap().json().await.unwrap()
 }
 
+/// Serves `router` on 127.0.0.1:0 for the rest of the test.
 pub async fn serve(router: Router) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        axum::serve(listener, router).await.unwrap();
-    });
-    addr
+    authproxy::demo::mocks::serve(router).await
 }
 
-/// What an upstream received.
-#[derive(Debug, Clone)]
-pub struct Recorded {
-    pub method: String,
-    pub path: String,
-    pub query: Option<String>,
-    pub headers: BTreeMap<String, Vec<String>>,
-    pub body_len: usize,
-    pub body_sha256: String,
-    /// Whether the body ended normally (false: the sender broke it off;
-    /// `body_len` then counts what arrived).
-    pub body_complete: bool,
-}
-
-impl Recorded {
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .get(&name.to_ascii_lowercase())
-            .and_then(|v| v.first())
-            .map(String::as_str)
-    }
-}
-
-/// An upstream that answers every request with 200 and a JSON description
-/// of what it received, and records it.
-#[derive(Clone)]
-pub struct Echo {
-    pub addr: SocketAddr,
-    pub requests: Arc<Mutex<Vec<Recorded>>>,
-}
-
-impl Echo {
-    pub async fn start() -> Echo {
-        let requests: Arc<Mutex<Vec<Recorded>>> = Arc::default();
-        let r = requests.clone();
-        let router = Router::new().fallback(move |req: Request| {
-            let r = r.clone();
-            async move {
-                let rec = record(req).await;
-                r.lock().unwrap().push(rec.clone());
-                echo_response(&rec)
-            }
-        });
-        let addr = serve(router).await;
-        Echo { addr, requests }
-    }
-
-    pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    pub fn last(&self) -> Recorded {
-        self.requests
-            .lock()
-            .unwrap()
-            .last()
-            .cloned()
-            .expect("upstream got no request")
-    }
-
-    pub fn count(&self) -> usize {
-        self.requests.lock().unwrap().len()
-    }
-}
-
-pub async fn record(req: Request) -> Recorded {
-    use http_body_util::BodyExt;
-    let (parts, body) = req.into_parts();
-    let mut headers: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for (k, v) in &parts.headers {
-        headers
-            .entry(k.as_str().to_string())
-            .or_default()
-            .push(String::from_utf8_lossy(v.as_bytes()).into_owned());
-    }
-    // Hash while streaming so a large upload is not held in memory.
-    let mut hasher = Sha256::new();
-    let mut len = 0;
-    let mut body = body;
-    let mut body_complete = true;
-    while let Some(frame) = body.frame().await {
-        let Ok(frame) = frame else {
-            body_complete = false;
-            break;
-        };
-        if let Ok(data) = frame.into_data() {
-            len += data.len();
-            hasher.update(&data);
-        }
-    }
-    Recorded {
-        method: parts.method.to_string(),
-        path: parts.uri.path().to_string(),
-        query: parts.uri.query().map(str::to_string),
-        headers,
-        body_len: len,
-        body_sha256: hex(&hasher.finalize()),
-        body_complete,
-    }
-}
-
-pub fn echo_response(rec: &Recorded) -> Response {
-    axum::Json(serde_json::json!({
-        "method": rec.method,
-        "path": rec.path,
-        "query": rec.query,
-        "headers": rec.headers,
-        "body_len": rec.body_len,
-        "body_sha256": rec.body_sha256,
-    }))
-    .into_response()
-}
-
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
+// The echo upstream lives with the mock providers in the library (their
+// APIs answer the same way).
+pub use authproxy::demo::mocks::echo::hex;
+#[allow(unused_imports)]
+pub use authproxy::demo::mocks::{echo_response, record, Echo, Recorded};
 
 pub fn sha256(bytes: &[u8]) -> String {
     hex(&Sha256::digest(bytes))

@@ -35,7 +35,8 @@ pub fn node_dir() -> PathBuf {
 
 /// Whether the node harness can run here. Missing `node` or node_modules
 /// fails the test with the fix; only when `AUTHPROXY_TEST_ALLOW_MISSING`
-/// lists `node` (and not under `CI`) is the test skipped, with a message.
+/// lists `node` (and not under `CI`) is the test skipped, with a message
+/// (the rule of [`super::require_tool`]).
 pub fn available() -> bool {
     let node = Command::new("node")
         .arg("--version")
@@ -46,24 +47,14 @@ pub fn available() -> bool {
     let modules = node_dir()
         .join("node_modules/oidc-provider/package.json")
         .exists();
-    let problem = match (node, modules) {
-        (true, true) => return true,
-        (false, _) => "`node` (Node.js 20 or later) is not on PATH",
-        (true, false) => "tests/oidc/node_modules is missing",
+    let install = if node {
+        "tests/oidc/node_modules is missing: run `npm ci --prefix tests/oidc` (bash .ci/run does it)"
+    } else {
+        "the oidc-provider tests need Node.js 20 or later on PATH, then \
+         `npm ci --prefix tests/oidc` (bash .ci/run does both)"
     };
-    let allowed = std::env::var(ALLOW_MISSING).unwrap_or_default();
-    if allowed.split(',').any(|t| t.trim() == "node") && std::env::var_os("CI").is_none() {
-        eprintln!("SKIPPED: {problem} and {ALLOW_MISSING} lists node");
-        return false;
-    }
-    panic!(
-        "{problem}: the oidc-provider tests need Node.js 20+ and `npm ci --prefix tests/oidc` \
-         (bash .ci/run does both); or set {ALLOW_MISSING}=node to skip them (ignored under CI)"
-    );
+    super::require_tool("node", node && modules, install)
 }
-
-/// The local opt-out for missing test tools (a comma-separated list).
-const ALLOW_MISSING: &str = "AUTHPROXY_TEST_ALLOW_MISSING";
 
 /// What the node server is started with (`tests/oidc/server.mjs` reads it).
 #[derive(Serialize, Clone, Debug)]

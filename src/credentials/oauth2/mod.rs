@@ -4,9 +4,12 @@
 //!
 //! Split by concern: the token in use ([`state`]), single-flight renewal
 //! and hand-off to the store ([`renew`]), what `/_authproxy/status`
-//! shows ([`status`]), and stored records in an older form ([`upgrade`]).
+//! shows ([`status`]), stored records in an older form ([`upgrade`]), and
+//! the secrets a token endpoint's text is scrubbed of before anyone sees it
+//! ([`scrub`]).
 
 mod renew;
+mod scrub;
 mod state;
 mod status;
 mod upgrade;
@@ -26,6 +29,7 @@ use crate::store::{Identity, OwnerMatch, TokenStore};
 use crate::telemetry::metrics::Metrics;
 
 use renew::Failure;
+pub use scrub::configured_secrets;
 pub use state::TokenState;
 pub use status::RenewalStats;
 
@@ -98,6 +102,8 @@ pub struct OAuthProvider {
     next_generation: AtomicU64,
     failure: Mutex<Option<Failure>>,
     stats: Mutex<RenewalStats>,
+    /// The secrets of the whole config, scrubbed from provider text too.
+    other_secrets: Mutex<Arc<Vec<Secret>>>,
 }
 
 impl OAuthProvider {
@@ -127,6 +133,7 @@ impl OAuthProvider {
             next_generation: AtomicU64::new(1),
             failure: Mutex::new(None),
             stats: Mutex::new(RenewalStats::default()),
+            other_secrets: Mutex::default(),
             cfg,
         };
         let key = provider.store.fingerprint_key();
@@ -334,9 +341,19 @@ impl OAuthProvider {
     }
 
     /// Runs the primary grant once without storing or using the token
-    /// (`authproxy check --probe`).
-    pub async fn probe(cfg: &OAuth2Config, client: &TokenClient) -> Result<TokenSet, TokenError> {
-        client.request(&token_request(cfg, None)?, &|_| {}).await
+    /// (`authproxy check --probe`). The provider's text in an error is
+    /// scrubbed of the provider's secrets and `others` (see
+    /// [`configured_secrets`]).
+    pub async fn probe(
+        cfg: &OAuth2Config,
+        client: &TokenClient,
+        others: &[Secret],
+    ) -> Result<TokenSet, TokenError> {
+        let result = match token_request(cfg, None) {
+            Ok(request) => client.request(&request, &|_| {}).await,
+            Err(e) => Err(e),
+        };
+        result.map_err(|e| e.scrub(&scrub::config_scrubber(cfg, others)))
     }
 }
 

@@ -248,14 +248,18 @@ impl OAuthProvider {
                 })
                 .inc();
         };
-        match token_request(&self.cfg, refresh) {
+        let result = match token_request(&self.cfg, refresh) {
             Ok(request) => self.client.request(&request, &observe).await,
             Err(e) => {
                 let failed = Err(e);
                 observe(&failed);
                 failed
             }
-        }
+        };
+        // The one place a token endpoint's text comes out: scrubbed of
+        // every secret, the refresh token just sent included (it may be
+        // dropped as dead a moment later).
+        result.map_err(|e| e.scrub(&self.scrubber(refresh)))
     }
 
     fn drop_refresh_token(&self) {
