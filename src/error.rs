@@ -208,7 +208,7 @@ impl IntoResponse for ProxyError {
         if let Some(p) = provider {
             body["provider"] = serde_json::Value::String(p.to_string());
         }
-        let mut response = (status, axum::Json(body)).into_response();
+        let mut response = crate::http::body::json(status, &body);
         if matches!(self, ProxyError::RequestTimeout { .. }) {
             // The rest of the body is never read: the connection cannot
             // carry another request (hyper drops this header on HTTP/2,

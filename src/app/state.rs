@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
+use super::reload::Reloads;
 use super::runtime::{build_runtime, Runtime};
 use crate::config::Config;
 use crate::credentials::Credential;
@@ -38,6 +39,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// What all replay buffers together may hold (`server.max_buffered_bytes`).
     pub buffers: Arc<BufferBudget>,
+    /// One reload at a time, and the files the running config was read from.
+    pub reloads: Reloads,
 }
 
 impl AppState {
@@ -61,6 +64,7 @@ impl AppState {
             token_client,
             metrics,
             buffers,
+            reloads: Reloads::default(),
         }))
     }
 
