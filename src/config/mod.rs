@@ -1,13 +1,17 @@
 //! Configuration: read the TOML, expand `${...}` ([`interpolate`]),
 //! deserialize into the raw structs ([`raw`]), then check everything
 //! ([`check`]) into a [`Config`] of checked types ([`types`]). Every error
-//! names the key path and the fix ([`error`]).
+//! names the key path and the fix ([`error`]). A load also says which
+//! files it read ([`sources`], for the config watch). [`client`] reads
+//! just where a running proxy listens; [`schema`] is the JSON Schema of
+//! the file.
 
 mod check;
 pub mod client;
 pub mod error;
 pub mod interpolate;
 pub mod raw;
+pub mod schema;
 pub mod sources;
 pub mod types;
 pub mod units;
@@ -15,6 +19,7 @@ pub mod units;
 use std::path::Path;
 
 pub use error::{ConfigError, KeyError};
+pub use schema::json_schema;
 pub use sources::SourceFile;
 pub use types::*;
 
@@ -141,23 +146,6 @@ impl Config {
 /// written in directly.
 fn read_config(path: &Path) -> std::io::Result<zeroize::Zeroizing<String>> {
     std::fs::read_to_string(path).map(zeroize::Zeroizing::new)
-}
-
-/// The JSON Schema of the config file (draft 2020-12), made from the raw
-/// structs: what `docs/authproxy.schema.json` holds (`tests/schema.rs`
-/// keeps the two the same). Editors use it for completion and checks; it
-/// knows the keys and their types, not which keys a provider's `type` and
-/// `grant` allow (`authproxy check` says that).
-pub fn json_schema() -> serde_json::Value {
-    let mut schema = schemars::schema_for!(RawConfig).to_value();
-    if let Some(o) = schema.as_object_mut() {
-        o.insert("title".into(), "authproxy config".into());
-        o.insert(
-            "description".into(),
-            "authproxy.toml: the config of authproxy, a credential-injecting local reverse proxy. Strings may use ${NAME} and ${file:PATH}.".into(),
-        );
-    }
-    schema
 }
 
 fn span_hint(text: &str, span: Option<std::ops::Range<usize>>) -> String {
