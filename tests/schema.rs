@@ -70,7 +70,11 @@ fn readme_descriptions() -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
     for row in section.lines().filter(|l| l.starts_with("| `")) {
         let c = cells(row);
-        assert_eq!(c.len(), 3, "README config row with other than 3 cells: {row}");
+        assert_eq!(
+            c.len(),
+            3,
+            "README config row with other than 3 cells: {row}"
+        );
         let default = plain(&c[1]);
         let mut description = plain(&c[2]);
         if default != "–" && default != "-" {
@@ -82,7 +86,9 @@ fn readme_descriptions() -> BTreeMap<String, String> {
         let parent = first.rsplit_once('.').map(|(p, _)| p.to_string());
         out.insert(first.clone(), description.clone());
         for sibling in keys {
-            let parent = parent.as_deref().expect("a sibling key needs a dotted first key");
+            let parent = parent
+                .as_deref()
+                .expect("a sibling key needs a dotted first key");
             out.insert(format!("{parent}.{sibling}"), description.clone());
         }
     }
@@ -101,7 +107,13 @@ fn resolve<'a>(root: &'a Value, schema: &'a Value) -> &'a Value {
 
 /// Every key path of the schema, in the README's notation, with the JSON
 /// pointer of its schema.
-fn key_paths(root: &Value, schema: &Value, prefix: &str, pointer: &str, out: &mut Vec<(String, String)>) {
+fn key_paths(
+    root: &Value,
+    schema: &Value,
+    prefix: &str,
+    pointer: &str,
+    out: &mut Vec<(String, String)>,
+) {
     let schema_here = resolve(root, schema);
     let pointer_here = match schema["$ref"].as_str() {
         Some(r) => r.trim_start_matches('#').to_string(),
@@ -120,8 +132,17 @@ fn key_paths(root: &Value, schema: &Value, prefix: &str, pointer: &str, out: &mu
         let sub_schema = resolve(root, sub);
         if sub_schema["properties"].is_object() {
             key_paths(root, sub, &path, &sub_pointer, out);
-        } else if let Some(items) = sub_schema.get("items").filter(|i| resolve(root, i)["properties"].is_object()) {
-            key_paths(root, items, &format!("{path}[]"), &format!("{sub_pointer}/items"), out);
+        } else if let Some(items) = sub_schema
+            .get("items")
+            .filter(|i| resolve(root, i)["properties"].is_object())
+        {
+            key_paths(
+                root,
+                items,
+                &format!("{path}[]"),
+                &format!("{sub_pointer}/items"),
+                out,
+            );
         } else if let Some(values) = sub_schema
             .get("additionalProperties")
             .filter(|v| resolve(root, v)["properties"].is_object())
@@ -206,7 +227,10 @@ fn schema_rejects_unknown_keys_and_readme_names_real_keys() {
     key_paths(&schema, &schema, "", "", &mut paths);
     let known: Vec<&str> = paths.iter().map(|(p, _)| p.as_str()).collect();
     for key in readme_descriptions().keys() {
-        assert!(known.contains(&key.as_str()), "README documents `{key}`, which is no config key");
+        assert!(
+            known.contains(&key.as_str()),
+            "README documents `{key}`, which is no config key"
+        );
     }
     for def in schema["definitions"].as_object().unwrap().values() {
         assert_eq!(def["additionalProperties"], json!(false), "{def}");

@@ -56,9 +56,10 @@ pub(super) async fn reload(
                     "errors": errors,
                 }),
             );
-            answer
-                .headers_mut()
-                .insert("x-authproxy-error", HeaderValue::from_static("reload_refused"));
+            answer.headers_mut().insert(
+                "x-authproxy-error",
+                HeaderValue::from_static("reload_refused"),
+            );
             answer.extensions_mut().insert(ErrorCode("reload_refused"));
             Ok(answer)
         }

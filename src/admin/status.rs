@@ -88,22 +88,23 @@ pub(super) async fn status(State(admin): State<Arc<Admin>>) -> Response {
         };
         providers.insert(name.clone(), entry);
     }
-    json_answer(StatusCode::OK, &json!({
-        "providers": providers,
-        "store": {
-            "kind": admin.app.store.describe(),
-            "error": admin.app.store.pending_error(),
-            "encrypted": admin.app.store.encrypted(),
-            "warnings": admin.app.store.warnings(),
-        },
-    }))
+    json_answer(
+        StatusCode::OK,
+        &json!({
+            "providers": providers,
+            "store": {
+                "kind": admin.app.store.describe(),
+                "error": admin.app.store.pending_error(),
+                "encrypted": admin.app.store.encrypted(),
+                "warnings": admin.app.store.warnings(),
+            },
+        }),
+    )
 }
 
 /// Prometheus text 0.0.4, or OpenMetrics when `Accept` asks for it.
 pub(super) async fn metrics(State(admin): State<Arc<Admin>>, headers: HeaderMap) -> Response {
-    let accept = headers
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok());
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
     let format = Format::negotiate(accept);
     let now = unix_now() as i64;
     let expiry: Vec<(String, i64)> = admin

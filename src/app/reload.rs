@@ -161,7 +161,9 @@ impl AppState {
             }
             Err(e) => {
                 tracing::error!(config = %path.display(), trigger = trigger.as_str(), error = %e, "reload refused; keeping the running config");
-                systemd::ready("serving; the last reload was refused (see the log), running config kept");
+                systemd::ready(
+                    "serving; the last reload was refused (see the log), running config kept",
+                );
             }
         }
         self.metrics.config_reloaded(outcome.is_ok());

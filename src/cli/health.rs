@@ -65,7 +65,10 @@ pub(super) async fn health(
                         .iter()
                         .map(|(name, state)| format!("{name} ({})", state.as_str().unwrap_or("?")))
                         .collect();
-                    eprintln!("not ready: {url}: providers that cannot inject a credential now: {}", list.join(", "));
+                    eprintln!(
+                        "not ready: {url}: providers that cannot inject a credential now: {}",
+                        list.join(", ")
+                    );
                 }
                 _ => match body["message"].as_str() {
                     Some(m) => eprintln!("unhealthy: {url} answered {status}: {m}"),
@@ -97,8 +100,14 @@ mod tests {
     #[test]
     fn url_gets_the_endpoint_only_without_a_path() {
         let f = super::with_endpoint;
-        assert_eq!(f("http://127.0.0.1:9", "/_authproxy/ready"), "http://127.0.0.1:9/_authproxy/ready");
-        assert_eq!(f("http://127.0.0.1:9/", "/_authproxy/ready"), "http://127.0.0.1:9/_authproxy/ready");
+        assert_eq!(
+            f("http://127.0.0.1:9", "/_authproxy/ready"),
+            "http://127.0.0.1:9/_authproxy/ready"
+        );
+        assert_eq!(
+            f("http://127.0.0.1:9/", "/_authproxy/ready"),
+            "http://127.0.0.1:9/_authproxy/ready"
+        );
         assert_eq!(
             f("http://127.0.0.1:9/_authproxy/health", "/_authproxy/ready"),
             "http://127.0.0.1:9/_authproxy/health"

@@ -45,7 +45,9 @@ pub(super) fn describe(e: &reqwest::Error, url: &str) -> String {
         return format!("nothing listens on {addr} (connection refused): is authproxy running?");
     }
     if e.is_timeout() {
-        return format!("{url}: no answer within the time allowed (is the proxy overloaded or stopped?)");
+        return format!(
+            "{url}: no answer within the time allowed (is the proxy overloaded or stopped?)"
+        );
     }
     let mut text = e.to_string();
     let mut source = std::error::Error::source(e);

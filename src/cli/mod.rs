@@ -87,9 +87,11 @@ pub enum Command {
         log: LogArg,
     },
     /// Validate the config and its secrets, print the route table
-    #[command(after_help = "Exit status: 0 the config is good (with --probe: and every probe passed); \
+    #[command(
+        after_help = "Exit status: 0 the config is good (with --probe: and every probe passed); \
                             64 the config has errors, each named by its key; 1 a probe failed, or the \
-                            token store cannot be used (its folder, file or encryption key).")]
+                            token store cannot be used (its folder, file or encryption key)."
+    )]
     Check {
         #[command(flatten)]
         config: ConfigArg,
@@ -106,9 +108,11 @@ pub enum Command {
         log: LogArg,
     },
     /// Exit 0 if the running proxy answers /_authproxy/health (with --ready: /_authproxy/ready)
-    #[command(after_help = "The proxy is found at the listen address of the config (server.listen), \
+    #[command(
+        after_help = "The proxy is found at the listen address of the config (server.listen), \
                             unless --url is given. Exit status: 0 healthy (ready); 1 not, or nothing \
-                            answers; 64 the config cannot be read.")]
+                            answers; 64 the config cannot be read."
+    )]
     Health {
         #[command(flatten)]
         config: ConfigArg,
@@ -120,10 +124,12 @@ pub enum Command {
         ready: bool,
     },
     /// Ask the running proxy to reload its config (what SIGHUP does), and say how it went
-    #[command(after_help = "The proxy is found at the listen address of the config; its inbound_token, if set, \
+    #[command(
+        after_help = "The proxy is found at the listen address of the config; its inbound_token, if set, \
                             is sent. Exit status: 0 the new config is applied; 1 it was refused (the errors \
                             are printed; the running config is kept) or nothing answers; 64 the config \
-                            cannot be read.")]
+                            cannot be read."
+    )]
     Reload {
         #[command(flatten)]
         config: ConfigArg,
@@ -147,7 +153,11 @@ pub enum Command {
 /// the subcommand, `$AUTHPROXY_CONFIG`, the default; in that order.
 fn config_path(own: Option<PathBuf>, top: Option<PathBuf>) -> PathBuf {
     own.or(top)
-        .or_else(|| std::env::var_os(CONFIG_ENV).filter(|v| !v.is_empty()).map(PathBuf::from))
+        .or_else(|| {
+            std::env::var_os(CONFIG_ENV)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        })
         .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_PATH))
 }
 
@@ -240,7 +250,7 @@ pub fn main() -> ExitCode {
         Command::Completions { shell } => {
             ignored("--config", top_config.is_some(), "completions");
             ignored("--log-format", top_log.is_some(), "completions");
-            completions::completions(shell, &mut Cli::command())
+            completions::completions(shell, Cli::command())
         }
         Command::Man { out_dir } => completions::man_pages(&out_dir, Cli::command()),
     }

@@ -36,7 +36,11 @@ pub(super) async fn reload(config_path: &Path) -> ExitCode {
     let strings = |key: &str| -> Vec<String> {
         body[key]
             .as_array()
-            .map(|a| a.iter().filter_map(|w| w.as_str().map(String::from)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|w| w.as_str().map(String::from))
+                    .collect()
+            })
             .unwrap_or_default()
     };
     if status.is_success() {

@@ -66,10 +66,11 @@ pub(super) async fn run(path: &Path, format: LogFormat) -> ExitCode {
     if watch_config {
         tokio::spawn(watch::watch_config(state.clone()));
     }
-    tracing::info!(address = %addr, config = %path.display(), store = %state.store.describe(), watch_config, "listening on {addr}");
     // The listener is bound: connections from now on are queued and
-    // served, so `systemctl start` may return.
+    // served, so `systemctl start` may return. Before the "listening" line,
+    // so that whoever reads it knows systemd was told.
     systemd::ready(&format!("serving on {addr}"));
+    tracing::info!(address = %addr, config = %path.display(), store = %state.store.describe(), watch_config, "listening on {addr}");
     let shutdown = async move {
         shutdown.await;
         systemd::stopping();

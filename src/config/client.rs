@@ -133,7 +133,9 @@ mod tests {
 
     #[test]
     fn errors_name_the_key_and_hide_the_value() {
-        let e = load("[server]\nlisten = \"nope\"\n").unwrap_err().to_string();
+        let e = load("[server]\nlisten = \"nope\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("server.listen"), "{e}");
         let e = load("[server]\ninbound_token = \"${NOT_SET_ANYWHERE_4711}\"\n")
             .unwrap_err()

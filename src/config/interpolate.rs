@@ -105,7 +105,11 @@ fn resolve(
         let read = read_bounded(&full);
         sources::add(
             files,
-            SourceFile::new(Kind::FileRef, &full, read.as_deref().ok().map(|c| c.as_str())),
+            SourceFile::new(
+                Kind::FileRef,
+                &full,
+                read.as_deref().ok().map(|c| c.as_str()),
+            ),
         );
         let content = read.map_err(|reason| InterpolateError::File {
             path: full.display().to_string(),
@@ -190,19 +194,15 @@ fn interpolate_value(
     out: &mut Expansion,
 ) {
     match value {
-        toml::Value::String(s) => match interpolate_tracked(
-            s,
-            env,
-            base_dir,
-            &mut out.substituted,
-            &mut out.files,
-        ) {
-            Ok(expanded) => *s = expanded,
-            Err(e) => out.errors.push(KeyError {
-                key: path.to_string(),
-                message: e.to_string(),
-            }),
-        },
+        toml::Value::String(s) => {
+            match interpolate_tracked(s, env, base_dir, &mut out.substituted, &mut out.files) {
+                Ok(expanded) => *s = expanded,
+                Err(e) => out.errors.push(KeyError {
+                    key: path.to_string(),
+                    message: e.to_string(),
+                }),
+            }
+        }
         toml::Value::Array(items) => {
             for (i, item) in items.iter_mut().enumerate() {
                 let p = format!("{path}[{i}]");

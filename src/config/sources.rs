@@ -51,7 +51,11 @@ impl SourceFile {
             Kind::Config => super::read_config(&self.path).ok(),
             Kind::FileRef => super::interpolate::read_bounded(&self.path).ok(),
         };
-        SourceFile::new(self.kind, &self.path, content.as_deref().map(|c| c.as_str()))
+        SourceFile::new(
+            self.kind,
+            &self.path,
+            content.as_deref().map(|c| c.as_str()),
+        )
     }
 }
 

@@ -480,7 +480,9 @@ mod format_tests {
         );
         // A scraper that prefers the classic format.
         assert_eq!(
-            Format::negotiate(Some("text/plain;version=0.0.4;q=1, application/openmetrics-text;q=0.5")),
+            Format::negotiate(Some(
+                "text/plain;version=0.0.4;q=1, application/openmetrics-text;q=0.5"
+            )),
             Prometheus
         );
         assert_eq!(

@@ -26,7 +26,8 @@ pub(super) struct Checker<'a> {
     pub(super) errors: Vec<KeyError>,
 }
 
-pub(super) const DEFAULT_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8080);
+pub(super) const DEFAULT_LISTEN: SocketAddr =
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8080);
 
 impl<'a> Checker<'a> {
     pub(super) fn new(base_dir: &'a Path) -> Checker<'a> {
