@@ -29,6 +29,22 @@ pub(super) async fn status(State(admin): State<Arc<Admin>>) -> Json<Value> {
                 "state": "ok",
                 "headers": s.names().map(|n| n.as_str()).collect::<Vec<_>>(),
             }),
+            Credential::Basic(_) => json!({
+                "type": "basic",
+                "state": "ok",
+            }),
+            Credential::Query(q) => json!({
+                "type": "query",
+                "state": "ok",
+                "params": q.names().collect::<Vec<_>>(),
+            }),
+            Credential::AwsSigV4(a) => json!({
+                "type": "aws_sigv4",
+                "state": "ok",
+                "region": a.region(),
+                "service": a.service(),
+                "clock_skew_seconds": a.skew(),
+            }),
             Credential::OAuth2(p) => {
                 let stats = p.stats();
                 let current = p.current();

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use super::state::StartupError;
 use crate::config::{Config, ProviderKind};
 use crate::credentials::oauth2::configured_secrets;
-use crate::credentials::{Credential, OAuthProvider, StaticHeaders};
+use crate::credentials::{Credential, OAuthProvider};
 use crate::http::buffer::BufferBudget;
 use crate::oauth::TokenClient;
 use crate::proxy::routes::RouteTable;
@@ -60,7 +60,6 @@ pub(super) fn build_runtime(
         let credential = match unchanged {
             Some(c) => c,
             None => Arc::new(match &provider.kind {
-                ProviderKind::Static(s) => Credential::Static(StaticHeaders::new(s)),
                 ProviderKind::OAuth2(o) => Credential::OAuth2(Arc::new(OAuthProvider::new(
                     name,
                     (**o).clone(),
@@ -69,6 +68,7 @@ pub(super) fn build_runtime(
                     metrics.clone(),
                     format!("/_authproxy/login/{name}"),
                 ))),
+                kind => Credential::fixed(kind).expect("every kind but oauth2 is fixed"),
             }),
         };
         if let Credential::OAuth2(p) = credential.as_ref() {

@@ -9,9 +9,10 @@ use crate::config::{ProviderKind, StoreConfig};
 use crate::credentials::oauth2::configured_secrets;
 use crate::credentials::OAuthProvider;
 use crate::oauth::TokenClient;
+use crate::telemetry::{report_error, LogFormat};
 
-pub(super) async fn check(path: &Path, probe: bool) -> ExitCode {
-    let config = match load(path) {
+pub(super) async fn check(path: &Path, probe: bool, format: LogFormat) -> ExitCode {
+    let config = match load(path, format) {
         Ok(c) => c,
         Err(code) => return code,
     };
@@ -51,7 +52,7 @@ pub(super) async fn check(path: &Path, probe: bool) -> ExitCode {
                 }
             }
             Err(e) => {
-                eprintln!("authproxy: {e}");
+                report_error(format, &e.to_string(), None);
                 return ExitCode::FAILURE;
             }
         },
@@ -80,6 +81,30 @@ pub(super) async fn check(path: &Path, probe: bool) -> ExitCode {
                     .map(|(h, _)| h.as_str())
                     .collect::<Vec<_>>()
                     .join(", ")
+            ),
+            ProviderKind::Basic(_) => "injects Authorization: Basic".to_string(),
+            ProviderKind::Query(q) => format!(
+                "adds query parameters {}",
+                q.params
+                    .iter()
+                    .map(|(n, _)| n.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            ProviderKind::AwsSigV4(a) => format!(
+                "signs for {} in {}{}{}",
+                a.service,
+                a.region,
+                if a.session_token.is_some() {
+                    " (session token)"
+                } else {
+                    ""
+                },
+                if a.unsigned_payload {
+                    "; larger bodies UNSIGNED-PAYLOAD"
+                } else {
+                    ""
+                }
             ),
             ProviderKind::OAuth2(o) => {
                 let url = o.token_url.as_ref().or(o.authorize_url.as_ref());
@@ -120,6 +145,13 @@ pub(super) async fn check(path: &Path, probe: bool) -> ExitCode {
                 ""
             }
         );
+        if let Some(policy) = &r.allow {
+            say!(
+                "{:<24} allow: {}",
+                "",
+                policy.entries().collect::<Vec<_>>().join(", ")
+            );
+        }
     }
     if !probe {
         return ExitCode::SUCCESS;
@@ -128,7 +160,7 @@ pub(super) async fn check(path: &Path, probe: bool) -> ExitCode {
     let client = match TokenClient::new(Default::default()) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("authproxy: {e}");
+            report_error(format, &e.to_string(), None);
             return ExitCode::FAILURE;
         }
     };

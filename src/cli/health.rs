@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use super::say;
 use crate::config::Config;
+use crate::telemetry::{report_error, LogFormat};
 
-pub(super) async fn health(url: Option<String>, config_path: &Path) -> ExitCode {
+pub(super) async fn health(url: Option<String>, config_path: &Path, format: LogFormat) -> ExitCode {
     let url = url.unwrap_or_else(|| {
         let port = Config::load(config_path)
             .map(|c| c.server.listen.port())
@@ -22,7 +23,7 @@ pub(super) async fn health(url: Option<String>, config_path: &Path) -> ExitCode 
     {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("authproxy health: {e}");
+            report_error(format, &format!("health: {e}"), None);
             return ExitCode::FAILURE;
         }
     };
@@ -32,11 +33,15 @@ pub(super) async fn health(url: Option<String>, config_path: &Path) -> ExitCode 
             ExitCode::SUCCESS
         }
         Ok(r) => {
-            eprintln!("unhealthy: {url} answered {}", r.status());
+            report_error(
+                format,
+                &format!("unhealthy: {url} answered {}", r.status()),
+                None,
+            );
             ExitCode::FAILURE
         }
         Err(e) => {
-            eprintln!("unhealthy: {url}: {e}");
+            report_error(format, &format!("unhealthy: {url}: {e}"), None);
             ExitCode::FAILURE
         }
     }

@@ -12,7 +12,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::app::EXIT_CONFIG;
-use crate::config::{Config, DEFAULT_CONFIG_PATH};
+use crate::config::{Config, ConfigError, DEFAULT_CONFIG_PATH};
 use crate::telemetry::LogFormat;
 
 /// Prints to stdout, ignoring a closed pipe (`authproxy check | head`)
@@ -67,8 +67,8 @@ pub enum Command {
 
 /// Entry point used by `main`.
 pub fn main() -> ExitCode {
-    forbid_dumps();
     let cli = Cli::parse();
+    forbid_dumps(cli.log_format);
     // `TOKIO_WORKER_THREADS=1` asks for one thread: the current-thread
     // scheduler does that without the work-stealing machinery (atomics and
     // cross-thread wake-ups on every task switch).
@@ -81,7 +81,11 @@ pub fn main() -> ExitCode {
     let runtime = match builder.enable_all().build() {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("authproxy: cannot start the async runtime: {e}");
+            crate::telemetry::report_error(
+                cli.log_format,
+                &format!("cannot start the async runtime: {e}"),
+                None,
+            );
             return ExitCode::FAILURE;
         }
     };
@@ -92,9 +96,13 @@ pub fn main() -> ExitCode {
     crate::install_crypto_provider();
     match cli.command.unwrap_or(Command::Run) {
         Command::Run => runtime.block_on(run::run(&config_path, cli.log_format)),
-        Command::Check { probe } => runtime.block_on(check::check(&config_path, probe)),
+        Command::Check { probe } => {
+            runtime.block_on(check::check(&config_path, probe, cli.log_format))
+        }
         Command::Demo { listen } => runtime.block_on(demo::demo(&listen, cli.log_format)),
-        Command::Health { url } => runtime.block_on(health::health(url, &config_path)),
+        Command::Health { url } => {
+            runtime.block_on(health::health(url, &config_path, cli.log_format))
+        }
     }
 }
 
@@ -106,17 +114,40 @@ pub fn main() -> ExitCode {
 /// user can neither ptrace it nor read its `/proc/<pid>/mem` or
 /// `environ` (the kernel makes those root's). Only root (CAP_SYS_PTRACE)
 /// still can.
-fn forbid_dumps() {
+fn forbid_dumps(format: LogFormat) {
     use rustix::process::{set_dumpable_behavior, DumpableBehavior};
     if let Err(e) = set_dumpable_behavior(DumpableBehavior::NotDumpable) {
         // Not fatal (e.g. a seccomp filter that refuses prctl): say so.
-        eprintln!("authproxy: warning: cannot make the process non-dumpable ({e}); a core dump would hold its secrets");
+        crate::telemetry::report_error(
+            format,
+            &format!("warning: cannot make the process non-dumpable ({e}); a core dump would hold its secrets"),
+            None,
+        );
     }
 }
 
-fn load(path: &Path) -> Result<Config, ExitCode> {
+fn load(path: &Path, format: LogFormat) -> Result<Config, ExitCode> {
     Config::load(path).map_err(|e| {
-        eprintln!("authproxy: {e}");
+        config_error(format, &e);
         ExitCode::from(EXIT_CONFIG)
     })
+}
+
+/// A config that cannot be loaded, as text (every key on its own line) or
+/// as one JSON object with the keys in `errors`.
+pub(crate) fn config_error(format: LogFormat, e: &ConfigError) {
+    match (format, e) {
+        (LogFormat::Json, ConfigError::Keys { file, errors }) => {
+            let list: Vec<serde_json::Value> = errors
+                .iter()
+                .map(|k| serde_json::json!({"key": k.key, "message": k.message}))
+                .collect();
+            crate::telemetry::report_error(
+                format,
+                &format!("config file {} has {} error(s)", file.display(), errors.len()),
+                Some(serde_json::json!({"file": file.display().to_string(), "errors": list})),
+            );
+        }
+        _ => crate::telemetry::report_error(format, &e.to_string(), None),
+    }
 }

@@ -10,7 +10,7 @@ use crate::app::AppState;
 use crate::telemetry::{self, LogFormat};
 
 pub(super) async fn run(path: &Path, format: LogFormat) -> ExitCode {
-    let config = match load(path) {
+    let config = match load(path, format) {
         Ok(c) => c,
         Err(code) => return code,
     };
@@ -24,14 +24,14 @@ pub(super) async fn run(path: &Path, format: LogFormat) -> ExitCode {
     let state = match AppState::new(config) {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("authproxy: {e}");
+            telemetry::report_error(format, &e.to_string(), None);
             return ExitCode::FAILURE;
         }
     };
     let listener = match tokio::net::TcpListener::bind(listen).await {
         Ok(l) => l,
         Err(e) => {
-            eprintln!("authproxy: cannot listen on {listen}: {e}");
+            telemetry::report_error(format, &format!("cannot listen on {listen}: {e}"), None);
             return ExitCode::FAILURE;
         }
     };

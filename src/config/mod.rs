@@ -6,6 +6,7 @@
 mod check;
 pub mod error;
 pub mod interpolate;
+pub mod policy;
 pub mod raw;
 pub mod types;
 pub mod units;

@@ -162,6 +162,13 @@ raw_provider! {
     "allow_http" => allow_http: bool,
     "redirect_uri" => redirect_uri: String,
     "token_timeout" => token_timeout: String,
+    "params" => params: BTreeMap<String, String>,
+    "access_key_id" => access_key_id: String,
+    "secret_access_key" => secret_access_key: String,
+    "session_token" => session_token: String,
+    "region" => region: String,
+    "service" => service: String,
+    "unsigned_payload" => unsigned_payload: bool,
 }
 
 #[derive(Default, Deserialize)]
@@ -175,6 +182,7 @@ pub struct RawRoute {
     pub ca_file: Option<String>,
     pub allow_browsers: Option<bool>,
     pub max_upstream_connections: Option<usize>,
+    pub allow: Option<Vec<String>>,
 }
 
 keys_only_debug!(RawRoute {
@@ -186,4 +194,5 @@ keys_only_debug!(RawRoute {
     ca_file,
     allow_browsers,
     max_upstream_connections,
+    allow,
 });

@@ -93,6 +93,9 @@ pub struct ProviderConfig {
 #[derive(Debug, Clone, PartialEq)]
 pub enum ProviderKind {
     Static(StaticConfig),
+    Basic(BasicConfig),
+    Query(QueryConfig),
+    AwsSigV4(AwsSigV4Config),
     OAuth2(Box<OAuth2Config>),
 }
 
@@ -101,6 +104,9 @@ impl ProviderKind {
     pub fn label(&self) -> String {
         match self {
             ProviderKind::Static(_) => "static".into(),
+            ProviderKind::Basic(_) => "basic".into(),
+            ProviderKind::Query(_) => "query".into(),
+            ProviderKind::AwsSigV4(a) => format!("aws_sigv4/{}", a.service),
             ProviderKind::OAuth2(o) => format!("oauth2/{}", o.grant.as_str()),
         }
     }
@@ -110,6 +116,35 @@ impl ProviderKind {
 pub struct StaticConfig {
     /// Header name and the full value to inject (a secret).
     pub headers: Vec<(HeaderName, Secret)>,
+}
+
+/// `type = "basic"`: HTTP Basic (RFC 7617). Checked: the username has no
+/// `:`, neither has control characters.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BasicConfig {
+    pub username: Secret,
+    pub password: Secret,
+}
+
+/// `type = "query"`: query parameters added to every upstream request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueryConfig {
+    /// Name (as written, not encoded) and value (a secret), in name order.
+    pub params: Vec<(String, Secret)>,
+}
+
+/// `type = "aws_sigv4"`: AWS Signature Version 4 on every request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AwsSigV4Config {
+    pub access_key_id: Secret,
+    pub secret_access_key: Secret,
+    /// Temporary credentials (STS): sent as `X-Amz-Security-Token`.
+    pub session_token: Option<Secret>,
+    pub region: String,
+    pub service: String,
+    /// Bodies larger than `max_replay_body` go out as `UNSIGNED-PAYLOAD`
+    /// (S3 accepts that); without it they are refused with 413.
+    pub unsigned_payload: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -175,6 +210,8 @@ pub struct RouteConfig {
     pub allow_browsers: bool,
     /// Connections to the upstream (idle and busy) this route keeps at most.
     pub max_upstream_connections: usize,
+    /// `allow`: the request policy, compiled; `None` lets everything through.
+    pub allow: Option<super::policy::Policy>,
 }
 
 /// A checked route prefix. `/api/` and `/api` are the same prefix; it matches

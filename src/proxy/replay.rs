@@ -30,10 +30,11 @@ impl Forward<'_> {
         body: Body,
         info: &mut AccessInfo,
     ) -> Result<ProxyResponse, ProxyError> {
-        let token = provider
-            .token()
+        let (token, renewed_for) = provider
+            .token_for_request()
             .await
             .map_err(|e| ProxyError::credential(provider.name(), e))?;
+        info.renewal = renewed_for.map(Trigger::as_str);
         let header_value = token
             .header_value()
             .ok_or_else(|| ProxyError::Internal("renewed token has no access token".into()))?;
@@ -60,9 +61,9 @@ impl Forward<'_> {
             return Ok(self.finish(response));
         }
         let trigger = if response.headers().contains_key(X_API_REVOKED) {
-            Trigger::Revoked
+            Trigger::XApiRevoked
         } else if response.headers().contains_key(X_API_EXPIRED) {
-            Trigger::Expired
+            Trigger::XApiExpired
         } else if provider.config().refresh_on_401 {
             Trigger::Unauthorized
         } else {
@@ -73,6 +74,7 @@ impl Forward<'_> {
             reason = trigger.as_str(),
             "upstream answered 401; renewing the credential"
         );
+        info.renewal = Some(trigger.as_str());
 
         let replay_body = match replay_body {
             Ok(b) => b,
@@ -117,7 +119,7 @@ impl Forward<'_> {
 
 /// Reads a small 401 body so the upstream connection can be reused; gives
 /// up quietly on a large or slow one (the connection is then dropped).
-async fn drain(response: Response<PooledBody>) {
+pub(super) async fn drain(response: Response<PooledBody>) {
     let body = http_body_util::Limited::new(response.into_body(), 64 * 1024);
     let _ = tokio::time::timeout(Duration::from_secs(2), body.collect()).await;
 }

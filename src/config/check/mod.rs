@@ -1,6 +1,8 @@
 //! Turns the raw structs into checked ones ([`Checker`]), one file per
-//! table: [`server`], [`store`], [`provider`], [`route`].
+//! table: [`server`], [`store`], [`provider`] (and [`kinds`]: the
+//! credential kinds built once at load), [`route`].
 
+mod kinds;
 mod provider;
 mod route;
 mod server;

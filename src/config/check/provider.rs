@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use url::Url;
 
+use super::kinds::TYPES;
 use super::Checker;
 use crate::config::raw::RawProvider;
 use crate::config::types::*;
@@ -17,20 +18,25 @@ impl Checker<'_> {
             None => {
                 self.err(
                     format!("{key}.type"),
-                    "is missing; set type = \"static\" or type = \"oauth2\"",
+                    format!("is missing; set type = one of {TYPES}"),
                 );
                 return None;
             }
         };
         match kind.as_str() {
             "static" => self.static_provider(key, p).map(ProviderKind::Static),
-            "oauth2" => self
-                .oauth2_provider(key, p)
-                .map(|o| ProviderKind::OAuth2(Box::new(o))),
+            "basic" => self.basic_provider(key, p).map(ProviderKind::Basic),
+            "query" => self.query_provider(key, p).map(ProviderKind::Query),
+            "aws_sigv4" => self.aws_sigv4_provider(key, p).map(ProviderKind::AwsSigV4),
+            "oauth2" => {
+                self.foreign_keys(key, "oauth2", &p);
+                self.oauth2_provider(key, p)
+                    .map(|o| ProviderKind::OAuth2(Box::new(o)))
+            }
             other => {
                 self.err(
                     format!("{key}.type"),
-                    format!("unknown provider type `{other}`; use \"static\" or \"oauth2\""),
+                    format!("unknown provider type `{other}`; use {TYPES}"),
                 );
                 None
             }
@@ -38,20 +44,7 @@ impl Checker<'_> {
     }
 
     fn static_provider(&mut self, key: &str, p: RawProvider) -> Option<StaticConfig> {
-        // Every key but these two belongs to oauth2.
-        const STATIC_KEYS: [&str; 2] = ["type", "headers"];
-        let oauth_keys = p
-            .keys()
-            .into_iter()
-            .filter(|(name, _)| !STATIC_KEYS.contains(name));
-        for (name, present) in oauth_keys {
-            if present {
-                self.err(
-                    format!("{key}.{name}"),
-                    "is an oauth2 setting and does nothing with type = \"static\"; remove it or set type = \"oauth2\"",
-                );
-            }
-        }
+        self.foreign_keys(key, "static", &p);
         let headers = match p.headers {
             Some(h) if !h.is_empty() => h,
             _ => {

@@ -95,6 +95,19 @@ impl Checker<'_> {
                 "must be between 1 and 65536; e.g. 256",
             );
         }
+        let allow = r.allow.as_deref().and_then(|entries| {
+            match crate::config::policy::Policy::parse(entries) {
+                Ok(policy) => Some(policy),
+                Err((_, problem)) if entries.is_empty() => {
+                    self.err(format!("{key}.allow"), problem);
+                    None
+                }
+                Err((i, problem)) => {
+                    self.err(format!("{key}.allow[{i}]"), problem);
+                    None
+                }
+            }
+        });
         Some(RouteConfig {
             prefix: prefix?,
             upstream: upstream?,
@@ -103,6 +116,7 @@ impl Checker<'_> {
             ca_file,
             allow_browsers: r.allow_browsers.unwrap_or(false),
             max_upstream_connections: max_upstream_connections.clamp(1, 65_536),
+            allow,
         })
     }
 }

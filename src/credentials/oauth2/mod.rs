@@ -33,15 +33,20 @@ pub use scrub::configured_secrets;
 pub use state::TokenState;
 pub use status::RenewalStats;
 
-/// Why a renewal was asked for.
+/// Why a renewal was asked for (logs, status' `last_renewal_reason`, the
+/// reauthentication metric and the access log say it with [`Trigger::as_str`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Trigger {
-    /// No token yet, or within `refresh_before` of expiry.
-    Stale,
-    /// Upstream said `401` + `X-API-Expired`.
+    /// No access token yet (first use, or after one was dropped).
+    Initial,
+    /// The token is within `refresh_before` of its expiry.
+    Proactive,
+    /// The token's expiry has passed.
     Expired,
+    /// Upstream said `401` + `X-API-Expired`.
+    XApiExpired,
     /// Upstream said `401` + `X-API-Revoked`: drop everything, log in again.
-    Revoked,
+    XApiRevoked,
     /// A plain `401` on an oauth2 route (treated like expired).
     Unauthorized,
 }
@@ -49,11 +54,18 @@ pub enum Trigger {
 impl Trigger {
     pub fn as_str(self) -> &'static str {
         match self {
-            Trigger::Stale => "stale",
+            Trigger::Initial => "initial",
+            Trigger::Proactive => "proactive",
             Trigger::Expired => "expired",
-            Trigger::Revoked => "revoked",
+            Trigger::XApiExpired => "x_api_expired",
+            Trigger::XApiRevoked => "x_api_revoked",
             Trigger::Unauthorized => "unauthorized",
         }
+    }
+
+    /// Found before use (by time), rather than told by the upstream.
+    pub fn before_use(self) -> bool {
+        matches!(self, Trigger::Initial | Trigger::Proactive | Trigger::Expired)
     }
 }
 
@@ -251,19 +263,33 @@ impl OAuthProvider {
     /// A token fit to inject now, renewing first if needed. The common case
     /// is one atomic load.
     pub async fn token(&self) -> Result<Arc<TokenState>, CredentialError> {
+        self.token_for_request().await.map(|(t, _)| t)
+    }
+
+    /// As [`Self::token`], with the reason when the token had to be renewed
+    /// first (by this request or one it waited for).
+    pub async fn token_for_request(
+        &self,
+    ) -> Result<(Arc<TokenState>, Option<Trigger>), CredentialError> {
         let now = unix_now();
-        if let Some(t) = self.current.load_full() {
+        let current = self.current.load_full();
+        if let Some(t) = &current {
             if t.fresh(now, self.cfg.refresh_before) {
-                return Ok(t);
+                return Ok((t.clone(), None));
             }
             if self.cfg.grant == Grant::Implicit && t.usable(now) {
-                return Ok(t);
+                return Ok((t.clone(), None));
             }
         }
         if self.cfg.grant == Grant::Implicit {
             return Err(self.login_required());
         }
-        self.renew(Trigger::Stale, None).await
+        let trigger = match &current {
+            Some(t) if t.usable(now) => Trigger::Proactive,
+            Some(t) if t.header_value().is_some() => Trigger::Expired,
+            _ => Trigger::Initial,
+        };
+        self.renew(trigger, None).await.map(|t| (t, Some(trigger)))
     }
 
     /// Called after the upstream answered 401 to a request that carried the

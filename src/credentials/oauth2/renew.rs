@@ -72,7 +72,7 @@ impl OAuthProvider {
         }
         let usable_fallback = || {
             cur.as_ref()
-                .filter(|c| trigger == Trigger::Stale && c.usable(now))
+                .filter(|c| trigger.before_use() && c.usable(now))
                 .cloned()
         };
         if self.attempts.load(Ordering::Acquire) != seen_attempts {
@@ -132,15 +132,13 @@ impl OAuthProvider {
             }
         }
 
-        if trigger != Trigger::Stale {
-            self.metrics
-                .reauthentications
-                .get_or_create(&ReauthLabels {
-                    provider: self.name.clone(),
-                    reason: trigger.as_str().to_string(),
-                })
-                .inc();
-        }
+        self.metrics
+            .reauthentications
+            .get_or_create(&ReauthLabels {
+                provider: self.name.clone(),
+                reason: trigger.as_str().to_string(),
+            })
+            .inc();
         let result = self
             .run_grants(trigger, renew_from.as_deref(), &mut lease)
             .await;
@@ -157,7 +155,7 @@ impl OAuthProvider {
                 stats.renewals += 1;
                 stats.last_renewal_outcome = Some("ok");
                 drop(stats);
-                tracing::info!(provider = %self.name, reason = trigger.as_str(), generation = state.generation, expires_at = ?state.expires_at, "token renewed");
+                tracing::info!(provider = %self.name, reason = trigger.as_str(), generation = state.generation, expires_at = state.expires_at, "token renewed");
                 Ok(state)
             }
             Err(error) => {
@@ -183,7 +181,7 @@ impl OAuthProvider {
         lease: &mut Option<Box<dyn RenewalLease>>,
     ) -> Result<Arc<TokenState>, CredentialError> {
         let mut refresh = cur.and_then(|c| c.refresh.clone());
-        if trigger == Trigger::Revoked {
+        if trigger == Trigger::XApiRevoked {
             tracing::warn!(provider = %self.name, "upstream says the token is revoked; discarding access and refresh tokens");
             self.current.store(None);
             refresh = None;
@@ -466,7 +464,7 @@ mod tests {
         // grant; no token request is made) and takes the announced token.
         drop(renewal);
         let generation = p.current().unwrap().generation;
-        let renewed = p.renew(Trigger::Revoked, Some(generation)).await.unwrap();
+        let renewed = p.renew(Trigger::XApiRevoked, Some(generation)).await.unwrap();
         assert_eq!(renewed.access.as_ref().unwrap().0.expose(), "theirs");
         assert_eq!(access(&p), "theirs");
     }

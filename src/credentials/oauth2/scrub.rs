@@ -80,6 +80,20 @@ pub fn configured_secrets(config: &Config) -> Vec<Secret> {
                     }
                 }
             }
+            ProviderKind::Basic(b) => {
+                use base64::Engine;
+                out.push(b.password.clone());
+                let plain = format!("{}:{}", b.username.expose(), b.password.expose());
+                out.push(Secret::new(
+                    base64::engine::general_purpose::STANDARD.encode(plain.as_bytes()),
+                ));
+                out.push(Secret::new(plain));
+            }
+            ProviderKind::Query(q) => out.extend(q.params.iter().map(|(_, v)| v.clone())),
+            ProviderKind::AwsSigV4(a) => {
+                out.push(a.secret_access_key.clone());
+                out.extend(a.session_token.iter().cloned());
+            }
             ProviderKind::OAuth2(o) => {
                 out.extend(
                     [
