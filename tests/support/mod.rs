@@ -211,8 +211,9 @@ impl ProxyProcess {
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
                 if let Some(pos) = line.find("listening on ") {
+                    // Text, or a JSON line (`…","address":…`).
                     let addr = line[pos + 13..]
-                        .split_whitespace()
+                        .split(|c: char| c.is_whitespace() || c == '"' || c == ',')
                         .next()
                         .and_then(|a| a.parse().ok());
                     if let Some(tx) = tx.take() {
