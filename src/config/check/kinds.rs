@@ -79,13 +79,13 @@ impl Checker<'_> {
         let username = self.required(key, "username", p.username, "username = \"${API_USER}\"");
         let password = self.required(key, "password", p.password, "password = \"${API_PASSWORD}\"");
         let (username, password) = (username?, password?);
-        let mut ok = true;
+        // Errors are collected and fail the load; the provider still
+        // exists, so routes naming it get no second error.
         if username.contains(':') {
             self.err(
                 format!("{key}.username"),
                 "contains `:`, which HTTP Basic cannot carry (the server splits user and password at the first `:`, RFC 7617); check the value",
             );
-            ok = false;
         }
         for (name, value) in [("username", &username), ("password", &password)] {
             if value.chars().any(char::is_control) {
@@ -93,10 +93,9 @@ impl Checker<'_> {
                     format!("{key}.{name}"),
                     "contains a control character (CR, LF, tab or similar), which RFC 7617 does not allow; check the variable or file it comes from",
                 );
-                ok = false;
             }
         }
-        ok.then(|| BasicConfig {
+        Some(BasicConfig {
             username: Secret::new(username),
             password: Secret::new(password),
         })
@@ -126,7 +125,7 @@ impl Checker<'_> {
             }
             out.push((name, Secret::new(value)));
         }
-        (!out.is_empty()).then_some(QueryConfig { params: out })
+        Some(QueryConfig { params: out })
     }
 
     /// `type = "aws_sigv4"`: the key pair, optional session token, region
@@ -157,7 +156,6 @@ impl Checker<'_> {
             p.service,
             "service = \"s3\" (or \"execute-api\", \"bedrock\", … as in the service's endpoint and ARN)",
         );
-        let mut ok = true;
         if let Some(id) = &access_key_id {
             // It goes into the Authorization header's Credential=… part.
             if !id.bytes().all(|b| b.is_ascii_alphanumeric()) {
@@ -165,7 +163,6 @@ impl Checker<'_> {
                     format!("{key}.access_key_id"),
                     "must be letters and digits only (like AKIAIOSFODNN7EXAMPLE); check the variable or file it comes from",
                 );
-                ok = false;
             }
         }
         for (name, value) in [("region", &region), ("service", &service)] {
@@ -178,16 +175,15 @@ impl Checker<'_> {
                         format!("{key}.{name}"),
                         format!("`{v}` must be lowercase letters, digits and `-`, as AWS writes it (e.g. \"us-east-1\", \"execute-api\")"),
                     );
-                    ok = false;
                 }
             }
         }
         let session_token = p.session_token.filter(|t| !t.is_empty());
         if let Some(t) = &session_token {
-            ok &= self.header_value_ok(&format!("{key}.session_token"), t);
-        }
-        if !ok {
-            return None;
+            if !self.header_value_ok(&format!("{key}.session_token"), t) {
+                // Never turned into a header value.
+                return None;
+            }
         }
         Some(AwsSigV4Config {
             access_key_id: Secret::new(access_key_id?),
