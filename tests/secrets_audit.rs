@@ -14,6 +14,10 @@ const PAIR_PASSWORD: &str = "pair-SECRET-rips-plain-66";
 const SEED: &str = "seed-SECRET-onecloud-77";
 const PASTED: &str = "pasted-SECRET-ready-88";
 const WRONG_PASSWORD: &str = "wrong-SECRET-password-99";
+const BASIC_PASSWORD: &str = "basic-SECRET-pw-44";
+const QUERY_KEY: &str = "query-SECRET-key+/=45";
+const AWS_SECRET: &str = "aws-SECRET-access-key/46";
+const AWS_TOKEN: &str = "aws-SECRET-session-token-47";
 /// The store's encryption key (base64 of 32 bytes); in the store's file
 /// only as what it seals.
 const STORE_KEY: &str = "c3RvcmUta2V5LVNFQ1JFVC0wMTIzNDU2Nzg5YWJjZGU=";
@@ -107,6 +111,45 @@ provider = "ready"
 prefix = "/dead/"
 upstream = "http://127.0.0.1:9/"
 provider = "ricloud"
+[providers.basic]
+type = "basic"
+username = "{USERNAME}"
+password = "${{BASIC_PASSWORD}}"
+[providers.query]
+type = "query"
+params = {{ api_key = "${{QUERY_KEY}}" }}
+[providers.aws]
+type = "aws_sigv4"
+access_key_id = "AKIDEXAMPLE"
+secret_access_key = "${{AWS_SECRET}}"
+session_token = "${{AWS_TOKEN}}"
+region = "us-east-1"
+service = "execute-api"
+[[routes]]
+prefix = "/basic/"
+upstream = "{echo}/"
+provider = "basic"
+allow = ["GET /a", "GET /b"]
+[[routes]]
+prefix = "/query/"
+upstream = "{echo}/"
+provider = "query"
+[[routes]]
+prefix = "/aws/"
+upstream = "{echo}/"
+provider = "aws"
+[[routes]]
+prefix = "/deadbasic/"
+upstream = "http://127.0.0.1:9/"
+provider = "basic"
+[[routes]]
+prefix = "/deadquery/"
+upstream = "http://127.0.0.1:9/"
+provider = "query"
+[[routes]]
+prefix = "/deadaws/"
+upstream = "http://127.0.0.1:9/"
+provider = "aws"
 "#,
         rips_token = rips.token_url(),
         bad_token = bad_rips.token_url(),
@@ -129,6 +172,10 @@ provider = "ricloud"
         ("WRONG_PASSWORD", WRONG_PASSWORD),
         ("SEED", SEED),
         ("STD_SECRET", CLIENT_SECRET),
+        ("BASIC_PASSWORD", BASIC_PASSWORD),
+        ("QUERY_KEY", QUERY_KEY),
+        ("AWS_SECRET", AWS_SECRET),
+        ("AWS_TOKEN", AWS_TOKEN),
     ];
 
     let path_arg = path.to_str().unwrap().to_string();
@@ -177,6 +224,13 @@ provider = "ricloud"
         ("/ready/a", 503),
         ("/dead/a", 502),
         ("/nothing/here", 404),
+        ("/basic/a", 200),
+        ("/basic/forbidden", 403),
+        ("/query/a?api_key=mine&x=1", 200),
+        ("/aws/a?b=1", 200),
+        ("/deadbasic/a", 502),
+        ("/deadquery/a?x=1", 502),
+        ("/deadaws/a", 502),
         ("/_authproxy/status", 200),
         ("/_authproxy/metrics", 200),
     ] {
@@ -216,6 +270,20 @@ provider = "ricloud"
     assert_eq!(r.status(), 400);
     bodies.push_str(&r.text().await.unwrap());
     assert_eq!(get("/ready/b", true).await.0, 200);
+    // An aws_sigv4 body too large to hash: 413, nothing sent.
+    let r = c
+        .post(proxy.url("/aws/big"))
+        .header("proxy-authorization", &auth)
+        .body(vec![b'x'; 2 << 20])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    bodies.push_str(&r.text().await.unwrap());
+    // The credentials did reach the upstream (so the audit means something).
+    let sent = echo.requests.lock().unwrap().clone();
+    assert!(sent.iter().any(|r| r.query.as_deref().is_some_and(|q| q.contains("api_key=query-SECRET"))));
+    assert!(sent.iter().any(|r| r.header("x-amz-security-token") == Some(AWS_TOKEN)));
     bodies.push_str(&get("/_authproxy/status", true).await.1);
     bodies.push_str(&get("/_authproxy/metrics", true).await.1);
     proxy.signal("TERM");
@@ -233,10 +301,23 @@ provider = "ricloud"
         PASSWORD,
         CLIENT_SECRET,
         STORE_KEY,
+        BASIC_PASSWORD,
+        QUERY_KEY,
+        AWS_SECRET,
+        AWS_TOKEN,
     ]
     .iter()
     .map(|s| s.to_string())
     .collect();
+    // The forms they travel in: Basic's base64, the query's encoding.
+    {
+        use base64::Engine;
+        secrets.push(
+            base64::engine::general_purpose::STANDARD
+                .encode(format!("{USERNAME}:{BASIC_PASSWORD}")),
+        );
+        secrets.push("query-SECRET-key%2B%2F%3D45".into());
+    }
     for m in [&rips, &one, &std_mock] {
         for h in m.api_hits() {
             secrets.extend(h.token.map(|t| t.rsplit('.').next().unwrap().to_string()));
