@@ -51,6 +51,17 @@ pub(super) async fn status(State(admin): State<Arc<Admin>>) -> Json<Value> {
                     })),
                     "store_error": stats.store_error,
                     "login_url": (p.config().grant == Grant::Implicit).then(|| p.login_url()),
+                    // Endpoints found at the issuer (explicit keys win).
+                    "discovered": p.config().issuer.as_ref().map(|issuer| {
+                        let found = p.discovered();
+                        let url = |u: Option<&url::Url>| u.map(|u| u.as_str().to_string());
+                        json!({
+                            "issuer": issuer,
+                            "token_endpoint": found.as_ref().and_then(|m| url(m.token_endpoint.as_ref())),
+                            "authorization_endpoint": found.as_ref().and_then(|m| url(m.authorization_endpoint.as_ref())),
+                            "device_authorization_endpoint": found.as_ref().and_then(|m| url(m.device_authorization_endpoint.as_ref())),
+                        })
+                    }),
                 })
             }
         };

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use super::state::StartupError;
 use crate::config::{Config, ProviderKind};
 use crate::credentials::oauth2::configured_secrets;
+use crate::credentials::oauth2::client_for;
 use crate::credentials::{Credential, OAuthProvider, StaticHeaders};
 use crate::http::buffer::BufferBudget;
 use crate::oauth::TokenClient;
@@ -61,18 +62,25 @@ pub(super) fn build_runtime(
             Some(c) => c,
             None => Arc::new(match &provider.kind {
                 ProviderKind::Static(s) => Credential::Static(StaticHeaders::new(s)),
-                ProviderKind::OAuth2(o) => Credential::OAuth2(Arc::new(OAuthProvider::new(
-                    name,
-                    (**o).clone(),
-                    token_client.clone(),
-                    store.clone(),
-                    metrics.clone(),
-                    format!("/_authproxy/login/{name}"),
-                ))),
+                ProviderKind::OAuth2(o) => {
+                    let client = client_for(o, token_client)
+                        .map_err(|e| StartupError::TokenClient(format!("providers.{name}: {e}")))?;
+                    Credential::OAuth2(Arc::new(OAuthProvider::new(
+                        name,
+                        (**o).clone(),
+                        client,
+                        store.clone(),
+                        metrics.clone(),
+                        format!("/_authproxy/login/{name}"),
+                    )))
+                }
             }),
         };
         if let Credential::OAuth2(p) = credential.as_ref() {
             p.set_other_secrets(secrets.clone());
+            // Discovery at start and on every reload (kept providers too:
+            // the issuer may have moved its endpoints).
+            p.spawn_discovery();
         }
         credentials.insert(name.clone(), credential);
     }

@@ -1,14 +1,18 @@
 //! `authproxy check [--probe]`: validate config and secrets, print the
 //! route table; with `--probe` run each primary grant once.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::ExitCode;
+
+use url::Url;
 
 use super::{load, say};
 use crate::config::{ProviderKind, StoreConfig};
 use crate::credentials::oauth2::configured_secrets;
+use crate::credentials::oauth2::client_for;
 use crate::credentials::OAuthProvider;
-use crate::oauth::TokenClient;
+use crate::oauth::{Metadata, TokenClient};
 
 pub(super) async fn check(path: &Path, probe: bool) -> ExitCode {
     let config = match load(path) {
@@ -83,11 +87,43 @@ pub(super) async fn check(path: &Path, probe: bool) -> ExitCode {
             ),
             ProviderKind::OAuth2(o) => {
                 let url = o.token_url.as_ref().or(o.authorize_url.as_ref());
+                let endpoint = match (url, &o.issuer) {
+                    (Some(u), _) => format!("{}{}", u.origin().ascii_serialization(), u.path()),
+                    (None, Some(issuer)) => format!("issuer {issuer}"),
+                    (None, None) => String::new(),
+                };
+                let mut extras = Vec::new();
+                if o.grant != crate::config::Grant::Implicit {
+                    extras.push(format!("client_auth {}", o.client_auth.as_str()));
+                }
+                if let Some(signer) = o
+                    .client_assertion
+                    .as_ref()
+                    .or(o.jwt_bearer.as_ref().map(|j| &j.signer))
+                {
+                    extras.push(format!(
+                        "signs {}{}",
+                        signer.alg(),
+                        signer
+                            .kid()
+                            .map(|k| format!(" kid {k}"))
+                            .unwrap_or_default()
+                    ));
+                }
+                if o.tls.identity.is_some() {
+                    extras.push("client certificate".into());
+                }
+                if !o.tls.extra_roots.is_empty() {
+                    extras.push("ca_file".into());
+                }
                 format!(
-                    "{} into {}",
-                    url.map(|u| format!("{}{}", u.origin().ascii_serialization(), u.path()))
-                        .unwrap_or_default(),
-                    o.header.as_str()
+                    "{endpoint} into {}{}",
+                    o.header.as_str(),
+                    if extras.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({})", extras.join(", "))
+                    }
                 )
             }
         };
@@ -108,7 +144,7 @@ pub(super) async fn check(path: &Path, probe: bool) -> ExitCode {
             .map(|p| p.kind.label())
             .unwrap_or_else(|| "pass-through".into());
         say!(
-            "{:<24} {:<44} {:<16} {}{}{}",
+            "{:<24} {:<44} {:<16} {}{}{}{}",
             r.prefix.as_str(),
             r.upstream.as_str(),
             r.provider.as_deref().unwrap_or("-"),
@@ -118,13 +154,14 @@ pub(super) async fn check(path: &Path, probe: bool) -> ExitCode {
                 " (browsers allowed)"
             } else {
                 ""
+            },
+            if r.client_identity.is_some() {
+                " (client certificate)"
+            } else {
+                ""
             }
         );
     }
-    if !probe {
-        return ExitCode::SUCCESS;
-    }
-    say!();
     let client = match TokenClient::new(Default::default()) {
         Ok(c) => c,
         Err(e) => {
@@ -134,6 +171,71 @@ pub(super) async fn check(path: &Path, probe: bool) -> ExitCode {
     };
     let mut failed = false;
     let secrets = configured_secrets(&config);
+    // Discovery contacts each issuer, with or without --probe: the endpoints
+    // it finds are part of what the config means.
+    let mut discovered = BTreeMap::new();
+    for (name, p) in &config.providers {
+        let ProviderKind::OAuth2(o) = &p.kind else {
+            continue;
+        };
+        let Some(issuer) = &o.issuer else {
+            continue;
+        };
+        let client = match client_for(o, &client) {
+            Ok(c) => c,
+            Err(e) => {
+                failed = true;
+                say!("discovery {name}: FAILED {e}");
+                continue;
+            }
+        };
+        if discovered.is_empty() {
+            say!();
+        }
+        match OAuthProvider::discover_once(o, &client).await {
+            Some(Ok(m)) => {
+                let show = |what: &str, configured: Option<&Url>, found: Option<&Url>| match (
+                    configured, found,
+                ) {
+                    (Some(c), _) => format!("{what} {c} (configured)"),
+                    (None, Some(f)) => format!("{what} {f}"),
+                    (None, None) => format!("{what} -"),
+                };
+                say!(
+                    "discovery {name}: contacted issuer {issuer}: {}; {}; {}",
+                    show(
+                        "token_endpoint",
+                        o.token_url.as_ref(),
+                        m.token_endpoint.as_ref()
+                    ),
+                    show(
+                        "authorization_endpoint",
+                        o.authorize_url.as_ref(),
+                        m.authorization_endpoint.as_ref()
+                    ),
+                    show(
+                        "device_authorization_endpoint",
+                        None,
+                        m.device_authorization_endpoint.as_ref()
+                    ),
+                );
+                discovered.insert(name.clone(), m);
+            }
+            Some(Err(e)) => {
+                failed = true;
+                say!("discovery {name}: FAILED (contacted issuer {issuer}) {e}");
+            }
+            None => {}
+        }
+    }
+    if !probe {
+        return if failed {
+            ExitCode::FAILURE
+        } else {
+            ExitCode::SUCCESS
+        };
+    }
+    say!();
     for (name, p) in &config.providers {
         let ProviderKind::OAuth2(o) = &p.kind else {
             continue;
@@ -150,10 +252,29 @@ pub(super) async fn check(path: &Path, probe: bool) -> ExitCode {
             );
             continue;
         }
-        match OAuthProvider::probe(o, &client, &secrets).await {
+        let token_url = o.token_url.as_ref().or_else(|| {
+            discovered
+                .get(name)
+                .and_then(|m: &Metadata| m.token_endpoint.as_ref())
+        });
+        let Some(token_url) = token_url else {
+            failed = true;
+            say!("probe {name}: FAILED no token endpoint (discovery found none)");
+            continue;
+        };
+        let client = match client_for(o, &client) {
+            Ok(c) => c,
+            Err(e) => {
+                failed = true;
+                say!("probe {name}: FAILED {e}");
+                continue;
+            }
+        };
+        match OAuthProvider::probe(o, &client, token_url, &secrets).await {
             Ok(t) => say!(
-                "probe {name}: ok ({} grant; token obtained{}{})",
+                "probe {name}: ok ({} grant, client_auth {}; token obtained{}{})",
                 o.grant.as_str(),
+                o.client_auth.as_str(),
                 t.expires_at
                     .map(|e| format!(", expires in {}s", e.saturating_sub(t.obtained_at)))
                     .unwrap_or_default(),

@@ -162,6 +162,18 @@ raw_provider! {
     "allow_http" => allow_http: bool,
     "redirect_uri" => redirect_uri: String,
     "token_timeout" => token_timeout: String,
+    "issuer" => issuer: String,
+    "private_key" => private_key: String,
+    "key_id" => key_id: String,
+    "signing_alg" => signing_alg: String,
+    "assertion_audience" => assertion_audience: String,
+    "assertion_issuer" => assertion_issuer: String,
+    "subject" => subject: String,
+    "scope_in_assertion" => scope_in_assertion: bool,
+    "service_account_file" => service_account_file: String,
+    "client_cert" => client_cert: String,
+    "client_key" => client_key: String,
+    "ca_file" => ca_file: String,
 }
 
 #[derive(Default, Deserialize)]
@@ -175,6 +187,8 @@ pub struct RawRoute {
     pub ca_file: Option<String>,
     pub allow_browsers: Option<bool>,
     pub max_upstream_connections: Option<usize>,
+    pub client_cert: Option<String>,
+    pub client_key: Option<String>,
 }
 
 keys_only_debug!(RawRoute {
@@ -186,4 +200,6 @@ keys_only_debug!(RawRoute {
     ca_file,
     allow_browsers,
     max_upstream_connections,
+    client_cert,
+    client_key,
 });

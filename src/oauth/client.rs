@@ -1,9 +1,13 @@
-//! Talks to token endpoints: builds the grant request (form or JSON body,
-//! client credentials in the body or as HTTP Basic), never follows
+//! Talks to token endpoints: builds the grant request (form or JSON body;
+//! the client authenticated by secret in the body or as HTTP Basic, by a
+//! signed JWT, by its TLS certificate, or not at all), never follows
 //! redirects, retries passing faults a bounded number of times.
 //!
 //! Takes a [`TokenRequest`], a description of one request, rather than a
 //! provider's whole configuration: this module knows the protocol only.
+//! Everything that must be new on each HTTP request (an assertion's `jti`
+//! and `iat`, and later a DPoP proof) is made in [`TokenClient::request_once`],
+//! once per try.
 
 use std::time::{Duration, SystemTime};
 
@@ -14,7 +18,11 @@ use rand::Rng;
 use url::Url;
 use zeroize::{Zeroize, Zeroizing};
 
+use super::assertion::{
+    client_assertion, GrantAssertion, CLIENT_ASSERTION_TYPE, JWT_BEARER_GRANT_TYPE,
+};
 use super::error::TokenError;
+use super::jwt::Signer;
 use super::token::{error_page_text, parse_error_answer, parse_token_answer, TokenSet};
 use crate::clock::unix_now;
 use crate::secret::{Secret, SecretBuf};
@@ -31,6 +39,9 @@ pub enum Grant<'a> {
     ClientCredentials,
     /// RFC 6749 §6 refresh with this refresh token.
     Refresh(&'a Secret),
+    /// RFC 7523 §2.1: a signed assertion is the grant; a new one is made
+    /// for every request.
+    JwtBearer(&'a GrantAssertion),
 }
 
 impl Grant<'_> {
@@ -40,6 +51,7 @@ impl Grant<'_> {
             Grant::Password { .. } => "password",
             Grant::ClientCredentials => "client_credentials",
             Grant::Refresh(_) => "refresh_token",
+            Grant::JwtBearer(_) => JWT_BEARER_GRANT_TYPE,
         }
     }
 }
@@ -60,6 +72,39 @@ pub enum ClientAuth {
     Body,
     /// HTTP Basic with the url-encoded client id and secret (RFC 6749 §2.3.1).
     Basic,
+    /// A JWT signed with HS256 and the client secret (RFC 7523 §2.2,
+    /// OpenID Connect Core §9 `client_secret_jwt`).
+    ClientSecretJwt,
+    /// A JWT signed with the client's private key (`private_key_jwt`).
+    PrivateKeyJwt,
+    /// The client certificate presented in the TLS handshake (RFC 8705
+    /// §2.1); `client_id` in the body.
+    TlsClientAuth,
+    /// A public client: `client_id` in the body, nothing to prove (the
+    /// JWT-bearer grant sends not even that: its assertion names the client).
+    None,
+}
+
+impl ClientAuth {
+    /// As written in the config's `client_auth`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClientAuth::Body => "body",
+            ClientAuth::Basic => "basic",
+            ClientAuth::ClientSecretJwt => "client_secret_jwt",
+            ClientAuth::PrivateKeyJwt => "private_key_jwt",
+            ClientAuth::TlsClientAuth => "tls_client_auth",
+            ClientAuth::None => "none",
+        }
+    }
+
+    /// Authenticates with a signed client assertion.
+    pub fn uses_assertion(self) -> bool {
+        matches!(
+            self,
+            ClientAuth::ClientSecretJwt | ClientAuth::PrivateKeyJwt
+        )
+    }
 }
 
 /// One token request: where it goes, which grant, how the client
@@ -71,6 +116,11 @@ pub struct TokenRequest<'a> {
     pub client_id: Option<&'a Secret>,
     pub client_secret: Option<&'a Secret>,
     pub client_auth: ClientAuth,
+    /// Signs the client assertion (`client_secret_jwt`, `private_key_jwt`).
+    pub assertion_signer: Option<&'a Signer>,
+    /// The assertions' `aud` when the provider wants another value than
+    /// the token endpoint URL.
+    pub assertion_audience: Option<&'a str>,
     pub body: BodyEncoding,
     pub scope: Option<&'a str>,
     /// More body fields, sent as they are.
@@ -98,11 +148,22 @@ impl Default for RetryPolicy {
     }
 }
 
-/// The token endpoint client, shared by all providers.
+/// The token endpoint client, shared by all providers; a provider with its
+/// own TLS settings (private CA, client certificate) has its own
+/// ([`TokenClient::with_tls`]).
 #[derive(Clone)]
 pub struct TokenClient {
-    http: reqwest::Client,
-    retry: RetryPolicy,
+    pub(super) http: reqwest::Client,
+    pub(super) retry: RetryPolicy,
+}
+
+/// A provider's own TLS settings for its token and discovery endpoints.
+#[derive(Default)]
+pub struct TlsSettings<'a> {
+    /// Trusted besides the system's roots (DER certificates).
+    pub extra_roots: &'a [Vec<u8>],
+    /// Certificate chain and private key as PEM, presented to the server.
+    pub identity_pem: Option<&'a [u8]>,
 }
 
 /// The outcome of one try, for metrics.
@@ -110,17 +171,49 @@ pub type AttemptObserver<'a> = &'a (dyn Fn(&Result<TokenSet, TokenError>) + Send
 
 impl TokenClient {
     pub fn new(retry: RetryPolicy) -> Result<TokenClient, String> {
+        let http = Self::builder()
+            .build()
+            .map_err(|e| format!("cannot build the token client: {e}"))?;
+        Ok(TokenClient { http, retry })
+    }
+
+    /// A client like this one that also trusts `extra_roots` and presents
+    /// a client certificate (RFC 8705), for one provider.
+    pub fn with_tls(&self, tls: &TlsSettings<'_>) -> Result<TokenClient, String> {
+        let mut builder = Self::builder();
+        if !tls.extra_roots.is_empty() {
+            let roots = tls
+                .extra_roots
+                .iter()
+                .map(|der| reqwest::Certificate::from_der(der))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| format!("a CA certificate is not usable: {e}"))?;
+            builder = builder.tls_certs_merge(roots);
+        }
+        if let Some(pem) = tls.identity_pem {
+            // reqwest's error names no key material.
+            let identity = reqwest::Identity::from_pem(pem)
+                .map_err(|e| format!("the client certificate is not usable: {e}"))?;
+            builder = builder.identity(identity);
+        }
+        let http = builder
+            .build()
+            .map_err(|e| format!("cannot build the token client: {e}"))?;
+        Ok(TokenClient {
+            http,
+            retry: self.retry,
+        })
+    }
+
+    fn builder() -> reqwest::ClientBuilder {
         // reqwest is built without a TLS provider of its own: rustls needs
         // the process-wide one (ring), installed once.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let http = reqwest::Client::builder()
+        reqwest::Client::builder()
             // A redirect would carry the client secret / password elsewhere.
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(Duration::from_secs(10))
             .user_agent(concat!("authproxy/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| format!("cannot build the token client: {e}"))?;
-        Ok(TokenClient { http, retry })
     }
 
     /// Runs a grant, retrying passing faults with exponential backoff and
@@ -156,6 +249,11 @@ impl TokenClient {
         {
             return Duration::from_secs(*secs).min(self.retry.max_delay);
         }
+        self.jittered_backoff(attempt)
+    }
+
+    /// Exponential backoff from the policy's base delay, capped, jittered.
+    pub(super) fn jittered_backoff(&self, attempt: u32) -> Duration {
         let exp = self.retry.base_delay * 2u32.saturating_pow(attempt - 1);
         let capped = exp.min(self.retry.max_delay);
         // Full jitter in [50%, 100%] so replicas do not retry in lockstep.
@@ -163,8 +261,10 @@ impl TokenClient {
         capped.mul_f64(factor)
     }
 
+    /// One HTTP request: the body (with new assertions) and headers are
+    /// made here, for this try only.
     async fn request_once(&self, r: &TokenRequest<'_>) -> Result<TokenSet, TokenError> {
-        let fields = grant_fields(r);
+        let fields = grant_fields(r, unix_now())?;
         let mut req = self
             .http
             .post(r.token_url.clone())
@@ -253,7 +353,7 @@ fn form_body(fields: &[(String, Secret)]) -> SecretBuf {
 /// The answer's body, in a buffer zeroed when dropped (it holds the new
 /// tokens). The chunks hyper hands over are zeroed too when nothing else
 /// shares them.
-async fn read_limited(
+pub(super) async fn read_limited(
     mut response: reqwest::Response,
     limit: usize,
     timeout: Duration,
@@ -281,11 +381,14 @@ async fn read_limited(
     }
 }
 
-/// The body fields of a grant request, in a stable order.
-fn grant_fields(r: &TokenRequest<'_>) -> Vec<(String, Secret)> {
+/// The body fields of a grant request at `now`, in a stable order: the
+/// grant, the client's authentication, scope, extra fields.
+fn grant_fields(r: &TokenRequest<'_>, now: u64) -> Result<Vec<(String, Secret)>, TokenError> {
     let mut fields: Vec<(String, Secret)> = Vec::new();
     let mut push = |k: &str, v: &Secret| fields.push((k.to_string(), v.clone()));
     push("grant_type", &Secret::new(r.grant.as_str()));
+    let token_url = r.token_url.as_str();
+    let audience = r.assertion_audience.unwrap_or(token_url);
     match r.grant {
         Grant::Refresh(token) => push("refresh_token", token),
         Grant::Password { username, password } => {
@@ -293,13 +396,42 @@ fn grant_fields(r: &TokenRequest<'_>) -> Vec<(String, Secret)> {
             push("password", password);
         }
         Grant::ClientCredentials => {}
+        Grant::JwtBearer(assertion) => push("assertion", &assertion.sign(audience, now)),
     }
-    if r.client_auth == ClientAuth::Body {
-        if let Some(id) = r.client_id {
-            push("client_id", id);
+    match r.client_auth {
+        ClientAuth::Body => {
+            if let Some(id) = r.client_id {
+                push("client_id", id);
+            }
+            if let Some(secret) = r.client_secret {
+                push("client_secret", secret);
+            }
         }
-        if let Some(secret) = r.client_secret {
-            push("client_secret", secret);
+        ClientAuth::Basic => {}
+        ClientAuth::ClientSecretJwt | ClientAuth::PrivateKeyJwt => {
+            let (Some(id), Some(signer)) = (r.client_id, r.assertion_signer) else {
+                return Err(TokenError::NotConfigured(
+                    "a JWT client assertion needs client_id and a signing key",
+                ));
+            };
+            // RFC 7521 §4.2: client_id may be sent, and then must be the
+            // assertion's subject (Entra requires it).
+            push("client_id", id);
+            push("client_assertion_type", &Secret::new(CLIENT_ASSERTION_TYPE));
+            push(
+                "client_assertion",
+                &client_assertion(signer, id, audience, now),
+            );
+        }
+        ClientAuth::TlsClientAuth => {
+            if let Some(id) = r.client_id {
+                push("client_id", id);
+            }
+        }
+        ClientAuth::None => {
+            if let (Some(id), false) = (r.client_id, matches!(r.grant, Grant::JwtBearer(_))) {
+                push("client_id", id);
+            }
         }
     }
     if let Some(scope) = r.scope {
@@ -308,7 +440,7 @@ fn grant_fields(r: &TokenRequest<'_>) -> Vec<(String, Secret)> {
     for (k, v) in r.extra {
         push(k, v);
     }
-    fields
+    Ok(fields)
 }
 
 /// RFC 6749 §2.3.1: id and secret are form-url-encoded before Basic encoding.
@@ -340,7 +472,7 @@ fn retry_after_secs(value: &str, now: SystemTime) -> Option<u64> {
 
 /// Describes a reqwest error by its kind and cause chain, without the URL's
 /// query (which could hold a key).
-fn describe_reqwest(e: &reqwest::Error) -> String {
+pub(super) fn describe_reqwest(e: &reqwest::Error) -> String {
     use std::error::Error;
     let mut parts = Vec::new();
     let mut source = e.source();

@@ -146,6 +146,7 @@ mod tests {
             ca_file: None,
             allow_browsers: false,
             max_upstream_connections: 256,
+            client_identity: None,
         }
     }
 

@@ -1,5 +1,6 @@
 //! Connections to upstreams: a pool of HTTP/1.1 keep-alive connections
-//! per upstream origin (and CA file), over plain TCP or rustls.
+//! per upstream origin, CA file and client certificate, over plain TCP or
+//! rustls.
 //!
 //! Our own small pool on hyper's connection API instead of hyper-util's
 //! legacy client: that client spawned a task per request to put the
@@ -29,6 +30,10 @@ pub use pool::{Pool, PooledBody};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// What tells TLS settings apart: the CA file, the client certificate's
+/// SHA-256.
+type TlsKey = (Option<PathBuf>, Option<[u8; 32]>);
+
 /// Pools by route index (routes to the same origin share one).
 #[derive(Clone)]
 pub struct Upstreams {
@@ -43,6 +48,8 @@ pub enum TlsSetupError {
         path: String,
         reason: String,
     },
+    #[error("routes[{route}].client_cert: {reason}")]
+    ClientCert { route: usize, reason: String },
 }
 
 /// Why a request did not get an answer from the upstream.
@@ -79,20 +86,26 @@ impl Upstreams {
     pub fn new(config: &Config) -> Result<Upstreams, TlsSetupError> {
         tls::install_crypto_provider();
         let base_roots = tls::system_roots();
-        let default = tls::build_connector(base_roots.clone(), config.server.connect_timeout);
-        let mut connectors: HashMap<PathBuf, HttpsConnector<HttpConnector>> = HashMap::new();
-        // Routes to the same origin (and CA file) with the same connection
-        // limit share a pool, and its limit; a route with another limit
-        // has a pool of its own, so none keeps more than its own limit.
-        let mut pools: HashMap<(String, Option<PathBuf>, usize), Arc<Pool>> = HashMap::new();
+        let timeout = config.server.connect_timeout;
+        // Routes with the same CA file and client certificate share a
+        // connector. Routes to the same origin with the same TLS settings
+        // and connection limit share a pool, and its limit; a route with
+        // another limit has a pool of its own, so none keeps more than its
+        // own limit, and a connection made with one client certificate
+        // never serves a route with another.
+        let mut connectors: HashMap<TlsKey, HttpsConnector<HttpConnector>> = HashMap::new();
+        let mut pools: HashMap<(String, TlsKey, usize), Arc<Pool>> = HashMap::new();
         let mut by_route = Vec::with_capacity(config.routes.len());
         for (i, route) in config.routes.iter().enumerate() {
-            let connector = match &route.ca_file {
-                None => default.clone(),
-                Some(path) => match connectors.get(path) {
-                    Some(c) => c.clone(),
-                    None => {
-                        let mut roots = base_roots.clone();
+            let tls_key: TlsKey = (
+                route.ca_file.clone(),
+                route.client_identity.as_ref().map(|id| id.fingerprint()),
+            );
+            let connector = match connectors.get(&tls_key) {
+                Some(c) => c.clone(),
+                None => {
+                    let mut roots = base_roots.clone();
+                    if let Some(path) = &route.ca_file {
                         tls::add_pem_roots(&mut roots, path).map_err(|reason| {
                             TlsSetupError::CaFile {
                                 route: i,
@@ -100,16 +113,17 @@ impl Upstreams {
                                 reason,
                             }
                         })?;
-                        let c = tls::build_connector(roots, config.server.connect_timeout);
-                        connectors.insert(path.clone(), c.clone());
-                        c
                     }
-                },
+                    let c = tls::build_connector(roots, route.client_identity.as_ref(), timeout)
+                        .map_err(|reason| TlsSetupError::ClientCert { route: i, reason })?;
+                    connectors.insert(tls_key.clone(), c.clone());
+                    c
+                }
             };
             let origin = route.upstream.origin().ascii_serialization();
             let limit = route.max_upstream_connections;
             let pool = pools
-                .entry((origin.clone(), route.ca_file.clone(), limit))
+                .entry((origin.clone(), tls_key, limit))
                 .or_insert_with(|| {
                     Arc::new(Pool::new(
                         connector,

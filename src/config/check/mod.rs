@@ -1,10 +1,13 @@
 //! Turns the raw structs into checked ones ([`Checker`]), one file per
-//! table: [`server`], [`store`], [`provider`], [`route`].
+//! table: [`server`], [`store`], [`provider`] (its client authentication
+//! in [`client_auth`]), [`route`], and TLS material in [`tls`].
 
+mod client_auth;
 mod provider;
 mod route;
 mod server;
 mod store;
+mod tls;
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};

@@ -95,6 +95,7 @@ impl Checker<'_> {
                 "must be between 1 and 65536; e.g. 256",
             );
         }
+        let client_identity = self.client_identity(key, r.client_cert, r.client_key);
         Some(RouteConfig {
             prefix: prefix?,
             upstream: upstream?,
@@ -103,6 +104,7 @@ impl Checker<'_> {
             ca_file,
             allow_browsers: r.allow_browsers.unwrap_or(false),
             max_upstream_connections: max_upstream_connections.clamp(1, 65_536),
+            client_identity,
         })
     }
 }

@@ -7,11 +7,13 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use url::Url;
+
 use super::status::error_code;
 use super::{token_request, CredentialError, OAuthProvider, TokenState, Trigger};
 use crate::clock::unix_now;
 use crate::config::Grant;
-use crate::oauth::{TokenError, TokenSet};
+use crate::oauth::{DiscoveryError, TokenError, TokenSet};
 use crate::secret::Secret;
 use crate::store::{OwnerMatch, RenewalLease, StoredToken};
 use crate::telemetry::metrics::{ReauthLabels, TokenLabels};
@@ -88,6 +90,16 @@ impl OAuthProvider {
             }
         }
 
+        // The token endpoint, discovered first if need be (a failure is
+        // recorded by discovery).
+        let token_url = match self.token_url().await {
+            Ok(url) => url,
+            Err(error) => {
+                self.attempts.fetch_add(1, Ordering::Release);
+                return usable_fallback().ok_or(error);
+            }
+        };
+
         // Shared stores: take the cross-replica lease, then look whether
         // another replica already renewed (its token is then ours too).
         let mut lease = match self.store.lease(&self.name).await {
@@ -142,7 +154,7 @@ impl OAuthProvider {
                 .inc();
         }
         let result = self
-            .run_grants(trigger, renew_from.as_deref(), &mut lease)
+            .run_grants(trigger, renew_from.as_deref(), &mut lease, &token_url)
             .await;
         if let Some(l) = lease.take() {
             l.release().await;
@@ -181,6 +193,7 @@ impl OAuthProvider {
         trigger: Trigger,
         cur: Option<&TokenState>,
         lease: &mut Option<Box<dyn RenewalLease>>,
+        token_url: &Url,
     ) -> Result<Arc<TokenState>, CredentialError> {
         let mut refresh = cur.and_then(|c| c.refresh.clone());
         if trigger == Trigger::Revoked {
@@ -190,7 +203,7 @@ impl OAuthProvider {
         }
         let mut refresh_error = None;
         if let Some(rt) = refresh {
-            match self.grant(Some(&rt)).await {
+            match self.grant(token_url, Some(&rt)).await {
                 Ok(set) => return Ok(self.accept(set, lease.as_mut()).await),
                 Err(e) => {
                     if e.is_grant_refused() {
@@ -216,7 +229,7 @@ impl OAuthProvider {
         if refresh_error.is_some() {
             tracing::info!(provider = %self.name, grant = self.cfg.grant.as_str(), "falling back to the primary grant");
         }
-        match self.grant(None).await {
+        match self.grant(token_url, None).await {
             Ok(set) => Ok(self.accept(set, lease.as_mut()).await),
             Err(e) if e.is_grant_refused() => Err(CredentialError::Reauthentication(format!(
                 "{} grant refused: {e}",
@@ -228,7 +241,11 @@ impl OAuthProvider {
 
     /// One grant, with its retries: the refresh grant with `refresh`, else
     /// the primary grant. Every try is counted in the metrics.
-    async fn grant(&self, refresh: Option<&Secret>) -> Result<TokenSet, TokenError> {
+    async fn grant(
+        &self,
+        token_url: &Url,
+        refresh: Option<&Secret>,
+    ) -> Result<TokenSet, TokenError> {
         let kind = match refresh {
             None => self.cfg.grant.as_str(),
             Some(_) => "refresh_token",
@@ -248,7 +265,7 @@ impl OAuthProvider {
                 })
                 .inc();
         };
-        let result = match token_request(&self.cfg, refresh) {
+        let result = match token_request(&self.cfg, token_url, refresh) {
             Ok(request) => self.client.request(&request, &observe).await,
             Err(e) => {
                 let failed = Err(e);
@@ -378,6 +395,26 @@ impl OAuthProvider {
         let adopted = self.adopt_from_store().await?;
         *self.failure.lock().unwrap() = None;
         Some(adopted)
+    }
+
+    /// A discovery that failed while the provider needs its endpoints:
+    /// state `error`, shown in status, shared with requests for a while.
+    pub(super) fn record_discovery_failure(&self, e: &DiscoveryError) {
+        let error = CredentialError::Discovery(e.clone());
+        let mut stats = self.stats.lock().unwrap();
+        stats.last_error_code = Some(error_code(&error));
+        stats.last_error_message = Some(error.to_string());
+        drop(stats);
+        let cooldown = if e.transient {
+            TRANSIENT_COOLDOWN
+        } else {
+            REFUSED_COOLDOWN
+        };
+        *self.failure.lock().unwrap() = Some(Failure {
+            error,
+            until: Instant::now() + cooldown,
+        });
+        tracing::error!(provider = %self.name, error = %e, "discovery failed; no token can be had until the issuer's metadata is");
     }
 
     fn record_failure(&self, trigger: Trigger, error: &CredentialError, cooldown: Duration) {

@@ -53,5 +53,6 @@ pub(super) fn error_code(e: &CredentialError) -> String {
         CredentialError::LoginRequired { .. } => "login_required".into(),
         CredentialError::WaitTimeout(_) => "wait_timeout".into(),
         CredentialError::StoreUnavailable(_) => "store_unavailable".into(),
+        CredentialError::Discovery(_) => "discovery_failed".into(),
     }
 }
