@@ -5,6 +5,7 @@
 
 pub mod oidc;
 pub mod providers;
+pub mod tls;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
