@@ -95,7 +95,13 @@ provider = "disc"
     assert_eq!(resp.status(), 502);
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["error"], "token_endpoint_error", "{body}");
-    assert!(body["message"].as_str().unwrap().contains("discovery of issuer"), "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("discovery of issuer"),
+        "{body}"
+    );
     assert_eq!(echo.count(), 0);
 
     // The issuer comes back: a later request discovers and gets through.

@@ -14,7 +14,11 @@ use support::tls::MtlsServer;
 use support::{client, sha256, start_proxy_in};
 
 fn fingerprint(pem: &str) -> String {
-    sha256(CertificateDer::from_pem_slice(pem.as_bytes()).unwrap().as_ref())
+    sha256(
+        CertificateDer::from_pem_slice(pem.as_bytes())
+            .unwrap()
+            .as_ref(),
+    )
 }
 
 #[tokio::test]
@@ -106,19 +110,38 @@ client_key = "client.key"
     let seen = mtls.seen.lock().unwrap().clone();
     assert_eq!(
         seen,
-        [("/token".to_string(), ours.clone()), ("/v1/things".to_string(), ours.clone())],
+        [
+            ("/token".to_string(), ours.clone()),
+            ("/v1/things".to_string(), ours.clone())
+        ],
         "the token request and the proxied one, both with the certificate"
     );
 
     // No certificate, or one of another CA: the handshake is refused.
     let refused_before = *mtls.refused.lock().unwrap();
     let (status, body) = get("/plain/things").await;
-    assert_eq!((status, body["error"].as_str()), (502, Some("upstream_unreachable")), "{body}");
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (502, Some("upstream_unreachable")),
+        "{body}"
+    );
     let (status, body) = get("/stranger/things").await;
-    assert_eq!((status, body["error"].as_str()), (502, Some("upstream_unreachable")), "{body}");
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (502, Some("upstream_unreachable")),
+        "{body}"
+    );
     // A provider without a certificate gets no token there.
     let (status, body) = get("/nocert/things").await;
-    assert_eq!((status, body["error"].as_str()), (502, Some("token_endpoint_error")), "{body}");
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (502, Some("token_endpoint_error")),
+        "{body}"
+    );
     assert!(*mtls.refused.lock().unwrap() >= refused_before + 3);
-    assert_eq!(mtls.seen.lock().unwrap().len(), 2, "nothing else got through");
+    assert_eq!(
+        mtls.seen.lock().unwrap().len(),
+        2,
+        "nothing else got through"
+    );
 }
