@@ -33,6 +33,12 @@ const MAX_DOCUMENT: usize = 256 * 1024;
 pub fn check_issuer(text: &str, allow_http: bool) -> Result<Url, String> {
     let url = Url::parse(text).map_err(|e| format!("`{text}` is not a valid URL ({e})"))?;
     endpoint_allowed(&url, allow_http)?;
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(format!(
+            "`{}` holds user:password@; an issuer is a plain https URL",
+            url.host_str().unwrap_or("")
+        ));
+    }
     if url.query().is_some() || url.fragment().is_some() {
         return Err(format!(
             "`{text}` has a query or fragment; an issuer is a plain https URL (RFC 8414 §2)"
@@ -47,19 +53,21 @@ pub fn check_issuer(text: &str, allow_http: bool) -> Result<Url, String> {
 /// servers publish it), then, for an issuer with a path, RFC 8414's own
 /// form with the well-known part inserted before the path.
 pub fn well_known_urls(issuer: &str) -> Vec<String> {
-    let trimmed = issuer.trim_end_matches('/');
+    // Built from the parsed URL, so every place is on the issuer's origin
+    // whatever the spelling (case, `\\` for `/`, default port).
+    let Ok(url) = Url::parse(issuer) else {
+        return Vec::new();
+    };
+    let origin = url.origin().ascii_serialization();
+    let path = url.path().trim_end_matches('/');
     let mut urls = vec![
-        format!("{trimmed}/.well-known/openid-configuration"),
-        format!("{trimmed}/.well-known/oauth-authorization-server"),
+        format!("{origin}{path}/.well-known/openid-configuration"),
+        format!("{origin}{path}/.well-known/oauth-authorization-server"),
     ];
-    if let Ok(url) = Url::parse(issuer) {
-        let path = url.path().trim_end_matches('/');
-        if !path.is_empty() {
-            let origin = url.origin().ascii_serialization();
-            urls.push(format!(
-                "{origin}/.well-known/oauth-authorization-server{path}"
-            ));
-        }
+    if !path.is_empty() {
+        urls.push(format!(
+            "{origin}/.well-known/oauth-authorization-server{path}"
+        ));
     }
     urls
 }
