@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use super::state::StartupError;
 use crate::config::{Config, ProviderKind};
-use crate::credentials::oauth2::configured_secrets;
 use crate::credentials::oauth2::client_for;
+use crate::credentials::oauth2::configured_secrets;
 use crate::credentials::{Credential, OAuthProvider, StaticHeaders};
 use crate::http::buffer::BufferBudget;
 use crate::oauth::TokenClient;

@@ -9,8 +9,8 @@ use url::Url;
 
 use super::{load, say};
 use crate::config::{ProviderKind, StoreConfig};
-use crate::credentials::oauth2::configured_secrets;
 use crate::credentials::oauth2::client_for;
+use crate::credentials::oauth2::configured_secrets;
 use crate::credentials::OAuthProvider;
 use crate::oauth::{Metadata, TokenClient};
 

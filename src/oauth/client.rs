@@ -26,6 +26,7 @@ use super::jwt::Signer;
 use super::token::{error_page_text, parse_error_answer, parse_token_answer, TokenSet};
 use crate::clock::unix_now;
 use crate::secret::{Secret, SecretBuf};
+use crate::text::Scrubber;
 
 /// A grant the token endpoint can run, with what it needs.
 #[derive(Debug, Clone, Copy)]
@@ -265,6 +266,27 @@ impl TokenClient {
     /// made here, for this try only.
     async fn request_once(&self, r: &TokenRequest<'_>) -> Result<TokenSet, TokenError> {
         let fields = grant_fields(r, unix_now())?;
+        // Servers repeat what they were sent in their error text. The
+        // assertions made for this request are known only here: cut out
+        // now (the runtime scrubs the configured secrets afterwards).
+        self.exchange(r, &fields).await.map_err(|e| {
+            let mut made = Scrubber::new();
+            made.add_all(
+                fields
+                    .iter()
+                    .filter(|(k, _)| k == "assertion" || k == "client_assertion")
+                    .map(|(_, v)| v),
+            );
+            e.cut(&made)
+        })
+    }
+
+    /// Sends the request made of `fields` and reads the answer.
+    async fn exchange(
+        &self,
+        r: &TokenRequest<'_>,
+        fields: &[(String, Secret)],
+    ) -> Result<TokenSet, TokenError> {
         let mut req = self
             .http
             .post(r.token_url.clone())
@@ -276,8 +298,8 @@ impl TokenClient {
         // The body holds the secrets: built in a buffer that is zeroed
         // when reqwest is done with it.
         let (content_type, body) = match r.body {
-            BodyEncoding::Json => ("application/json", json_body(&fields)),
-            BodyEncoding::Form => ("application/x-www-form-urlencoded", form_body(&fields)),
+            BodyEncoding::Json => ("application/json", json_body(fields)),
+            BodyEncoding::Form => ("application/x-www-form-urlencoded", form_body(fields)),
         };
         req = req
             .header(http::header::CONTENT_TYPE, content_type)
@@ -495,9 +517,75 @@ pub(super) fn describe_reqwest(e: &reqwest::Error) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::{Arc, Mutex};
     use std::time::{Duration, UNIX_EPOCH};
 
-    use super::retry_after_secs;
+    use super::*;
+
+    /// A token endpoint that repeats the signed part of the client
+    /// assertion it got in its error: the text shown has none of it, as
+    /// nothing but the token client knows that assertion. (Fails without
+    /// the cut in `request_once`: the claims and signature show.)
+    #[tokio::test]
+    async fn error_text_never_shows_the_assertion_that_was_sent() {
+        let sent: Arc<Mutex<Vec<String>>> = Arc::default();
+        let record = sent.clone();
+        let app = axum::Router::new().route(
+            "/token",
+            axum::routing::post(move |body: String| {
+                let record = record.clone();
+                async move {
+                    let form: std::collections::HashMap<String, String> =
+                        url::form_urlencoded::parse(body.as_bytes())
+                            .into_owned()
+                            .collect();
+                    let tail = form["client_assertion"]
+                        .split_once('.')
+                        .unwrap()
+                        .1
+                        .to_string();
+                    record.lock().unwrap().push(tail.clone());
+                    (
+                        http::StatusCode::UNAUTHORIZED,
+                        axum::Json(serde_json::json!({
+                            "error": "invalid_client",
+                            "error_description": format!("assertion {tail} refused"),
+                        })),
+                    )
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = Url::parse(&format!("http://{}/token", listener.local_addr().unwrap())).unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+
+        let client = TokenClient::new(RetryPolicy::default()).unwrap();
+        let (id, secret) = (Secret::new("app"), Secret::new("hs256-secret"));
+        let signer = Signer::hmac(&secret, None);
+        let req = TokenRequest {
+            token_url: &url,
+            grant: Grant::ClientCredentials,
+            client_id: Some(&id),
+            client_secret: Some(&secret),
+            client_auth: ClientAuth::ClientSecretJwt,
+            assertion_signer: Some(&signer),
+            assertion_audience: None,
+            body: BodyEncoding::Form,
+            scope: None,
+            extra: &[],
+            timeout: Duration::from_secs(30),
+        };
+        let err = client.request(&req, &|_| {}).await.unwrap_err();
+        let shown = err.scrub(&Scrubber::new()).to_string();
+        assert!(
+            shown.contains("invalid_client (assertion [redacted]"),
+            "{shown}"
+        );
+        let tail = sent.lock().unwrap()[0].clone();
+        for start in 0..tail.len() - 12 {
+            assert!(!shown.contains(&tail[start..start + 12]), "{shown}");
+        }
+    }
 
     #[test]
     fn retry_after_as_seconds_or_http_date() {
