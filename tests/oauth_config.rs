@@ -383,3 +383,66 @@ fn service_account_files_fill_the_jwt_bearer_keys_or_say_what_is_missing() {
         &secrets,
     );
 }
+
+/// `key_certificate` names the key by its certificate's thumbprints
+/// (`x5t`, `x5t#S256`), as Microsoft Entra wants; the thumbprints are
+/// checked against `openssl x509 -fingerprint`.
+#[test]
+fn key_certificate_thumbprints_go_into_the_assertion_header() {
+    use base64::Engine;
+    let pki = TestPki::new();
+    let (cert, key) = pki.client_cert("entra-app");
+    let (other_cert, _) = pki.client_cert("someone-else");
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    for (name, text) in [("c.pem", &cert), ("k.pem", &key), ("o.pem", &other_cert)] {
+        std::fs::write(d.join(name), text).unwrap();
+    }
+    let fingerprint = |alg: &str| {
+        let out = std::process::Command::new("openssl")
+            .args(["x509", "-noout", "-fingerprint", alg, "-in", "c.pem"])
+            .current_dir(d)
+            .output()
+            .unwrap();
+        let text = String::from_utf8(out.stdout).unwrap();
+        let hex: String = text.trim().split('=').nth(1).unwrap().replace(':', "");
+        let bytes: Vec<u8> = (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+            .collect();
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    };
+    let cc = "grant = \"client_credentials\"\ntoken_url = \"https://login.example.com/t/oauth2/v2.0/token\"\nclient_id = \"app\"\nclient_auth = \"private_key_jwt\"\nprivate_key = \"k.pem\"\n";
+    let ok = parse(
+        d,
+        &config_with(&format!("{cc}key_certificate = \"c.pem\""), ""),
+    )
+    .unwrap();
+    let ProviderKind::OAuth2(o) = &ok.providers["p"].kind else {
+        panic!()
+    };
+    let jwt = o
+        .client_assertion
+        .as_ref()
+        .unwrap()
+        .sign(serde_json::Map::new(), &serde_json::json!({}));
+    let (header, _) = authproxy::oauth::jwt::decode_unverified(jwt.expose()).unwrap();
+    assert_eq!(header["x5t"], fingerprint("-sha1"), "{header}");
+    assert_eq!(header["x5t#S256"], fingerprint("-sha256"), "{header}");
+    assert_eq!(header["alg"], "ES256");
+
+    refused(
+        d,
+        &format!("{cc}key_certificate = \"o.pem\""),
+        "key_certificate",
+        "is not the certificate of private_key",
+        &pem_body(&key),
+    );
+    refused(
+        d,
+        "grant = \"client_credentials\"\ntoken_url = \"https://as.example/token\"\nclient_id = \"a\"\nclient_secret = \"s\"\nkey_certificate = \"c.pem\"",
+        "key_certificate",
+        "used only with client_auth = \"private_key_jwt\"",
+        &[],
+    );
+}

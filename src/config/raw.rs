@@ -165,6 +165,7 @@ raw_provider! {
     "issuer" => issuer: String,
     "private_key" => private_key: String,
     "key_id" => key_id: String,
+    "key_certificate" => key_certificate: String,
     "signing_alg" => signing_alg: String,
     "assertion_audience" => assertion_audience: String,
     "assertion_issuer" => assertion_issuer: String,

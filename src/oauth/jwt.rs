@@ -231,6 +231,8 @@ pub struct Signer {
     key: Key,
     alg: Alg,
     kid: Option<String>,
+    /// More header parameters (e.g. `x5t`, `x5t#S256`).
+    header: Vec<(String, String)>,
 }
 
 impl Signer {
@@ -244,7 +246,21 @@ impl Signer {
             key: Key::Private(key),
             alg,
             kid,
+            header: Vec::new(),
         })
+    }
+
+    /// Adds a header parameter to every JWT this signs (RFC 7515 §4.1:
+    /// `x5t` / `x5t#S256` name the key by its certificate's thumbprint,
+    /// which Microsoft Entra requires).
+    pub fn with_header(mut self, name: &str, value: String) -> Signer {
+        self.header.push((name.to_string(), value));
+        self
+    }
+
+    /// The extra header parameters.
+    pub fn header_params(&self) -> &[(String, String)] {
+        &self.header
     }
 
     /// HS256 with a shared secret (RFC 7523 §2.2 `client_secret_jwt`: the
@@ -257,6 +273,7 @@ impl Signer {
             ),
             alg: Alg::Hs256,
             kid,
+            header: Vec::new(),
         }
     }
 
@@ -275,6 +292,9 @@ impl Signer {
         header.insert("alg".into(), self.alg.as_str().into());
         if let Some(kid) = &self.kid {
             header.insert("kid".into(), kid.clone().into());
+        }
+        for (name, value) in &self.header {
+            header.insert(name.clone(), value.clone().into());
         }
         let header = serde_json::to_vec(&header).expect("a JSON map serializes");
         let claims = Zeroizing::new(serde_json::to_vec(claims).expect("JSON serializes"));
@@ -322,7 +342,7 @@ impl PartialEq for Signer {
             (Key::Hmac(_, a), Key::Hmac(_, b)) => a.ct_eq(b.expose().as_bytes()),
             _ => false,
         };
-        same_key && self.alg == other.alg && self.kid == other.kid
+        same_key && self.alg == other.alg && self.kid == other.kid && self.header == other.header
     }
 }
 
@@ -335,6 +355,7 @@ impl fmt::Debug for Signer {
         f.debug_struct("Signer")
             .field("alg", &self.alg)
             .field("kid", &self.kid)
+            .field("header", &self.header)
             .field("key", &format_args!("{key}([redacted])"))
             .finish()
     }

@@ -18,6 +18,7 @@ pub(super) struct AuthKeys {
     pub client_secret: Option<String>,
     pub private_key: Option<String>,
     pub key_id: Option<String>,
+    pub key_certificate: Option<String>,
     pub signing_alg: Option<String>,
     pub assertion_audience: Option<String>,
     pub assertion_issuer: Option<String>,
@@ -126,11 +127,13 @@ impl Checker<'_> {
         }
 
         // The private key, and the algorithm it signs with.
+        let mut key_text = None;
         let private_key = match (&k.private_key, &service_account) {
             (Some(pem), _) => {
                 let pk = format!("{key}.private_key");
-                self.pem_value(&pk, pem).and_then(|text| {
-                    PrivateKey::from_pem(&text)
+                key_text = self.pem_value(&pk, pem);
+                key_text.as_ref().and_then(|text| {
+                    PrivateKey::from_pem(text)
                         .map_err(|problem| {
                             self.err(&pk, format!("{problem} (the value is not shown)"))
                         })
@@ -199,6 +202,27 @@ impl Checker<'_> {
                 "is the `aud` of a signed assertion, used only with client_auth = \"private_key_jwt\" or \"client_secret_jwt\", or grant = \"jwt_bearer\"; remove it",
             );
         }
+        // The key's certificate: its thumbprints name the key (Entra).
+        let thumbprints = match (&k.key_certificate, &private_key) {
+            (Some(_), _) if !key_user => {
+                self.err(
+                    format!("{key}.key_certificate"),
+                    "is the certificate of private_key, used only with client_auth = \"private_key_jwt\" or grant = \"jwt_bearer\"; remove it",
+                );
+                None
+            }
+            (Some(cert), Some(_)) => {
+                let text = match (&key_text, &service_account) {
+                    (Some(t), _) => Some(zeroize::Zeroizing::new(t.to_string())),
+                    (None, Some(sa)) => {
+                        Some(zeroize::Zeroizing::new(sa.private_key.expose().to_string()))
+                    }
+                    (None, None) => None,
+                };
+                text.and_then(|t| self.key_thumbprints(key, cert, &t))
+            }
+            _ => None,
+        };
         let key_signer = match (&private_key, alg) {
             (Some(pk), Some(Alg::Hs256)) => {
                 self.err(
@@ -210,7 +234,12 @@ impl Checker<'_> {
             (Some(pk), alg) => {
                 let alg = alg.unwrap_or(pk.kind().default_alg());
                 match Signer::private(pk.clone(), alg, kid.clone()) {
-                    Ok(s) => Some(s),
+                    Ok(s) => Some(match &thumbprints {
+                        Some((sha1, sha256)) => s
+                            .with_header("x5t", sha1.clone())
+                            .with_header("x5t#S256", sha256.clone()),
+                        None => s,
+                    }),
                     Err(_) => {
                         let other = if alg == Alg::Es256 {
                             "an EC P-256"

@@ -143,6 +143,7 @@ impl Checker<'_> {
                         | "token_timeout"
                         | "private_key"
                         | "key_id"
+                        | "key_certificate"
                         | "signing_alg"
                         | "assertion_audience"
                         | "client_cert"
@@ -197,6 +198,7 @@ impl Checker<'_> {
                 client_secret: p.client_secret.clone(),
                 private_key: p.private_key.take(),
                 key_id: p.key_id.take(),
+                key_certificate: p.key_certificate.take(),
                 signing_alg: p.signing_alg.take(),
                 assertion_audience: p.assertion_audience.take(),
                 assertion_issuer: p.assertion_issuer.take(),

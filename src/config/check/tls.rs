@@ -178,6 +178,45 @@ impl Checker<'_> {
     }
 }
 
+impl Checker<'_> {
+    /// `key_certificate`: the certificate of the signing key (checked to
+    /// be its certificate), as its SHA-1 and SHA-256 thumbprints, base64url
+    /// (the JWS `x5t` and `x5t#S256` header parameters, RFC 7515 §4.1.7-8).
+    pub(super) fn key_thumbprints(
+        &mut self,
+        owner: &str,
+        cert: &str,
+        key_pem: &str,
+    ) -> Option<(String, String)> {
+        let name = format!("{owner}.key_certificate");
+        let text = self.pem_value(&name, cert)?;
+        let Some(Ok(der)) = CertificateDer::pem_slice_iter(text.as_bytes()).next() else {
+            self.err(
+                name,
+                "holds no readable certificate (-----BEGIN CERTIFICATE-----); give the certificate of private_key",
+            );
+            return None;
+        };
+        let matches = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
+            .ok()
+            .map(Zeroizing::new)
+            .and_then(|k| any_supported_type(&k).ok())
+            .map(|signing| CertifiedKey::new(vec![der.clone()], signing).keys_match());
+        if !matches!(matches, Some(Ok(()))) {
+            self.err(
+                name,
+                "is not the certificate of private_key: give the certificate that key belongs to (the one registered with the provider)",
+            );
+            return None;
+        }
+        let b64 = |d: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(d);
+        Some((
+            b64(ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, &der).as_ref()),
+            b64(ring::digest::digest(&ring::digest::SHA256, &der).as_ref()),
+        ))
+    }
+}
+
 /// One PEM block (RFC 7468): base64 in lines of 64 characters.
 fn pem_block(label: &str, der: &[u8]) -> Zeroizing<String> {
     let b64 = Zeroizing::new(base64::engine::general_purpose::STANDARD.encode(der));
