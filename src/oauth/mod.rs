@@ -2,7 +2,7 @@
 //! proxy's configuration: the token type and the parsing of token answers
 //! and JWTs ([`token`]), RFC 6749 error codes ([`error`]), the token
 //! endpoint client with bounded retries ([`client`]), which takes a
-//! description of one request ([`TokenRequest`]), signed JWTs ([`jwt`]),
+//! description of one request ([`TokenRequest`], [`request`]), signed JWTs ([`jwt`]),
 //! RFC 7523 assertions ([`assertion`]) and authorization server discovery
 //! ([`discovery`]).
 
@@ -11,6 +11,7 @@ pub mod client;
 pub mod discovery;
 pub mod error;
 pub mod jwt;
+pub mod request;
 pub mod token;
 
 pub use assertion::GrantAssertion;

@@ -16,6 +16,10 @@ use std::time::Duration;
 
 use url::Url;
 
+use std::time::Instant;
+
+use super::renew::{Failure, REFUSED_COOLDOWN, TRANSIENT_COOLDOWN};
+use super::status::error_code;
 use super::{CredentialError, OAuthProvider};
 use crate::config::Grant;
 use crate::oauth::{DiscoveryError, Metadata};
@@ -164,5 +168,25 @@ impl OAuthProvider {
                 provider.discovering.store(false, Ordering::Release);
             }
         });
+    }
+
+    /// A discovery that failed while the provider needs its endpoints:
+    /// state `error`, shown in status, shared with requests for a while.
+    pub(super) fn record_discovery_failure(&self, e: &DiscoveryError) {
+        let error = CredentialError::Discovery(e.clone());
+        let mut stats = self.stats.lock().unwrap();
+        stats.last_error_code = Some(error_code(&error));
+        stats.last_error_message = Some(error.to_string());
+        drop(stats);
+        let cooldown = if e.transient {
+            TRANSIENT_COOLDOWN
+        } else {
+            REFUSED_COOLDOWN
+        };
+        *self.failure.lock().unwrap() = Some(Failure {
+            error,
+            until: Instant::now() + cooldown,
+        });
+        tracing::error!(provider = %self.name, error = %e, "discovery failed; no token can be had until the issuer's metadata is");
     }
 }

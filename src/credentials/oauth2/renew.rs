@@ -13,7 +13,7 @@ use super::status::error_code;
 use super::{token_request, CredentialError, OAuthProvider, TokenState, Trigger};
 use crate::clock::unix_now;
 use crate::config::Grant;
-use crate::oauth::{DiscoveryError, TokenError, TokenSet};
+use crate::oauth::{TokenError, TokenSet};
 use crate::secret::Secret;
 use crate::store::{OwnerMatch, RenewalLease, StoredToken};
 use crate::telemetry::metrics::{ReauthLabels, TokenLabels};
@@ -22,13 +22,13 @@ use crate::telemetry::metrics::{ReauthLabels, TokenLabels};
 /// same answer instead of starting a retry storm.
 pub(super) struct Failure {
     pub(super) error: CredentialError,
-    until: Instant,
+    pub(super) until: Instant,
 }
 
 /// How long after a failed renewal the same error is answered without a new
 /// token request.
-const TRANSIENT_COOLDOWN: Duration = Duration::from_secs(2);
-const REFUSED_COOLDOWN: Duration = Duration::from_secs(30);
+pub(super) const TRANSIENT_COOLDOWN: Duration = Duration::from_secs(2);
+pub(super) const REFUSED_COOLDOWN: Duration = Duration::from_secs(30);
 
 impl OAuthProvider {
     fn wait_bound(&self) -> Duration {
@@ -395,26 +395,6 @@ impl OAuthProvider {
         let adopted = self.adopt_from_store().await?;
         *self.failure.lock().unwrap() = None;
         Some(adopted)
-    }
-
-    /// A discovery that failed while the provider needs its endpoints:
-    /// state `error`, shown in status, shared with requests for a while.
-    pub(super) fn record_discovery_failure(&self, e: &DiscoveryError) {
-        let error = CredentialError::Discovery(e.clone());
-        let mut stats = self.stats.lock().unwrap();
-        stats.last_error_code = Some(error_code(&error));
-        stats.last_error_message = Some(error.to_string());
-        drop(stats);
-        let cooldown = if e.transient {
-            TRANSIENT_COOLDOWN
-        } else {
-            REFUSED_COOLDOWN
-        };
-        *self.failure.lock().unwrap() = Some(Failure {
-            error,
-            until: Instant::now() + cooldown,
-        });
-        tracing::error!(provider = %self.name, error = %e, "discovery failed; no token can be had until the issuer's metadata is");
     }
 
     fn record_failure(&self, trigger: Trigger, error: &CredentialError, cooldown: Duration) {
