@@ -12,11 +12,9 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use url::Url;
-
-use std::time::Instant;
 
 use super::renew::{Failure, REFUSED_COOLDOWN, TRANSIENT_COOLDOWN};
 use super::status::error_code;
