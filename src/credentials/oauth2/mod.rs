@@ -14,7 +14,7 @@ mod state;
 mod status;
 mod upgrade;
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwapOption;
@@ -42,7 +42,8 @@ pub enum Trigger {
     Expired,
     /// Upstream said `401` + `X-API-Revoked`: drop everything, log in again.
     Revoked,
-    /// A plain `401` on an oauth2 route (treated like expired).
+    /// A plain `401` on an oauth2 route (treated like expired, unless a
+    /// renewal after a plain `401` did not cure the last one).
     Unauthorized,
 }
 
@@ -245,6 +246,7 @@ impl OAuthProvider {
             expires_at,
             obtained_at,
             token_type,
+            plain_401: AtomicU8::new(state::RENEWS),
         }
     }
 
@@ -330,7 +332,7 @@ impl OAuthProvider {
         };
         let _guard = self.renew_lock.lock().await;
         *self.failure.lock().unwrap() = None;
-        self.accept(set, None).await;
+        self.accept(set, None, Trigger::Stale).await;
         self.take_skipped_sync().await;
         let mut stats = self.stats.lock().unwrap();
         stats.renewals += 1;

@@ -7,13 +7,14 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::state::UNPROVEN;
 use super::status::error_code;
 use super::{token_request, CredentialError, OAuthProvider, TokenState, Trigger};
 use crate::clock::unix_now;
 use crate::config::Grant;
 use crate::oauth::{TokenError, TokenSet};
 use crate::secret::Secret;
-use crate::store::{OwnerMatch, RenewalLease, StoredToken};
+use crate::store::{Owner, OwnerMatch, RenewalLease, StoredToken};
 use crate::telemetry::metrics::{ReauthLabels, TokenLabels};
 
 /// A failed renewal remembered so waiters and the next few requests get the
@@ -83,7 +84,13 @@ impl OAuthProvider {
             }
         }
         if let Some(f) = self.failure.lock().unwrap().as_ref() {
-            if Instant::now() < f.until {
+            // After a final refusal with no refresh token and no primary
+            // grant left, nothing can be tried until a new credential
+            // arrives (reload, pasted token, login).
+            let nothing_left = matches!(f.error, CredentialError::Reauthentication(_))
+                && !self.cfg.grant.has_primary()
+                && !cur.as_ref().is_some_and(|c| c.has_refresh());
+            if Instant::now() < f.until || nothing_left {
                 return usable_fallback().ok_or_else(|| f.error.clone());
             }
         }
@@ -144,6 +151,9 @@ impl OAuthProvider {
         let result = self
             .run_grants(trigger, renew_from.as_deref(), &mut lease)
             .await;
+        if matches!(result, Err(CredentialError::Reauthentication(_))) {
+            self.fail_closed(lease.as_mut()).await;
+        }
         if let Some(l) = lease.take() {
             l.release().await;
         }
@@ -169,6 +179,10 @@ impl OAuthProvider {
                     TRANSIENT_COOLDOWN
                 };
                 self.record_failure(trigger, &error, cooldown);
+                if refused {
+                    // The refused token is gone (fail_closed): no fallback.
+                    return Err(error);
+                }
                 usable_fallback().ok_or(error)
             }
         }
@@ -191,7 +205,7 @@ impl OAuthProvider {
         let mut refresh_error = None;
         if let Some(rt) = refresh {
             match self.grant(Some(&rt)).await {
-                Ok(set) => return Ok(self.accept(set, lease.as_mut()).await),
+                Ok(set) => return Ok(self.accept(set, lease.as_mut(), trigger).await),
                 Err(e) => {
                     if e.is_grant_refused() {
                         // A refused refresh token is dead; never send it again.
@@ -217,7 +231,7 @@ impl OAuthProvider {
             tracing::info!(provider = %self.name, grant = self.cfg.grant.as_str(), "falling back to the primary grant");
         }
         match self.grant(None).await {
-            Ok(set) => Ok(self.accept(set, lease.as_mut()).await),
+            Ok(set) => Ok(self.accept(set, lease.as_mut(), trigger).await),
             Err(e) if e.is_grant_refused() => Err(CredentialError::Reauthentication(format!(
                 "{} grant refused: {e}",
                 self.cfg.grant.as_str()
@@ -278,10 +292,15 @@ impl OAuthProvider {
     /// Makes a new token durable, then current. A store failure is logged
     /// and reported, but the token is still used: the provider already
     /// considers it issued, and the store retries the write later.
+    ///
+    /// A token renewed because of a plain `401` starts unproven: if its
+    /// first answer is a `401` too, that `401` was not about the token and
+    /// a plain `401` does not renew it again.
     pub(super) async fn accept(
         &self,
         set: TokenSet,
         lease: Option<&mut Box<dyn RenewalLease>>,
+        trigger: Trigger,
     ) -> Arc<TokenState> {
         let record = StoredToken::new(&set, &self.identity);
         let saved = match lease {
@@ -296,15 +315,45 @@ impl OAuthProvider {
                 self.stats.lock().unwrap().store_error = Some(e.to_string());
             }
         }
-        let state = Arc::new(self.make_state(
+        let state = self.make_state(
             Some(set.access_token),
             set.refresh_token,
             set.expires_at,
             set.obtained_at,
             set.token_type,
-        ));
+        );
+        if trigger == Trigger::Unauthorized {
+            state.plain_401.store(UNPROVEN, Ordering::Relaxed);
+        }
+        let state = Arc::new(state);
         self.current.store(Some(state.clone()));
         state
+    }
+
+    /// After a final refusal: the access token is not injected again (each
+    /// request would cost the upstream a call for a certain 401), in memory
+    /// nor after a restart, so the store forgets it too. A refresh token
+    /// that was not refused is kept.
+    async fn fail_closed(&self, lease: Option<&mut Box<dyn RenewalLease>>) {
+        let refresh = self.current.load_full().and_then(|c| c.refresh.clone());
+        let now = unix_now();
+        let record = StoredToken {
+            access_token: None,
+            refresh_token: refresh.clone(),
+            expires_at: None,
+            token_type: None,
+            obtained_at: now,
+            owner: Owner::Identity(self.identity.clone()),
+        };
+        let saved = match lease {
+            Some(lease) => lease.save(record).await,
+            None => self.store.save(&self.name, record).await,
+        };
+        if let Err(e) = saved {
+            tracing::warn!(provider = %self.name, error = %e, "cannot record the refusal in the token store; after a restart the refused token may be tried once more");
+        }
+        let state = self.make_state(None, refresh, None, now, None);
+        self.current.store(Some(Arc::new(state)));
     }
 
     /// Takes the store's record as the current token if it differs from
