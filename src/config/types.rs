@@ -11,6 +11,7 @@ use std::time::Duration;
 use http::HeaderName;
 use url::Url;
 
+pub use super::egress::{EgressConfig, NoProxy, ProxyEndpoint};
 pub use crate::oauth::{BodyEncoding, ClientAuth};
 use crate::secret::{Secret, SecretKey};
 
@@ -56,6 +57,8 @@ pub struct ServerConfig {
     pub max_connections: Option<usize>,
     /// All replay buffers together hold at most this many bytes.
     pub max_buffered_bytes: u64,
+    /// `egress_proxy` and `no_proxy`: which proxy outbound connections use.
+    pub egress: EgressConfig,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -109,11 +109,27 @@ pub struct TokenClient {
 pub type AttemptObserver<'a> = &'a (dyn Fn(&Result<TokenSet, TokenError>) + Send + Sync);
 
 impl TokenClient {
+    /// A client whose requests go direct.
     pub fn new(retry: RetryPolicy) -> Result<TokenClient, String> {
+        Self::with_proxies(retry, Vec::new())
+    }
+
+    /// A client whose requests go through `proxies` (the first that takes
+    /// a URL wins), else direct; never through a proxy from the
+    /// environment: `HTTP_PROXY` and the like would get the client secret
+    /// or password, in clear text for an http token URL.
+    pub fn with_proxies(
+        retry: RetryPolicy,
+        proxies: Vec<reqwest::Proxy>,
+    ) -> Result<TokenClient, String> {
         // reqwest is built without a TLS provider of its own: rustls needs
         // the process-wide one (ring), installed once.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder().no_proxy();
+        for proxy in proxies {
+            builder = builder.proxy(proxy);
+        }
+        let http = builder
             // A redirect would carry the client secret / password elsewhere.
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(Duration::from_secs(10))

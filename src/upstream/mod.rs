@@ -11,8 +11,10 @@
 //! Each pool keeps at most its routes' `max_upstream_connections`.
 //!
 //! Here the pools by route ([`Upstreams`]) and the errors; the pool itself
-//! in [`pool`], TLS roots and connectors in [`tls`].
+//! in [`pool`], TLS roots and connectors in [`tls`], the egress proxy in
+//! [`egress`].
 
+pub mod egress;
 mod pool;
 pub mod tls;
 
@@ -20,10 +22,10 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use http::Uri;
 use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::connect::HttpConnector;
 
-use crate::config::Config;
+use crate::config::{Config, EgressConfig};
 
 pub use pool::{Pool, PooledBody};
 
@@ -48,7 +50,7 @@ pub enum TlsSetupError {
 /// Why a request did not get an answer from the upstream.
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
-    /// No connection: DNS, TCP or TLS failed.
+    /// No connection: DNS, TCP, TLS or the egress proxy failed.
     #[error("connect failed")]
     Connect(#[source] BoxError),
     /// The connection failed while sending or waiting for the answer.
@@ -76,20 +78,24 @@ impl UpstreamError {
 }
 
 impl Upstreams {
-    pub fn new(config: &Config) -> Result<Upstreams, TlsSetupError> {
+    /// The pools of `config`'s routes, each going direct or through the
+    /// egress proxy of `egress` (the one the process started with: the
+    /// token client cannot change it on reload either).
+    pub fn new(config: &Config, egress: &EgressConfig) -> Result<Upstreams, TlsSetupError> {
         tls::install_crypto_provider();
         let base_roots = tls::system_roots();
-        let default = tls::build_connector(base_roots.clone(), config.server.connect_timeout);
-        let mut connectors: HashMap<PathBuf, HttpsConnector<HttpConnector>> = HashMap::new();
+        let default = tls::client_config(base_roots.clone());
+        let tcp = tls::tcp_connector(config.server.connect_timeout);
+        let mut tls_configs: HashMap<PathBuf, Arc<rustls::ClientConfig>> = HashMap::new();
         // Routes to the same origin (and CA file) with the same connection
         // limit share a pool, and its limit; a route with another limit
         // has a pool of its own, so none keeps more than its own limit.
         let mut pools: HashMap<(String, Option<PathBuf>, usize), Arc<Pool>> = HashMap::new();
         let mut by_route = Vec::with_capacity(config.routes.len());
         for (i, route) in config.routes.iter().enumerate() {
-            let connector = match &route.ca_file {
+            let tls = match &route.ca_file {
                 None => default.clone(),
-                Some(path) => match connectors.get(path) {
+                Some(path) => match tls_configs.get(path) {
                     Some(c) => c.clone(),
                     None => {
                         let mut roots = base_roots.clone();
@@ -100,8 +106,8 @@ impl Upstreams {
                                 reason,
                             }
                         })?;
-                        let c = tls::build_connector(roots, config.server.connect_timeout);
-                        connectors.insert(path.clone(), c.clone());
+                        let c = tls::client_config(roots);
+                        tls_configs.insert(path.clone(), c.clone());
                         c
                     }
                 },
@@ -111,11 +117,19 @@ impl Upstreams {
             let pool = pools
                 .entry((origin.clone(), route.ca_file.clone(), limit))
                 .or_insert_with(|| {
+                    let origin: Uri = origin
+                        .parse()
+                        .expect("config check made sure the upstream origin is a valid URI");
+                    let https = route.upstream.scheme() == "https";
+                    let via = egress.proxy_for_url(&route.upstream);
+                    let dialer = egress::Dialer::new(tcp.clone(), via, https);
+                    let absolute_form = via
+                        .filter(|_| !https)
+                        .map(|p| egress::AbsoluteForm::new(&origin, p));
                     Arc::new(Pool::new(
-                        connector,
-                        origin
-                            .parse()
-                            .expect("config check made sure the upstream origin is a valid URI"),
+                        HttpsConnector::from((dialer, tls)),
+                        origin,
+                        absolute_form,
                         limit,
                     ))
                 })

@@ -1,10 +1,11 @@
 //! TLS to upstreams: the trusted roots (webpki's, plus the system's, plus
-//! a route's `ca_file`) and the connector built from them.
+//! a route's `ca_file`), the TLS settings built from them, and the TCP
+//! connector under every upstream connection.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
-use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use rustls::RootCertStore;
 
@@ -42,21 +43,21 @@ pub(super) fn add_pem_roots(roots: &mut RootCertStore, path: &Path) -> Result<()
     Ok(())
 }
 
-pub(super) fn build_connector(
-    roots: RootCertStore,
-    connect_timeout: Duration,
-) -> HttpsConnector<HttpConnector> {
-    let tls = rustls::ClientConfig::builder()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+/// TLS to upstreams trusting `roots` (HTTP/1.1: no ALPN).
+pub(super) fn client_config(roots: RootCertStore) -> Arc<rustls::ClientConfig> {
+    Arc::new(
+        rustls::ClientConfig::builder()
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    )
+}
+
+/// TCP for every upstream connection, direct or to the egress proxy.
+pub(super) fn tcp_connector(connect_timeout: Duration) -> HttpConnector {
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_nodelay(true);
     http.set_connect_timeout(Some(connect_timeout));
     http.set_keepalive(Some(Duration::from_secs(60)));
-    hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(tls)
-        .https_or_http()
-        .enable_http1()
-        .wrap_connector(http)
+    http
 }
