@@ -1,6 +1,6 @@
 //! `server.egress_proxy` and `server.no_proxy`, checked: which HTTP proxy,
 //! if any, an outbound connection to a host goes through. The connections
-//! themselves are made in [`crate::upstream::egress`].
+//! themselves are made by the upstream pool and the token client.
 
 use std::fmt;
 use std::net::IpAddr;

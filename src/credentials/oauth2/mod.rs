@@ -25,7 +25,7 @@ use crate::config::{Grant, OAuth2Config};
 use crate::oauth::token::jwt_exp;
 use crate::oauth::{self, TokenClient, TokenError, TokenRequest, TokenSet};
 use crate::secret::Secret;
-use crate::store::{Identity, OwnerMatch, TokenStore};
+use crate::store::{Identity, Owner, OwnerMatch, RenewalLease, StoredToken, TokenStore};
 use crate::telemetry::metrics::Metrics;
 
 use renew::Failure;
@@ -340,6 +340,32 @@ impl OAuthProvider {
         stats.last_renewal_outcome = Some("ok");
         stats.last_renewal_reason = Some("login");
         Ok(())
+    }
+
+    /// After a final refusal: the access token is not injected again (each
+    /// request would cost the upstream a call for a certain 401), in memory
+    /// nor after a restart, so the store forgets it too. A refresh token
+    /// that was not refused is kept.
+    pub(super) async fn fail_closed(&self, lease: Option<&mut Box<dyn RenewalLease>>) {
+        let refresh = self.current.load_full().and_then(|c| c.refresh.clone());
+        let now = unix_now();
+        let record = StoredToken {
+            access_token: None,
+            refresh_token: refresh.clone(),
+            expires_at: None,
+            token_type: None,
+            obtained_at: now,
+            owner: Owner::Identity(self.identity.clone()),
+        };
+        let saved = match lease {
+            Some(lease) => lease.save(record).await,
+            None => self.store.save(&self.name, record).await,
+        };
+        if let Err(e) = saved {
+            tracing::warn!(provider = %self.name, error = %e, "cannot record the refusal in the token store; after a restart the refused token may be tried once more");
+        }
+        let state = self.make_state(None, refresh, None, now, None);
+        self.current.store(Some(Arc::new(state)));
     }
 
     /// Runs the primary grant once without storing or using the token

@@ -14,7 +14,7 @@ use crate::clock::unix_now;
 use crate::config::Grant;
 use crate::oauth::{TokenError, TokenSet};
 use crate::secret::Secret;
-use crate::store::{Owner, OwnerMatch, RenewalLease, StoredToken};
+use crate::store::{OwnerMatch, RenewalLease, StoredToken};
 use crate::telemetry::metrics::{ReauthLabels, TokenLabels};
 
 /// A failed renewal remembered so waiters and the next few requests get the
@@ -328,32 +328,6 @@ impl OAuthProvider {
         let state = Arc::new(state);
         self.current.store(Some(state.clone()));
         state
-    }
-
-    /// After a final refusal: the access token is not injected again (each
-    /// request would cost the upstream a call for a certain 401), in memory
-    /// nor after a restart, so the store forgets it too. A refresh token
-    /// that was not refused is kept.
-    async fn fail_closed(&self, lease: Option<&mut Box<dyn RenewalLease>>) {
-        let refresh = self.current.load_full().and_then(|c| c.refresh.clone());
-        let now = unix_now();
-        let record = StoredToken {
-            access_token: None,
-            refresh_token: refresh.clone(),
-            expires_at: None,
-            token_type: None,
-            obtained_at: now,
-            owner: Owner::Identity(self.identity.clone()),
-        };
-        let saved = match lease {
-            Some(lease) => lease.save(record).await,
-            None => self.store.save(&self.name, record).await,
-        };
-        if let Err(e) = saved {
-            tracing::warn!(provider = %self.name, error = %e, "cannot record the refusal in the token store; after a restart the refused token may be tried once more");
-        }
-        let state = self.make_state(None, refresh, None, now, None);
-        self.current.store(Some(Arc::new(state)));
     }
 
     /// Takes the store's record as the current token if it differs from
