@@ -129,6 +129,38 @@ async fn always_401_path_spends_one_refresh_not_thirty() {
     assert!(mock.token_requests().iter().all(|r| r.status == 200));
 }
 
+/// A body too large to replay: the renewal after a plain 401 cannot be
+/// checked by a replay, so the new token's first answer decides. Ten
+/// uploads to an always-401 path cost one refresh grant, not ten.
+#[tokio::test]
+async fn always_401_path_with_bodies_too_large_to_replay_spends_one_refresh() {
+    let mock = MockProvider::start(Style::OneCloud).await;
+    mock.issue_seed("seed-1");
+    let (deny, hits) = always_401().await;
+    let text = format!(
+        "[server]\nmax_replay_body = \"1KiB\"\n{}",
+        config(&mock, "seed-1", None, &deny)
+    );
+    let proxy = start_proxy(&text).await;
+    assert_eq!(status_code(&proxy, "/one/a").await, 200);
+    for _ in 0..10 {
+        let r = client()
+            .post(proxy.url("/deny/upload"))
+            .body(vec![b'x'; 4096])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401);
+    }
+    assert_eq!(hits.load(Ordering::SeqCst), 10, "no replays");
+    assert!(
+        refresh_grants(&mock) <= 2,
+        "{} refresh grants for 10 uploads to an always-401 path",
+        refresh_grants(&mock) - 1
+    );
+    assert_eq!(status_code(&proxy, "/one/b").await, 200);
+}
+
 /// Today's bug: after the refresh token was refused (`invalid_grant`) and
 /// no primary grant was left, the refused access token was still injected
 /// (one wasted upstream call per request) and status said `expiring`.

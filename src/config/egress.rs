@@ -70,7 +70,8 @@ impl ProxyEndpoint {
             "https" => {
                 return Err("uses https:// (TLS to the proxy itself), which is not supported; write http://host:port (https upstreams stay end-to-end TLS through CONNECT)".into())
             }
-            other => return Err(format!("scheme `{other}` is not supported; only http:// proxies are")),
+            // Not named: the text may come from the environment.
+            _ => return Err("has a scheme other than http://; only http proxies are supported (no SOCKS)".into()),
         }
         let host = match url.host() {
             Some(h) => h.to_string(),
@@ -145,6 +146,8 @@ pub enum NoProxy {
 }
 
 impl NoProxy {
+    /// The error does not repeat the entry (it may come from the
+    /// environment); the caller names it.
     pub fn parse(entry: &str) -> Result<NoProxy, String> {
         let e = entry.trim().to_ascii_lowercase();
         if e == "*" {
@@ -162,9 +165,9 @@ impl NoProxy {
                 Some(b) => match b.parse::<u8>() {
                     Ok(n) if n <= max => n,
                     _ => {
-                        return Err(format!(
-                            "`{entry}` has a bad prefix length; write it like \"10.0.0.0/8\""
-                        ))
+                        return Err(
+                            "has a bad prefix length; write a network like \"10.0.0.0/8\"".into(),
+                        )
                     }
                 },
             };
@@ -180,9 +183,10 @@ impl NoProxy {
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_');
         if !valid {
-            return Err(format!(
-                "`{entry}` is not a host name, `.domain`, `*.domain`, IP address or CIDR network (no ports or paths)"
-            ));
+            return Err(
+                "is not a host name, `.domain`, `*.domain`, IP address or CIDR network (no ports or paths)"
+                    .into(),
+            );
         }
         Ok(NoProxy::Domain(name.to_string()))
     }

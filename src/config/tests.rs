@@ -447,6 +447,16 @@ fn egress_proxy_errors_name_the_key_never_the_password() {
             vec![("HTTPS_PROXY", "socks5h://u:pw-SECRET@p:1")],
             "server.egress_proxy",
         ),
+        (
+            "egress_proxy = \"env\"",
+            vec![("NO_PROXY", "ok.corp,bad-SECRET:1")],
+            "server.egress_proxy",
+        ),
+        (
+            "egress_proxy = \"env\"",
+            vec![("HTTP_PROXY", "SECRET://p:1")],
+            "server.egress_proxy",
+        ),
         ("no_proxy = [\"a.corp\"]", vec![], "server.no_proxy"),
         (
             "egress_proxy = \"http://p:1\"\nno_proxy = [\"a.corp:443\"]",

@@ -15,7 +15,10 @@ impl Checker<'_> {
         for (i, entry) in no_proxy.iter().flatten().enumerate() {
             match NoProxy::parse(entry) {
                 Ok(n) => egress.no_proxy.push(n),
-                Err(problem) => self.err(format!("server.no_proxy[{i}]"), problem),
+                Err(problem) => self.err(
+                    format!("server.no_proxy[{i}]"),
+                    format!("`{entry}` {problem}"),
+                ),
             }
         }
         let Some(proxy) = proxy else {
@@ -32,12 +35,18 @@ impl Checker<'_> {
             egress.https = self.env_proxy(&["https_proxy", "HTTPS_PROXY"]);
             egress.http = self.env_proxy(&["http_proxy", "HTTP_PROXY"]);
             if let Some((name, list)) = self.env_var(&["no_proxy", "NO_PROXY"]) {
-                for entry in list.split(',').filter(|e| !e.trim().is_empty()) {
+                let entries = list.split(',').filter(|e| !e.trim().is_empty());
+                for (i, entry) in entries.enumerate() {
                     match NoProxy::parse(entry) {
                         Ok(n) => egress.no_proxy.push(n),
+                        // Not repeated: errors never show a value of the
+                        // environment.
                         Err(problem) => self.err(
                             KEY,
-                            format!("= \"env\": {name} entry {problem}; fix the variable"),
+                            format!(
+                                "= \"env\": entry {} of {name} {problem}; fix the variable",
+                                i + 1
+                            ),
                         ),
                     }
                 }
