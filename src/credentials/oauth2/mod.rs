@@ -346,23 +346,29 @@ impl OAuthProvider {
     /// request would cost the upstream a call for a certain 401), in memory
     /// nor after a restart, so the store forgets it too. A refresh token
     /// that was not refused is kept.
+    ///
+    /// Not written when a shared store announced another replica's token
+    /// meanwhile: that one is newer, and is taken over before the renewal
+    /// lock goes ([`Self::take_skipped_sync`]).
     pub(super) async fn fail_closed(&self, lease: Option<&mut Box<dyn RenewalLease>>) {
         let refresh = self.current.load_full().and_then(|c| c.refresh.clone());
         let now = unix_now();
-        let record = StoredToken {
-            access_token: None,
-            refresh_token: refresh.clone(),
-            expires_at: None,
-            token_type: None,
-            obtained_at: now,
-            owner: Owner::Identity(self.identity.clone()),
-        };
-        let saved = match lease {
-            Some(lease) => lease.save(record).await,
-            None => self.store.save(&self.name, record).await,
-        };
-        if let Err(e) = saved {
-            tracing::warn!(provider = %self.name, error = %e, "cannot record the refusal in the token store; after a restart the refused token may be tried once more");
+        if !self.sync_skipped.load(Ordering::Acquire) {
+            let record = StoredToken {
+                access_token: None,
+                refresh_token: refresh.clone(),
+                expires_at: None,
+                token_type: None,
+                obtained_at: now,
+                owner: Owner::Identity(self.identity.clone()),
+            };
+            let saved = match lease {
+                Some(lease) => lease.save(record).await,
+                None => self.store.save(&self.name, record).await,
+            };
+            if let Err(e) = saved {
+                tracing::warn!(provider = %self.name, error = %e, "cannot record the refusal in the token store; after a restart the refused token may be tried once more");
+            }
         }
         let state = self.make_state(None, refresh, None, now, None);
         self.current.store(Some(Arc::new(state)));
