@@ -58,6 +58,8 @@ pub struct ProxyEndpoint {
     url: String,
     /// `Basic base64(user:password)`, percent-decoded from the userinfo.
     authorization: Option<Secret>,
+    /// The password alone, for scrubbing text that might echo it.
+    password: Option<Secret>,
 }
 
 impl ProxyEndpoint {
@@ -81,8 +83,8 @@ impl ProxyEndpoint {
             return Err("must be only scheme, host and port (no path, query or fragment)".into());
         }
         let port = url.port_or_known_default().unwrap_or(80);
-        let authorization = if url.username().is_empty() && url.password().is_none() {
-            None
+        let (authorization, password) = if url.username().is_empty() && url.password().is_none() {
+            (None, None)
         } else {
             let decode = |s: &str| {
                 percent_decode_str(s)
@@ -97,11 +99,15 @@ impl ProxyEndpoint {
             let password = decode(url.password().unwrap_or(""))?;
             let encoded =
                 base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
-            Some(Secret::new(format!("Basic {encoded}")))
+            (
+                Some(Secret::new(format!("Basic {encoded}"))),
+                Some(Secret::new(password)),
+            )
         };
         Ok(ProxyEndpoint {
             url: format!("http://{host}:{port}"),
             authorization,
+            password,
         })
     }
 
@@ -122,6 +128,18 @@ impl ProxyEndpoint {
     pub fn has_credentials(&self) -> bool {
         self.authorization.is_some()
     }
+
+    /// What text must never show: the password and the encoded credentials.
+    pub fn secrets(&self) -> Vec<Secret> {
+        let encoded = self
+            .authorization
+            .as_ref()
+            .and_then(|a| a.expose().strip_prefix("Basic ").map(Secret::new));
+        [self.password.clone(), encoded]
+            .into_iter()
+            .flatten()
+            .collect()
+    }
 }
 
 impl fmt::Debug for ProxyEndpoint {
@@ -129,7 +147,7 @@ impl fmt::Debug for ProxyEndpoint {
         f.debug_struct("ProxyEndpoint")
             .field("url", &self.url)
             .field("authorization", &self.authorization)
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 
@@ -302,6 +320,8 @@ mod tests {
             format!("Basic {expected}")
         );
         assert!(p.authorization().unwrap().is_sensitive());
+        let secrets: Vec<String> = p.secrets().iter().map(|s| s.expose().to_string()).collect();
+        assert_eq!(secrets, ["p@ss-SECRET".to_string(), expected.clone()]);
         let debug = format!("{p:?}");
         assert!(
             !debug.contains("SECRET") && !debug.contains(&expected),
