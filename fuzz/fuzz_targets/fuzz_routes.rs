@@ -121,6 +121,7 @@ fuzz_target!(|data: &[u8]| {
             strip_prefix,
             ca_file: None,
             allow_browsers: false,
+            max_upstream_connections: 64,
         });
     }
     let table = RouteTable::new(&configs);
