@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::state::StartupError;
-use crate::config::{Config, ProviderKind};
+use crate::config::{Config, EgressConfig, ProviderKind};
 use crate::credentials::oauth2::client_for;
 use crate::credentials::oauth2::configured_secrets;
 use crate::credentials::{Credential, OAuthProvider, StaticHeaders};
@@ -42,11 +42,12 @@ pub(super) fn build_runtime(
     config: Config,
     store: &Arc<dyn TokenStore>,
     token_client: &TokenClient,
+    egress: &EgressConfig,
     metrics: &Arc<Metrics>,
     buffers: &Arc<BufferBudget>,
     previous: Option<&Runtime>,
 ) -> Result<Runtime, StartupError> {
-    let upstreams = Upstreams::new(&config)?;
+    let upstreams = Upstreams::new(&config, egress)?;
     let routes = RouteTable::new(&config.routes);
     // Token endpoints' text is scrubbed of these too (kept providers get
     // the new list).

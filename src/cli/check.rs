@@ -8,11 +8,12 @@ use std::process::ExitCode;
 use url::Url;
 
 use super::{load, say};
-use crate::config::{ProviderKind, StoreConfig};
+use crate::config::{EgressConfig, ProviderKind, ProxyEndpoint, StoreConfig};
 use crate::credentials::oauth2::client_for;
 use crate::credentials::oauth2::configured_secrets;
 use crate::credentials::OAuthProvider;
 use crate::oauth::{Metadata, TokenClient};
+use crate::upstream::egress::token_proxies;
 
 pub(super) async fn check(path: &Path, probe: bool) -> ExitCode {
     let config = match load(path) {
@@ -73,6 +74,7 @@ pub(super) async fn check(path: &Path, probe: bool) -> ExitCode {
             }
         ),
     }
+    say_egress(&config.server.egress);
     say!();
     say!("{:<20} {:<28} DETAILS", "PROVIDER", "KIND");
     for (name, p) in &config.providers {
@@ -162,7 +164,8 @@ pub(super) async fn check(path: &Path, probe: bool) -> ExitCode {
             }
         );
     }
-    let client = match TokenClient::new(Default::default()) {
+    let egress = &config.server.egress;
+    let client = match TokenClient::with_proxies(Default::default(), token_proxies(egress)) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("authproxy: {e}");
@@ -294,5 +297,42 @@ pub(super) async fn check(path: &Path, probe: bool) -> ExitCode {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS
+    }
+}
+
+/// The egress proxy as `http://host:port`: its credentials are never shown.
+fn say_egress(egress: &EgressConfig) {
+    let via = |p: &Option<ProxyEndpoint>| match p {
+        None => "direct".to_string(),
+        Some(p) if p.has_credentials() => format!("{} (with credentials)", p.url()),
+        Some(p) => p.url().to_string(),
+    };
+    let source = if egress.from_env {
+        " (from the environment)"
+    } else {
+        ""
+    };
+    match (&egress.https, &egress.http) {
+        (None, None) if egress.from_env => {
+            say!("egress direct (egress_proxy = \"env\", but neither HTTPS_PROXY nor HTTP_PROXY is set)")
+        }
+        (None, None) => say!("egress direct (proxy variables of the environment are ignored)"),
+        (https, http) if https == http => say!("egress proxy {}{source}", via(https)),
+        (https, http) => say!(
+            "egress proxy https {}, http {}{source}",
+            via(https),
+            via(http)
+        ),
+    }
+    if egress.https.is_some() || egress.http.is_some() {
+        let list: Vec<String> = egress.no_proxy.iter().map(|n| n.to_string()).collect();
+        say!(
+            "no_proxy {} (loopback always goes direct)",
+            if list.is_empty() {
+                "(none)".to_string()
+            } else {
+                list.join(", ")
+            }
+        );
     }
 }

@@ -61,6 +61,8 @@ pub struct RawServer {
     pub body_read_timeout: Option<String>,
     pub max_connections: Option<usize>,
     pub max_buffered_bytes: Option<String>,
+    pub egress_proxy: Option<String>,
+    pub no_proxy: Option<Vec<String>>,
 }
 
 keys_only_debug!(RawServer {
@@ -81,6 +83,8 @@ keys_only_debug!(RawServer {
     body_read_timeout,
     max_connections,
     max_buffered_bytes,
+    egress_proxy,
+    no_proxy,
 });
 
 #[derive(Default, Deserialize)]

@@ -16,6 +16,7 @@ use sha2::{Digest, Sha256};
 use url::Url;
 use zeroize::Zeroizing;
 
+pub use super::egress::{EgressConfig, NoProxy, ProxyEndpoint};
 pub use crate::oauth::{BodyEncoding, ClientAuth, GrantAssertion, Signer};
 use crate::secret::{Secret, SecretBuf, SecretKey};
 
@@ -61,6 +62,8 @@ pub struct ServerConfig {
     pub max_connections: Option<usize>,
     /// All replay buffers together hold at most this many bytes.
     pub max_buffered_bytes: u64,
+    /// `egress_proxy` and `no_proxy`: which proxy outbound connections use.
+    pub egress: EgressConfig,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -283,6 +286,27 @@ pub struct RouteConfig {
     pub max_upstream_connections: usize,
     /// `client_cert` + `client_key`: presented to the upstream (mTLS).
     pub client_identity: Option<ClientIdentity>,
+}
+
+impl RouteConfig {
+    /// Connections per route to one upstream when the config does not say.
+    pub const DEFAULT_MAX_UPSTREAM_CONNECTIONS: usize = 256;
+
+    /// A pass-through route with every optional key at its default, as the
+    /// checker builds it when the table names only `prefix` and
+    /// `upstream` (tests and fuzz targets start from it).
+    pub fn pass_through(prefix: PathPrefix, upstream: Url) -> RouteConfig {
+        RouteConfig {
+            prefix,
+            upstream,
+            provider: None,
+            strip_prefix: true,
+            ca_file: None,
+            allow_browsers: false,
+            max_upstream_connections: Self::DEFAULT_MAX_UPSTREAM_CONNECTIONS,
+            client_identity: None,
+        }
+    }
 }
 
 /// A checked route prefix. `/api/` and `/api` are the same prefix; it matches

@@ -48,6 +48,8 @@ impl Default for RetryPolicy {
 pub struct TokenClient {
     pub(super) http: reqwest::Client,
     pub(super) retry: RetryPolicy,
+    /// The egress proxies, kept for the per-provider clients.
+    proxies: Vec<reqwest::Proxy>,
 }
 
 /// A provider's own TLS settings for its token and discovery endpoints.
@@ -63,17 +65,34 @@ pub struct TlsSettings<'a> {
 pub type AttemptObserver<'a> = &'a (dyn Fn(&Result<TokenSet, TokenError>) + Send + Sync);
 
 impl TokenClient {
+    /// A client whose requests go direct.
     pub fn new(retry: RetryPolicy) -> Result<TokenClient, String> {
-        let http = Self::builder()
-            .build()
-            .map_err(|e| format!("cannot build the token client: {e}"))?;
-        Ok(TokenClient { http, retry })
+        Self::with_proxies(retry, Vec::new())
     }
 
-    /// A client like this one that also trusts `extra_roots` and presents
-    /// a client certificate (RFC 8705), for one provider.
+    /// A client whose requests go through `proxies` (the first that takes
+    /// a URL wins), else direct; never through a proxy from the
+    /// environment: `HTTP_PROXY` and the like would get the client secret
+    /// or password, in clear text for an http token URL.
+    pub fn with_proxies(
+        retry: RetryPolicy,
+        proxies: Vec<reqwest::Proxy>,
+    ) -> Result<TokenClient, String> {
+        let http = Self::builder(&proxies)
+            .build()
+            .map_err(|e| format!("cannot build the token client: {e}"))?;
+        Ok(TokenClient {
+            http,
+            retry,
+            proxies,
+        })
+    }
+
+    /// A client like this one (same egress proxies) that also trusts
+    /// `extra_roots` and presents a client certificate (RFC 8705), for one
+    /// provider.
     pub fn with_tls(&self, tls: &TlsSettings<'_>) -> Result<TokenClient, String> {
-        let mut builder = Self::builder();
+        let mut builder = Self::builder(&self.proxies);
         if !tls.extra_roots.is_empty() {
             let roots = tls
                 .extra_roots
@@ -95,14 +114,19 @@ impl TokenClient {
         Ok(TokenClient {
             http,
             retry: self.retry,
+            proxies: self.proxies.clone(),
         })
     }
 
-    fn builder() -> reqwest::ClientBuilder {
+    fn builder(proxies: &[reqwest::Proxy]) -> reqwest::ClientBuilder {
         // reqwest is built without a TLS provider of its own: rustls needs
         // the process-wide one (ring), installed once.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder().no_proxy();
+        for proxy in proxies {
+            builder = builder.proxy(proxy.clone());
+        }
+        builder
             // A redirect would carry the client secret / password elsewhere.
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(Duration::from_secs(10))

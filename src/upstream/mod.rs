@@ -12,8 +12,10 @@
 //! Each pool keeps at most its routes' `max_upstream_connections`.
 //!
 //! Here the pools by route ([`Upstreams`]) and the errors; the pool itself
-//! in [`pool`], TLS roots and connectors in [`tls`].
+//! in [`pool`], TLS roots and connectors in [`tls`], the egress proxy in
+//! [`egress`].
 
+pub mod egress;
 mod pool;
 pub mod tls;
 
@@ -21,10 +23,10 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use http::Uri;
 use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::connect::HttpConnector;
 
-use crate::config::Config;
+use crate::config::{Config, EgressConfig};
 
 pub use pool::{Pool, PooledBody};
 
@@ -55,7 +57,7 @@ pub enum TlsSetupError {
 /// Why a request did not get an answer from the upstream.
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
-    /// No connection: DNS, TCP or TLS failed.
+    /// No connection: DNS, TCP, TLS or the egress proxy failed.
     #[error("connect failed")]
     Connect(#[source] BoxError),
     /// The connection failed while sending or waiting for the answer.
@@ -83,17 +85,20 @@ impl UpstreamError {
 }
 
 impl Upstreams {
-    pub fn new(config: &Config) -> Result<Upstreams, TlsSetupError> {
+    /// The pools of `config`'s routes, each going direct or through the
+    /// egress proxy of `egress` (the one the process started with: the
+    /// token client cannot change it on reload either).
+    pub fn new(config: &Config, egress: &EgressConfig) -> Result<Upstreams, TlsSetupError> {
         tls::install_crypto_provider();
         let base_roots = tls::system_roots();
-        let timeout = config.server.connect_timeout;
-        // Routes with the same CA file and client certificate share a
-        // connector. Routes to the same origin with the same TLS settings
+        let tcp = tls::tcp_connector(config.server.connect_timeout);
+        // Routes with the same CA file and client certificate share TLS
+        // settings. Routes to the same origin with the same TLS settings
         // and connection limit share a pool, and its limit; a route with
         // another limit has a pool of its own, so none keeps more than its
         // own limit, and a connection made with one client certificate
         // never serves a route with another.
-        let mut connectors: HashMap<TlsKey, HttpsConnector<HttpConnector>> = HashMap::new();
+        let mut tls_configs: HashMap<TlsKey, Arc<rustls::ClientConfig>> = HashMap::new();
         let mut pools: HashMap<(String, TlsKey, usize), Arc<Pool>> = HashMap::new();
         let mut by_route = Vec::with_capacity(config.routes.len());
         for (i, route) in config.routes.iter().enumerate() {
@@ -101,7 +106,7 @@ impl Upstreams {
                 route.ca_file.clone(),
                 route.client_identity.as_ref().map(|id| id.fingerprint()),
             );
-            let connector = match connectors.get(&tls_key) {
+            let tls = match tls_configs.get(&tls_key) {
                 Some(c) => c.clone(),
                 None => {
                     let mut roots = base_roots.clone();
@@ -114,9 +119,9 @@ impl Upstreams {
                             }
                         })?;
                     }
-                    let c = tls::build_connector(roots, route.client_identity.as_ref(), timeout)
+                    let c = tls::client_config(roots, route.client_identity.as_ref())
                         .map_err(|reason| TlsSetupError::ClientCert { route: i, reason })?;
-                    connectors.insert(tls_key.clone(), c.clone());
+                    tls_configs.insert(tls_key.clone(), c.clone());
                     c
                 }
             };
@@ -125,11 +130,19 @@ impl Upstreams {
             let pool = pools
                 .entry((origin.clone(), tls_key, limit))
                 .or_insert_with(|| {
+                    let origin: Uri = origin
+                        .parse()
+                        .expect("config check made sure the upstream origin is a valid URI");
+                    let https = route.upstream.scheme() == "https";
+                    let via = egress.proxy_for_url(&route.upstream);
+                    let dialer = egress::Dialer::new(tcp.clone(), via, https);
+                    let absolute_form = via
+                        .filter(|_| !https)
+                        .map(|p| egress::AbsoluteForm::new(&origin, p));
                     Arc::new(Pool::new(
-                        connector,
-                        origin
-                            .parse()
-                            .expect("config check made sure the upstream origin is a valid URI"),
+                        HttpsConnector::from((dialer, tls)),
+                        origin,
+                        absolute_form,
                         limit,
                     ))
                 })

@@ -3,6 +3,7 @@
 //! in [`client_auth`]), [`route`], and TLS material in [`tls`].
 
 mod client_auth;
+mod egress;
 mod provider;
 mod route;
 mod server;
@@ -18,6 +19,7 @@ use http::{HeaderName, HeaderValue};
 use url::Url;
 
 use super::error::KeyError;
+use super::interpolate::Env;
 use super::raw::RawConfig;
 use super::types::*;
 use super::units;
@@ -26,15 +28,18 @@ use super::units;
 /// stopping at the first, so one `check` run shows them all.
 pub(super) struct Checker<'a> {
     base_dir: &'a Path,
+    /// For `server.egress_proxy = "env"`.
+    env: &'a dyn Env,
     pub(super) errors: Vec<KeyError>,
 }
 
 const DEFAULT_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8080);
 
 impl<'a> Checker<'a> {
-    pub(super) fn new(base_dir: &'a Path) -> Checker<'a> {
+    pub(super) fn new(base_dir: &'a Path, env: &'a dyn Env) -> Checker<'a> {
         Checker {
             base_dir,
+            env,
             errors: Vec::new(),
         }
     }

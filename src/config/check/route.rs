@@ -88,7 +88,9 @@ impl Checker<'_> {
                 );
             }
         }
-        let max_upstream_connections = r.max_upstream_connections.unwrap_or(256);
+        let max_upstream_connections = r
+            .max_upstream_connections
+            .unwrap_or(RouteConfig::DEFAULT_MAX_UPSTREAM_CONNECTIONS);
         if !(1..=65_536).contains(&max_upstream_connections) {
             self.err(
                 format!("{key}.max_upstream_connections"),

@@ -15,7 +15,7 @@ mod state;
 mod status;
 mod upgrade;
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwapOption;
@@ -29,7 +29,7 @@ use crate::oauth::{
     self, DiscoveryError, Metadata, TlsSettings, TokenClient, TokenError, TokenRequest, TokenSet,
 };
 use crate::secret::Secret;
-use crate::store::{Identity, OwnerMatch, TokenStore};
+use crate::store::{Identity, Owner, OwnerMatch, RenewalLease, StoredToken, TokenStore};
 use crate::telemetry::metrics::Metrics;
 
 use renew::Failure;
@@ -46,7 +46,8 @@ pub enum Trigger {
     Expired,
     /// Upstream said `401` + `X-API-Revoked`: drop everything, log in again.
     Revoked,
-    /// A plain `401` on an oauth2 route (treated like expired).
+    /// A plain `401` on an oauth2 route (treated like expired, unless a
+    /// renewal after a plain `401` did not cure the last one).
     Unauthorized,
 }
 
@@ -264,6 +265,7 @@ impl OAuthProvider {
             expires_at,
             obtained_at,
             token_type,
+            plain_401: AtomicU8::new(state::RENEWS),
         }
     }
 
@@ -349,7 +351,7 @@ impl OAuthProvider {
         };
         let _guard = self.renew_lock.lock().await;
         *self.failure.lock().unwrap() = None;
-        self.accept(set, None).await;
+        self.accept(set, None, Trigger::Stale).await;
         self.take_skipped_sync().await;
         let mut stats = self.stats.lock().unwrap();
         stats.renewals += 1;
@@ -357,6 +359,38 @@ impl OAuthProvider {
         stats.last_renewal_outcome = Some("ok");
         stats.last_renewal_reason = Some("login");
         Ok(())
+    }
+
+    /// After a final refusal: the access token is not injected again (each
+    /// request would cost the upstream a call for a certain 401), in memory
+    /// nor after a restart, so the store forgets it too. A refresh token
+    /// that was not refused is kept.
+    ///
+    /// Not written when a shared store announced another replica's token
+    /// meanwhile: that one is newer, and is taken over before the renewal
+    /// lock goes ([`Self::take_skipped_sync`]).
+    pub(super) async fn fail_closed(&self, lease: Option<&mut Box<dyn RenewalLease>>) {
+        let refresh = self.current.load_full().and_then(|c| c.refresh.clone());
+        let now = unix_now();
+        if !self.sync_skipped.load(Ordering::Acquire) {
+            let record = StoredToken {
+                access_token: None,
+                refresh_token: refresh.clone(),
+                expires_at: None,
+                token_type: None,
+                obtained_at: now,
+                owner: Owner::Identity(self.identity.clone()),
+            };
+            let saved = match lease {
+                Some(lease) => lease.save(record).await,
+                None => self.store.save(&self.name, record).await,
+            };
+            if let Err(e) = saved {
+                tracing::warn!(provider = %self.name, error = %e, "cannot record the refusal in the token store; after a restart the refused token may be tried once more");
+            }
+        }
+        let state = self.make_state(None, refresh, None, now, None);
+        self.current.store(Some(Arc::new(state)));
     }
 
     /// Runs the primary grant once without storing or using the token

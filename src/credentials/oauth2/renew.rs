@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use url::Url;
 
+use super::state::UNPROVEN;
 use super::status::error_code;
 use super::{token_request, CredentialError, OAuthProvider, TokenState, Trigger};
 use crate::clock::unix_now;
@@ -85,7 +86,13 @@ impl OAuthProvider {
             }
         }
         if let Some(f) = self.failure.lock().unwrap().as_ref() {
-            if Instant::now() < f.until {
+            // After a final refusal with no refresh token and no primary
+            // grant left, nothing can be tried until a new credential
+            // arrives (reload, pasted token, login).
+            let nothing_left = matches!(f.error, CredentialError::Reauthentication(_))
+                && !self.cfg.grant.has_primary()
+                && !cur.as_ref().is_some_and(|c| c.has_refresh());
+            if Instant::now() < f.until || nothing_left {
                 return usable_fallback().ok_or_else(|| f.error.clone());
             }
         }
@@ -156,6 +163,9 @@ impl OAuthProvider {
         let result = self
             .run_grants(trigger, renew_from.as_deref(), &mut lease, &token_url)
             .await;
+        if matches!(result, Err(CredentialError::Reauthentication(_))) {
+            self.fail_closed(lease.as_mut()).await;
+        }
         if let Some(l) = lease.take() {
             l.release().await;
         }
@@ -181,6 +191,10 @@ impl OAuthProvider {
                     TRANSIENT_COOLDOWN
                 };
                 self.record_failure(trigger, &error, cooldown);
+                if refused {
+                    // The refused token is gone (fail_closed): no fallback.
+                    return Err(error);
+                }
                 usable_fallback().ok_or(error)
             }
         }
@@ -204,7 +218,7 @@ impl OAuthProvider {
         let mut refresh_error = None;
         if let Some(rt) = refresh {
             match self.grant(token_url, Some(&rt)).await {
-                Ok(set) => return Ok(self.accept(set, lease.as_mut()).await),
+                Ok(set) => return Ok(self.accept(set, lease.as_mut(), trigger).await),
                 Err(e) => {
                     if e.is_grant_refused() {
                         // A refused refresh token is dead; never send it again.
@@ -230,7 +244,7 @@ impl OAuthProvider {
             tracing::info!(provider = %self.name, grant = self.cfg.grant.as_str(), "falling back to the primary grant");
         }
         match self.grant(token_url, None).await {
-            Ok(set) => Ok(self.accept(set, lease.as_mut()).await),
+            Ok(set) => Ok(self.accept(set, lease.as_mut(), trigger).await),
             Err(e) if e.is_grant_refused() => Err(CredentialError::Reauthentication(format!(
                 "{} grant refused: {e}",
                 self.cfg.grant.as_str()
@@ -295,10 +309,15 @@ impl OAuthProvider {
     /// Makes a new token durable, then current. A store failure is logged
     /// and reported, but the token is still used: the provider already
     /// considers it issued, and the store retries the write later.
+    ///
+    /// A token renewed because of a plain `401` starts unproven: if its
+    /// first answer is a `401` too, that `401` was not about the token and
+    /// a plain `401` does not renew it again.
     pub(super) async fn accept(
         &self,
         set: TokenSet,
         lease: Option<&mut Box<dyn RenewalLease>>,
+        trigger: Trigger,
     ) -> Arc<TokenState> {
         let record = StoredToken::new(&set, &self.identity);
         let saved = match lease {
@@ -313,13 +332,17 @@ impl OAuthProvider {
                 self.stats.lock().unwrap().store_error = Some(e.to_string());
             }
         }
-        let state = Arc::new(self.make_state(
+        let state = self.make_state(
             Some(set.access_token),
             set.refresh_token,
             set.expires_at,
             set.obtained_at,
             set.token_type,
-        ));
+        );
+        if trigger == Trigger::Unauthorized {
+            state.plain_401.store(UNPROVEN, Ordering::Relaxed);
+        }
+        let state = Arc::new(state);
         self.current.store(Some(state.clone()));
         state
     }

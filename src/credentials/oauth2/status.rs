@@ -38,6 +38,9 @@ impl OAuthProvider {
             Some(c) if c.usable(now) => "expiring",
             _ if self.cfg.grant == Grant::Implicit => "login_required",
             _ if failed => "error",
+            // A refusal the store remembers (fail-closed before a restart):
+            // nothing is left to obtain a token with.
+            Some(c) if !c.has_refresh() && !self.cfg.grant.has_primary() => "error",
             // Nothing obtained yet, nothing failed: the first request will
             // run the grant.
             _ => "ok",
