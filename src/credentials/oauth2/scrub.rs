@@ -139,7 +139,7 @@ token_url = "http://127.0.0.1:9/token"
 client_id = "id 7"
 client_secret = "client/SECRET-3"
 client_auth = "basic"
-extra = { assertion = "extra-SECRET-4" }
+extra = { api_key = "extra-SECRET-4" }
 [[routes]]
 prefix = "/p/"
 upstream = "http://127.0.0.1:9/"
