@@ -167,12 +167,12 @@ impl ProxyError {
                 provider,
                 detail: t.to_string(),
             },
-            CredentialError::WaitTimeout(_) | CredentialError::StoreUnavailable(_) => {
-                ProxyError::TokenEndpoint {
-                    provider,
-                    detail: e.to_string(),
-                }
-            }
+            CredentialError::WaitTimeout(_)
+            | CredentialError::StoreUnavailable(_)
+            | CredentialError::Discovery(_) => ProxyError::TokenEndpoint {
+                provider,
+                detail: e.to_string(),
+            },
             CredentialError::Reauthentication(detail) => {
                 ProxyError::ReauthenticationFailed { provider, detail }
             }

@@ -168,7 +168,10 @@ fn json_access_lines_match_what_the_upstream_saw() {
     let (replaced_id, replaced_got) = replaced;
     assert_ne!(replaced_id, "bad id");
     assert_eq!(replaced_id.len(), 32);
-    assert_eq!(replaced_got.header("x-request-id"), Some(replaced_id.as_str()));
+    assert_eq!(
+        replaced_got.header("x-request-id"),
+        Some(replaced_id.as_str())
+    );
     access_line(&lines, &replaced_id);
 
     let l = access_line(&lines, &renewed);
@@ -250,7 +253,9 @@ fn a_client_that_leaves_before_the_answer_is_logged_499() {
     let mut s = TcpStream::connect(proxy.addr).unwrap();
     s.write_all(b"GET /partial/y HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Request-Id: gone-2\r\n\r\n")
         .unwrap();
-    partial_arrived.recv_timeout(Duration::from_secs(60)).unwrap();
+    partial_arrived
+        .recv_timeout(Duration::from_secs(60))
+        .unwrap();
     let mut got = Vec::new();
     let mut buf = [0u8; 4096];
     while !got.ends_with(b"0123456789") {
@@ -259,7 +264,9 @@ fn a_client_that_leaves_before_the_answer_is_logged_499() {
         got.extend_from_slice(&buf[..n]);
     }
     drop(s);
-    let log = wait_for_log(&proxy, "the cut answer's line", |l| l.contains("\"gone-2\""));
+    let log = wait_for_log(&proxy, "the cut answer's line", |l| {
+        l.contains("\"gone-2\"")
+    });
     let lines = json_lines(&log);
     let l = access_line(&lines, "gone-2");
     assert_eq!(l["status"], 200);
@@ -324,7 +331,10 @@ fn startup_errors_are_json_lines_in_json_mode() {
     let last = lines.last().unwrap();
     assert_eq!(last["level"], "ERROR");
     assert!(
-        last["message"].as_str().unwrap().contains("cannot listen on"),
+        last["message"]
+            .as_str()
+            .unwrap()
+            .contains("cannot listen on"),
         "{stderr}"
     );
 }

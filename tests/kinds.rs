@@ -13,7 +13,9 @@ use support::{client, start_proxy, Echo};
 fn route(prefix: &str, upstream: &str, provider: Option<&str>, extra: &str) -> String {
     format!(
         "[[routes]]\nprefix = \"{prefix}\"\nupstream = \"{upstream}/\"\n{}{extra}\n",
-        provider.map(|p| format!("provider = \"{p}\"\n")).unwrap_or_default()
+        provider
+            .map(|p| format!("provider = \"{p}\"\n"))
+            .unwrap_or_default()
     )
 }
 
@@ -33,7 +35,10 @@ async fn basic_replaces_the_clients_authorization() {
         .unwrap();
     assert_eq!(r.status(), 200);
     let got = echo.last();
-    assert_eq!(got.headers["authorization"], ["Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ=="]);
+    assert_eq!(
+        got.headers["authorization"],
+        ["Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ=="]
+    );
 }
 
 #[tokio::test]
@@ -46,7 +51,10 @@ async fn basic_is_utf8() {
     .await;
     client().get(proxy.url("/b/")).send().await.unwrap();
     // RFC 7617 §2.1's example.
-    assert_eq!(echo.last().header("authorization"), Some("Basic dGVzdDoxMjPCow=="));
+    assert_eq!(
+        echo.last().header("authorization"),
+        Some("Basic dGVzdDoxMjPCow==")
+    );
 }
 
 #[tokio::test]
@@ -123,7 +131,10 @@ fn query_credentials_never_reach_the_log() {
         proxy.signal("TERM");
         let (_, log) = proxy.wait();
         assert!(log.contains("/q/b"), "no access line in:\n{log}");
-        assert!(!log.contains(secret), "{format} log leaks the query credential:\n{log}");
+        assert!(
+            !log.contains(secret),
+            "{format} log leaks the query credential:\n{log}"
+        );
         assert!(!log.contains("token=mine"), "the query is logged:\n{log}");
     }
 }
@@ -132,13 +143,18 @@ fn query_credentials_never_reach_the_log() {
 async fn raw_status(addr: std::net::SocketAddr, path: &str) -> u16 {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
     let mut out = Vec::new();
     s.read_to_end(&mut out).await.unwrap();
     let text = String::from_utf8_lossy(&out);
-    text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("{text}"))
+    text.split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("{text}"))
 }
 
 fn policy_config(echo: &Echo, strip: bool) -> String {
@@ -161,9 +177,8 @@ async fn policy_allows_listed_requests_and_refuses_the_rest_unseen() {
     let echo = Echo::start().await;
     let proxy = start_proxy(&policy_config(&echo, true)).await;
     let c = client();
-    let send = |method: &str, path: &str| {
-        c.request(method.parse().unwrap(), proxy.url(path)).send()
-    };
+    let send =
+        |method: &str, path: &str| c.request(method.parse().unwrap(), proxy.url(path)).send();
     for (method, path) in [
         ("GET", "/billing/invoices"),
         ("GET", "/billing/invoices/42"),
@@ -210,7 +225,10 @@ async fn policy_allows_listed_requests_and_refuses_the_rest_unseen() {
     }
     assert_eq!(echo.count(), allowed, "the upstream saw a refused request");
     // Routes without `allow` are not affected.
-    assert_eq!(send("DELETE", "/open/anything").await.unwrap().status(), 200);
+    assert_eq!(
+        send("DELETE", "/open/anything").await.unwrap().status(),
+        200
+    );
 
     let metrics = c
         .get(proxy.url("/_authproxy/metrics"))
@@ -234,10 +252,18 @@ async fn policy_paths_are_relative_to_the_prefix_either_way() {
     let echo = Echo::start().await;
     let proxy = start_proxy(&policy_config(&echo, false)).await;
     let c = client();
-    let r = c.get(proxy.url("/billing/invoices/1")).send().await.unwrap();
+    let r = c
+        .get(proxy.url("/billing/invoices/1"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(echo.last().path, "/billing/invoices/1");
-    let r = c.get(proxy.url("/billing/billing/invoices/1")).send().await.unwrap();
+    let r = c
+        .get(proxy.url("/billing/billing/invoices/1"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 403);
 }
 
@@ -275,7 +301,11 @@ fn config_errors_name_the_key_and_the_fix() {
         assert!(line.contains(words), "{key}: `{words}` not in: {line}");
     }
     for (allow, key, words) in [
-        ("[\"GET /a\", \"get /b\"]", "routes[0].allow[1]", "write `GET`"),
+        (
+            "[\"GET /a\", \"get /b\"]",
+            "routes[0].allow[1]",
+            "write `GET`",
+        ),
         ("[\"GET a\"]", "routes[0].allow[0]", "must start with `/`"),
         ("[\"GET /a**\"]", "routes[0].allow[0]", "whole segment"),
         ("[\"/a\"]", "routes[0].allow[0]", "METHOD and path"),

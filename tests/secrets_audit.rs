@@ -1,10 +1,13 @@
 //! The secrets audit: one full run with every kind of credential, at debug
 //! log level, through successes, renewals, re-logins and every kind of
 //! error; no secret value may appear in stdout, stderr, status, metrics,
-//! `check` output or any error body.
+//! `check` output or any error body. Private keys (JWT signing, client
+//! certificates) and the assertions signed with them count as secrets.
 
 mod support;
 
+use authproxy::demo::mocks::google::GoogleMock;
+use support::oidc::TestPki;
 use support::providers::{MockProvider, Style, CLIENT_ID, CLIENT_SECRET, PASSWORD, USERNAME};
 use support::{client, Echo, ProxyProcess};
 
@@ -30,7 +33,31 @@ async fn no_secret_reaches_any_output() {
     let one = MockProvider::start(Style::OneCloud).await;
     one.issue_seed(SEED);
     let std_mock = MockProvider::start(Style::Standard).await;
+    // Keys: a service account's RSA key (Google mock), an EC key for
+    // private_key_jwt at an endpoint whose error page repeats the request
+    // body (and so the assertion), a client certificate's key.
+    let pki = TestPki::new();
+    let (sa_key, sa_jwk) = pki.rsa_key("sa-1");
+    let google = GoogleMock::start("robot@audit.iam.example", &sa_jwk).await;
+    let pk_mock = MockProvider::start(Style::Rips).await;
+    // Its failure page repeats the request body, assertion and all.
+    pk_mock.set(|s| s.fail_always = Some(503));
+    let (cert, cert_key) = pki.client_cert("audit-client");
     let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("sa.json"),
+        serde_json::json!({
+            "type": "service_account",
+            "private_key_id": "sa-1",
+            "private_key": sa_key,
+            "client_email": "robot@audit.iam.example",
+            "token_uri": google.token_url(),
+        })
+        .to_string(),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("client.pem"), &cert).unwrap();
+    std::fs::write(dir.path().join("client.key"), &cert_key).unwrap();
     let config = format!(
         r#"
 [server]
@@ -79,6 +106,33 @@ type = "oauth2"
 grant = "implicit"
 authorize_url = "https://ready.example/authorize"
 client_id = "ready-app"
+[providers.gcp]
+type = "oauth2"
+grant = "jwt_bearer"
+service_account_file = "sa.json"
+scope = "https://www.example/auth/cloud"
+[providers.pkjwt]
+type = "oauth2"
+grant = "client_credentials"
+token_url = "{pk_token}"
+client_id = "{CLIENT_ID}"
+client_auth = "private_key_jwt"
+body = "json"
+private_key = "${{file:client.key}}"
+key_id = "audit-k"
+[[routes]]
+prefix = "/gcp/"
+upstream = "{google}/"
+provider = "gcp"
+[[routes]]
+prefix = "/pkjwt/"
+upstream = "{echo}/"
+provider = "pkjwt"
+[[routes]]
+prefix = "/mtls/"
+upstream = "{echo}/"
+client_cert = "client.pem"
+client_key = "client.key"
 [[routes]]
 prefix = "/ricloud/"
 upstream = "{echo}/"
@@ -160,6 +214,8 @@ provider = "aws"
         bad = bad_rips.base(),
         one = one.base(),
         std = std_mock.base(),
+        google = google.base(),
+        pk_token = pk_mock.token_url(),
     );
     let path = dir.path().join("authproxy.toml");
     std::fs::write(&path, config).unwrap();
@@ -220,6 +276,9 @@ provider = "aws"
         ("/rips/a", 200),
         ("/one/a", 200),
         ("/std/a", 200),
+        ("/gcp/a", 200),
+        ("/mtls/a", 200),
+        ("/pkjwt/a", 502),
         ("/badrips/a", 502),
         ("/ready/a", 503),
         ("/dead/a", 502),
@@ -248,6 +307,12 @@ provider = "aws"
     assert_eq!(get("/one/b", true).await.0, 200);
     rips.revoke_all();
     assert_eq!(get("/rips/c", true).await.0, 200);
+    google.revoke_all();
+    assert_eq!(
+        get("/gcp/b", true).await.0,
+        200,
+        "renewed with a new assertion"
+    );
     let (status, body) = get("/ricloud/a", false).await;
     assert_eq!(status, 401);
     bodies.push_str(&body);
@@ -282,8 +347,13 @@ provider = "aws"
     bodies.push_str(&r.text().await.unwrap());
     // The credentials did reach the upstream (so the audit means something).
     let sent = echo.requests.lock().unwrap().clone();
-    assert!(sent.iter().any(|r| r.query.as_deref().is_some_and(|q| q.contains("api_key=query-SECRET"))));
-    assert!(sent.iter().any(|r| r.header("x-amz-security-token") == Some(AWS_TOKEN)));
+    assert!(sent.iter().any(|r| r
+        .query
+        .as_deref()
+        .is_some_and(|q| q.contains("api_key=query-SECRET"))));
+    assert!(sent
+        .iter()
+        .any(|r| r.header("x-amz-security-token") == Some(AWS_TOKEN)));
     bodies.push_str(&get("/_authproxy/status", true).await.1);
     bodies.push_str(&get("/_authproxy/metrics", true).await.1);
     proxy.signal("TERM");
@@ -324,6 +394,54 @@ provider = "aws"
         }
         for r in m.token_requests() {
             secrets.extend(r.fields.get("refresh_token").cloned());
+        }
+    }
+    // Every line of every private key, and every assertion sent (whole,
+    // and its signature alone).
+    for pem in [&sa_key, &cert_key] {
+        secrets.extend(
+            pem.lines()
+                .filter(|l| !l.starts_with("-----") && l.len() >= 16)
+                .map(str::to_string),
+        );
+    }
+    let mut assertions: Vec<String> = google.received().into_iter().map(|r| r.assertion).collect();
+    assert_eq!(
+        assertions.len(),
+        2 + 1,
+        "probe, first token, renewal: {assertions:?}"
+    );
+    for r in pk_mock.token_requests() {
+        assertions.extend(r.fields.get("client_assertion").cloned());
+    }
+    assert!(
+        assertions.len() > 3,
+        "the refused private_key_jwt requests were recorded"
+    );
+    // Of an assertion, the header is the same every time (alg, kid); its
+    // claims and signature are not: no run of 32 of their characters may
+    // show (provider text is cut at 200 characters, so a whole assertion
+    // never would).
+    let mut runs: Vec<String> = Vec::new();
+    for a in assertions {
+        let (_, rest) = a.split_once('.').unwrap();
+        let rest: Vec<char> = rest.chars().collect();
+        for start in (0..rest.len().saturating_sub(24)).step_by(8) {
+            runs.push(rest[start..start + 24].iter().collect());
+        }
+        secrets.push(a);
+    }
+    for run in &runs {
+        for (what, text) in [
+            ("check stdout", &check_out),
+            ("check stderr", &check_err),
+            ("log", &log),
+            ("answers", &bodies),
+        ] {
+            assert!(
+                !text.contains(run.as_str()),
+                "{what} shows part of an assertion: {run}"
+            );
         }
     }
     // Encrypted: the store file holds no token, seed or password either.

@@ -126,9 +126,7 @@ fn aws_signature_v4_test_suite() {
             }
         }
         let headers = canonical::canonical_headers(
-            raw_headers
-                .iter()
-                .map(|(n, v)| (n.as_str(), v.as_bytes())),
+            raw_headers.iter().map(|(n, v)| (n.as_str(), v.as_bytes())),
         );
         let sig = signer.signature(
             &case.method,
@@ -139,8 +137,7 @@ fn aws_signature_v4_test_suite() {
             &amz_date,
         );
         let creq = String::from_utf8(sig.canonical_request).unwrap();
-        if creq != case.creq || sig.string_to_sign != case.sts || *sig.authorization != case.authz
-        {
+        if creq != case.creq || sig.string_to_sign != case.sts || *sig.authorization != case.authz {
             failures.push(format!(
                 "{}:\n  creq  {creq:?}\n  want  {:?}\n  sts   {:?}\n  want  {:?}\n  authz {:?}\n  want  {:?}",
                 case.name, case.creq, sig.string_to_sign, case.sts, &*sig.authorization, case.authz
@@ -253,7 +250,10 @@ impl Upstream {
                         };
                         (
                             http::StatusCode::FORBIDDEN,
-                            [("date", date(skew)), ("content-type", "application/xml".into())],
+                            [
+                                ("date", date(skew)),
+                                ("content-type", "application/xml".into()),
+                            ],
                             format!("<Error><Code>{code}</Code></Error>"),
                         )
                             .into_response()
@@ -423,7 +423,9 @@ async fn post_json_to_bedrock_with_a_session_token_and_client_x_amz_headers() {
     let up = Upstream::start().await;
     let proxy = start_proxy(&config(
         &up,
-        &format!("region = \"us-east-1\"\nservice = \"bedrock\"\nsession_token = \"{SESSION_TOKEN}\""),
+        &format!(
+            "region = \"us-east-1\"\nservice = \"bedrock\"\nsession_token = \"{SESSION_TOKEN}\""
+        ),
         "",
     ))
     .await;
@@ -434,9 +436,7 @@ async fn post_json_to_bedrock_with_a_session_token_and_client_x_amz_headers() {
     })
     .to_string();
     let r = client()
-        .post(proxy.url(
-            "/aws/model/anthropic.claude-3-5-sonnet-20240620-v1:0/invoke",
-        ))
+        .post(proxy.url("/aws/model/anthropic.claude-3-5-sonnet-20240620-v1:0/invoke"))
         .header("content-type", "application/json")
         .header("x-amz-target", "Bedrock.InvokeModel")
         .header("x-amz-security-token", "the client's")
@@ -572,12 +572,7 @@ async fn a_refusal_explained_by_clock_skew_is_signed_again_with_the_upstreams_ti
         return;
     };
     let up = Upstream::start().await;
-    let proxy = start_proxy(&config(
-        &up,
-        "region = \"us-east-1\"\nservice = \"s3\"",
-        "",
-    ))
-    .await;
+    let proxy = start_proxy(&config(&up, "region = \"us-east-1\"\nservice = \"s3\"", "")).await;
     let how = Signing {
         region: "us-east-1",
         service: "s3",

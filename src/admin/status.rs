@@ -10,7 +10,7 @@ use serde_json::{json, Map, Value};
 
 use super::Admin;
 use crate::clock::{rfc3339, unix_now};
-use crate::config::Grant;
+use crate::config::{EgressConfig, Grant, ProxyEndpoint};
 use crate::credentials::Credential;
 
 pub(super) async fn health() -> Json<Value> {
@@ -67,6 +67,17 @@ pub(super) async fn status(State(admin): State<Arc<Admin>>) -> Json<Value> {
                     })),
                     "store_error": stats.store_error,
                     "login_url": (p.config().grant == Grant::Implicit).then(|| p.login_url()),
+                    // Endpoints found at the issuer (explicit keys win).
+                    "discovered": p.config().issuer.as_ref().map(|issuer| {
+                        let found = p.discovered();
+                        let url = |u: Option<&url::Url>| u.map(|u| u.as_str().to_string());
+                        json!({
+                            "issuer": issuer,
+                            "token_endpoint": found.as_ref().and_then(|m| url(m.token_endpoint.as_ref())),
+                            "authorization_endpoint": found.as_ref().and_then(|m| url(m.authorization_endpoint.as_ref())),
+                            "device_authorization_endpoint": found.as_ref().and_then(|m| url(m.device_authorization_endpoint.as_ref())),
+                        })
+                    }),
                 })
             }
         };
@@ -80,7 +91,19 @@ pub(super) async fn status(State(admin): State<Arc<Admin>>) -> Json<Value> {
             "encrypted": admin.app.store.encrypted(),
             "warnings": admin.app.store.warnings(),
         },
+        "egress": egress(&admin.app.egress),
     }))
+}
+
+/// The egress proxy by `http://host:port` only: its credentials never.
+fn egress(egress: &EgressConfig) -> Value {
+    let url = |p: &Option<ProxyEndpoint>| p.as_ref().map(|p| p.url().to_string());
+    json!({
+        "https_proxy": url(&egress.https),
+        "http_proxy": url(&egress.http),
+        "from_env": egress.from_env,
+        "no_proxy": egress.no_proxy.iter().map(|n| n.to_string()).collect::<Vec<_>>(),
+    })
 }
 
 pub(super) async fn metrics(State(admin): State<Arc<Admin>>) -> Response {

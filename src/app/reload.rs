@@ -26,6 +26,7 @@ impl AppState {
             config,
             &self.store,
             &self.token_client,
+            &self.egress,
             &self.metrics,
             &self.buffers,
             Some(&old),

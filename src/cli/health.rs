@@ -16,7 +16,9 @@ pub(super) async fn health(url: Option<String>, config_path: &Path, format: LogF
             .unwrap_or(8080);
         format!("http://127.0.0.1:{port}/_authproxy/health")
     });
+    // The proxy's own endpoint: never through a proxy of the environment.
     let client = match reqwest::Client::builder()
+        .no_proxy()
         .timeout(Duration::from_secs(3))
         .redirect(reqwest::redirect::Policy::none())
         .build()

@@ -144,7 +144,11 @@ pub(crate) fn config_error(format: LogFormat, e: &ConfigError) {
                 .collect();
             crate::telemetry::report_error(
                 format,
-                &format!("config file {} has {} error(s)", file.display(), errors.len()),
+                &format!(
+                    "config file {} has {} error(s)",
+                    file.display(),
+                    errors.len()
+                ),
                 Some(serde_json::json!({"file": file.display().to_string(), "errors": list})),
             );
         }

@@ -101,7 +101,7 @@ fn resolve(reference: &str, env: &dyn Env, base_dir: &Path) -> Result<String, In
 /// A regular file's content, at most [`MAX_FILE_BYTES`]. Opened without
 /// blocking, so a FIFO without a writer does not hang the start; a FIFO or
 /// a device (`/dev/zero` never ends) is refused before anything is read.
-fn read_bounded(path: &Path) -> Result<Zeroizing<String>, String> {
+pub(crate) fn read_bounded(path: &Path) -> Result<Zeroizing<String>, String> {
     let file = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)

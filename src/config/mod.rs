@@ -4,6 +4,7 @@
 //! names the key path and the fix ([`error`]).
 
 mod check;
+pub mod egress;
 pub mod error;
 pub mod interpolate;
 pub mod policy;
@@ -90,7 +91,7 @@ impl Config {
                 }
             })?;
 
-        let mut checker = check::Checker::new(&base_dir);
+        let mut checker = check::Checker::new(&base_dir, env);
         let config = checker.config(raw, file.clone());
         if checker.errors.is_empty() {
             Ok(config)

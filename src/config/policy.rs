@@ -241,7 +241,10 @@ fn matches_path(pattern: &[Seg], path: &str) -> bool {
                 p += 1;
                 continue;
             }
-            if pattern.get(p).is_some_and(|seg| segment_matches(seg, s.segment())) {
+            if pattern
+                .get(p)
+                .is_some_and(|seg| segment_matches(seg, s.segment()))
+            {
                 p += 1;
                 s = s.next();
                 continue;

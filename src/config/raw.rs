@@ -61,6 +61,8 @@ pub struct RawServer {
     pub body_read_timeout: Option<String>,
     pub max_connections: Option<usize>,
     pub max_buffered_bytes: Option<String>,
+    pub egress_proxy: Option<String>,
+    pub no_proxy: Option<Vec<String>>,
 }
 
 keys_only_debug!(RawServer {
@@ -81,6 +83,8 @@ keys_only_debug!(RawServer {
     body_read_timeout,
     max_connections,
     max_buffered_bytes,
+    egress_proxy,
+    no_proxy,
 });
 
 #[derive(Default, Deserialize)]
@@ -169,6 +173,19 @@ raw_provider! {
     "region" => region: String,
     "service" => service: String,
     "unsigned_payload" => unsigned_payload: bool,
+    "issuer" => issuer: String,
+    "private_key" => private_key: String,
+    "key_id" => key_id: String,
+    "key_certificate" => key_certificate: String,
+    "signing_alg" => signing_alg: String,
+    "assertion_audience" => assertion_audience: String,
+    "assertion_issuer" => assertion_issuer: String,
+    "subject" => subject: String,
+    "scope_in_assertion" => scope_in_assertion: bool,
+    "service_account_file" => service_account_file: String,
+    "client_cert" => client_cert: String,
+    "client_key" => client_key: String,
+    "ca_file" => ca_file: String,
 }
 
 #[derive(Default, Deserialize)]
@@ -183,6 +200,8 @@ pub struct RawRoute {
     pub allow_browsers: Option<bool>,
     pub max_upstream_connections: Option<usize>,
     pub allow: Option<Vec<String>>,
+    pub client_cert: Option<String>,
+    pub client_key: Option<String>,
 }
 
 keys_only_debug!(RawRoute {
@@ -195,4 +214,6 @@ keys_only_debug!(RawRoute {
     allow_browsers,
     max_upstream_connections,
     allow,
+    client_cert,
+    client_key,
 });

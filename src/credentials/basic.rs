@@ -42,7 +42,11 @@ mod tests {
     fn rfc_7617_examples() {
         // RFC 7617 §2 and §2.1 (the UTF-8 example).
         for (user, password, expected) in [
-            ("Aladdin", "open sesame", "Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ=="),
+            (
+                "Aladdin",
+                "open sesame",
+                "Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ==",
+            ),
             ("test", "123\u{a3}", "Basic dGVzdDoxMjPCow=="),
         ] {
             let auth = BasicAuth::new(&BasicConfig {
@@ -50,7 +54,10 @@ mod tests {
                 password: Secret::new(password),
             });
             let mut headers = HeaderMap::new();
-            headers.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer client"));
+            headers.insert(
+                header::AUTHORIZATION,
+                HeaderValue::from_static("Bearer client"),
+            );
             auth.apply(&mut headers);
             assert_eq!(headers.get_all(header::AUTHORIZATION).iter().count(), 1);
             let value = headers.get(header::AUTHORIZATION).unwrap();

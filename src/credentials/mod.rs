@@ -38,7 +38,7 @@ pub enum Credential {
     /// Query parameters, replacing the client's of the same names.
     Query(QueryParams),
     /// AWS Signature Version 4 on each request.
-    AwsSigV4(AwsSigV4),
+    AwsSigV4(Box<AwsSigV4>),
     /// An OAuth2 provider runtime: its current token goes into its header.
     OAuth2(Arc<OAuthProvider>),
 }
@@ -62,7 +62,7 @@ impl Credential {
             ProviderKind::Static(s) => Credential::Static(StaticHeaders::new(s)),
             ProviderKind::Basic(b) => Credential::Basic(BasicAuth::new(b)),
             ProviderKind::Query(q) => Credential::Query(QueryParams::new(q)),
-            ProviderKind::AwsSigV4(a) => Credential::AwsSigV4(AwsSigV4::new(a)),
+            ProviderKind::AwsSigV4(a) => Credential::AwsSigV4(Box::new(AwsSigV4::new(a))),
             ProviderKind::OAuth2(_) => return None,
         })
     }

@@ -139,15 +139,13 @@ fn decoded_eq(raw: &[u8], target: &[u8], plus: bool) -> bool {
     let mut t = target.iter();
     while i < raw.len() {
         let b = match raw[i] {
-            b'%' if i + 2 < raw.len() => {
-                match (hex(raw[i + 1]), hex(raw[i + 2])) {
-                    (Some(h), Some(l)) => {
-                        i += 2;
-                        h << 4 | l
-                    }
-                    _ => b'%',
+            b'%' if i + 2 < raw.len() => match (hex(raw[i + 1]), hex(raw[i + 2])) {
+                (Some(h), Some(l)) => {
+                    i += 2;
+                    h << 4 | l
                 }
-            }
+                _ => b'%',
+            },
             b'+' if plus => b' ',
             b => b,
         };

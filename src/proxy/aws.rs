@@ -16,7 +16,9 @@ use axum::body::Body;
 use http::header::{self, HeaderMap};
 use http::StatusCode;
 
-use super::forward::{declared_length, prepare_body_hashed, set_latency, Forward, NotKept, OutBody};
+use super::forward::{
+    declared_length, prepare_body_hashed, set_latency, Forward, NotKept, OutBody,
+};
 use super::replay::drain;
 use super::ProxyResponse;
 use crate::credentials::aws_sigv4::{

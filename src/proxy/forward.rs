@@ -129,9 +129,7 @@ pub(super) async fn forward(
         Body::new(body)
     } else {
         let counter = info.bytes_in.get_or_insert_with(Default::default).clone();
-        Body::new(
-            IdleTimeout::request(body, fwd.config.server.body_read_timeout).counting(counter),
-        )
+        Body::new(IdleTimeout::request(body, fwd.config.server.body_read_timeout).counting(counter))
     };
     let body = limit_body(body, &parts.headers, fwd.config.server.max_request_body)?;
     let client_upgrade = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();

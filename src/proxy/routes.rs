@@ -152,14 +152,11 @@ mod tests {
 
     fn route(prefix: &str, upstream: &str, strip: bool) -> RouteConfig {
         RouteConfig {
-            prefix: PathPrefix::parse(prefix).unwrap(),
-            upstream: Url::parse(upstream).unwrap(),
-            provider: None,
             strip_prefix: strip,
-            ca_file: None,
-            allow_browsers: false,
-            allow: None,
-            max_upstream_connections: 256,
+            ..RouteConfig::pass_through(
+                PathPrefix::parse(prefix).unwrap(),
+                Url::parse(upstream).unwrap(),
+            )
         }
     }
 

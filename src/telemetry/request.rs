@@ -81,8 +81,7 @@ pub const MAX_REQUEST_ID: usize = 128;
 pub fn request_id(headers: &HeaderMap) -> HeaderValue {
     if let Some(v) = headers.get(X_REQUEST_ID) {
         let b = v.as_bytes();
-        if (1..=MAX_REQUEST_ID).contains(&b.len()) && b.iter().all(|c| (0x21..=0x7e).contains(c))
-        {
+        if (1..=MAX_REQUEST_ID).contains(&b.len()) && b.iter().all(|c| (0x21..=0x7e).contains(c)) {
             return v.clone();
         }
     }
@@ -166,7 +165,10 @@ mod tests {
             headers.insert(X_REQUEST_ID, HeaderValue::from_str(bad).unwrap());
             assert_eq!(request_id(&headers).len(), 32, "{bad:?}");
         }
-        headers.insert(X_REQUEST_ID, HeaderValue::from_bytes(b"caf\xc3\xa9").unwrap());
+        headers.insert(
+            X_REQUEST_ID,
+            HeaderValue::from_bytes(b"caf\xc3\xa9").unwrap(),
+        );
         assert_eq!(request_id(&headers).len(), 32);
         let long = "x".repeat(MAX_REQUEST_ID + 1);
         headers.insert(X_REQUEST_ID, HeaderValue::from_str(&long).unwrap());

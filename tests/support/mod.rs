@@ -3,8 +3,10 @@
 //! server binds 127.0.0.1:0.
 #![allow(dead_code)]
 
+pub mod egress_proxy;
 pub mod oidc;
 pub mod providers;
+pub mod tls;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;

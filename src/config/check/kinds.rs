@@ -26,8 +26,7 @@ const KEYS: &[(&str, &[&str])] = &[
 ];
 
 /// What `type` may say, for messages.
-pub(super) const TYPES: &str =
-    "\"static\", \"basic\", \"query\", \"aws_sigv4\" or \"oauth2\"";
+pub(super) const TYPES: &str = "\"static\", \"basic\", \"query\", \"aws_sigv4\" or \"oauth2\"";
 
 /// The types a key belongs to (`username` and `password`: basic and oauth2).
 fn owners(key: &str) -> Vec<&'static str> {
@@ -77,7 +76,12 @@ impl Checker<'_> {
     pub(super) fn basic_provider(&mut self, key: &str, p: RawProvider) -> Option<BasicConfig> {
         self.foreign_keys(key, "basic", &p);
         let username = self.required(key, "username", p.username, "username = \"${API_USER}\"");
-        let password = self.required(key, "password", p.password, "password = \"${API_PASSWORD}\"");
+        let password = self.required(
+            key,
+            "password",
+            p.password,
+            "password = \"${API_PASSWORD}\"",
+        );
         let (username, password) = (username?, password?);
         // Errors are collected and fail the load; the provider still
         // exists, so routes naming it get no second error.

@@ -91,9 +91,7 @@ fn remove_dot_segments(path: &str) -> String {
 /// An S3 path as it is sent and signed: decoded, then URI-encoded with `/`
 /// kept. S3 reads the object key the same way (`%2F` is a `/` of the key).
 pub fn s3_path(path: &str) -> Cow<'_, str> {
-    let canonical = path
-        .bytes()
-        .all(|b| unreserved(b) || b == b'/');
+    let canonical = path.bytes().all(|b| unreserved(b) || b == b'/');
     if canonical {
         return Cow::Borrowed(path);
     }
@@ -130,7 +128,11 @@ pub fn canonical_query(query: &str) -> String {
 /// A query name or value form-decoded (`+` is a space), then URI-encoded.
 fn reencode(part: &str) -> String {
     let spaced: Cow<'_, [u8]> = if part.contains('+') {
-        Cow::Owned(part.bytes().map(|b| if b == b'+' { b' ' } else { b }).collect())
+        Cow::Owned(
+            part.bytes()
+                .map(|b| if b == b'+' { b' ' } else { b })
+                .collect(),
+        )
     } else {
         Cow::Borrowed(part.as_bytes())
     };
@@ -238,7 +240,10 @@ mod tests {
     #[test]
     fn s3_paths_are_sent_in_canonical_encoding() {
         assert_eq!(s3_path("/bucket/key.txt"), "/bucket/key.txt");
-        assert_eq!(s3_path("/bucket/a%20b/%c3%bc.txt"), "/bucket/a%20b/%C3%BC.txt");
+        assert_eq!(
+            s3_path("/bucket/a%20b/%c3%bc.txt"),
+            "/bucket/a%20b/%C3%BC.txt"
+        );
         assert_eq!(s3_path("/bucket/a+b(1)"), "/bucket/a%2Bb%281%29");
         assert_eq!(s3_path("/bucket/%7Ex%2Fy"), "/bucket/~x/y");
         assert!(matches!(s3_path("/b/k"), Cow::Borrowed(_)));
@@ -249,12 +254,18 @@ mod tests {
         assert_eq!(canonical_query(""), "");
         assert_eq!(canonical_query("b=2&a=1"), "a=1&b=2");
         assert_eq!(canonical_query("a=2&a=1&a"), "a=&a=1&a=2");
-        assert_eq!(canonical_query("q=a+b&x=%7e&y=a%2bb"), "q=a%20b&x=~&y=a%2Bb");
+        assert_eq!(
+            canonical_query("q=a+b&x=%7e&y=a%2bb"),
+            "q=a%20b&x=~&y=a%2Bb"
+        );
         assert_eq!(canonical_query("%E1%88%B4=1&P=2"), "%E1%88%B4=1&P=2");
         assert_eq!(canonical_query("k=ü/é&&"), "k=%C3%BC%2F%C3%A9");
         assert_eq!(canonical_query("bad=%zz%"), "bad=%25zz%25");
         // Sorted by encoded name, then value.
-        assert_eq!(canonical_query("a.b=1&a-b=2&a_b=3&A=4"), "A=4&a-b=2&a.b=1&a_b=3");
+        assert_eq!(
+            canonical_query("a.b=1&a-b=2&a_b=3&A=4"),
+            "A=4&a-b=2&a.b=1&a_b=3"
+        );
     }
 
     #[test]
@@ -270,8 +281,8 @@ mod tests {
         assert_eq!(h[1].1, b"value1,\"a b c\"");
         let (creq, signed) = canonical_request("GET", "/", "", &h, EMPTY_SHA256);
         assert_eq!(signed, "host;my-header1;x-amz-date");
-        assert!(String::from_utf8(creq).unwrap().ends_with(&format!(
-            "\n\nhost;my-header1;x-amz-date\n{EMPTY_SHA256}"
-        )));
+        assert!(String::from_utf8(creq)
+            .unwrap()
+            .ends_with(&format!("\n\nhost;my-header1;x-amz-date\n{EMPTY_SHA256}")));
     }
 }

@@ -207,8 +207,8 @@ impl AwsSigV4 {
             payload_hash,
             &amz_date,
         );
-        let mut value =
-            HeaderValue::from_str(&signature.authorization).expect("ASCII letters, digits, `/=,;-`");
+        let mut value = HeaderValue::from_str(&signature.authorization)
+            .expect("ASCII letters, digits, `/=,;-`");
         value.set_sensitive(true);
         headers.insert(header::AUTHORIZATION, value);
     }
@@ -317,7 +317,10 @@ mod tests {
     fn get_vanilla() {
         let s = signer("service");
         let mut headers = HeaderMap::new();
-        headers.insert(header::HOST, HeaderValue::from_static("example.amazonaws.com"));
+        headers.insert(
+            header::HOST,
+            HeaderValue::from_static("example.amazonaws.com"),
+        );
         headers.insert(header::USER_AGENT, HeaderValue::from_static("not signed"));
         headers.insert(header::AUTHORIZATION, HeaderValue::from_static("client's"));
         s.sign("GET", "/", None, &mut headers, EMPTY_SHA256, 1_440_938_160);
