@@ -42,6 +42,20 @@ pub enum ProxyError {
         provider: Option<String>,
         detail: String,
     },
+    /// The route's `allow` list has no entry for this method and path.
+    #[error("{detail}")]
+    ForbiddenByPolicy {
+        provider: Option<String>,
+        detail: String,
+    },
+    /// An aws_sigv4 route cannot hash a body this large, and the provider
+    /// does not allow `unsigned_payload`.
+    #[error("request body is larger than server.max_replay_body ({limit} bytes), the most this route can hash for its AWS signature; raise server.max_replay_body, or set unsigned_payload = true on provider {provider} if the service accepts UNSIGNED-PAYLOAD (S3)")]
+    TooLargeToSign { provider: String, limit: u64 },
+    /// A body that must be read in full before sending (to sign it) finds
+    /// every replay buffer in use.
+    #[error("{detail}")]
+    Busy { provider: String, detail: String },
     #[error("upstream {upstream} is unreachable: {detail}")]
     UpstreamUnreachable {
         provider: Option<String>,
@@ -84,6 +98,21 @@ impl ProxyError {
                 StatusCode::FORBIDDEN,
                 "forbidden_browser",
                 provider.as_deref(),
+            ),
+            ForbiddenByPolicy { provider, .. } => (
+                StatusCode::FORBIDDEN,
+                "forbidden_by_policy",
+                provider.as_deref(),
+            ),
+            TooLargeToSign { provider, .. } => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "bad_request",
+                Some(provider.as_str()),
+            ),
+            Busy { provider, .. } => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "server_busy",
+                Some(provider.as_str()),
             ),
             UpstreamUnreachable { provider, .. } => (
                 StatusCode::BAD_GATEWAY,
@@ -138,12 +167,12 @@ impl ProxyError {
                 provider,
                 detail: t.to_string(),
             },
-            CredentialError::WaitTimeout(_) | CredentialError::StoreUnavailable(_) => {
-                ProxyError::TokenEndpoint {
-                    provider,
-                    detail: e.to_string(),
-                }
-            }
+            CredentialError::WaitTimeout(_)
+            | CredentialError::StoreUnavailable(_)
+            | CredentialError::Discovery(_) => ProxyError::TokenEndpoint {
+                provider,
+                detail: e.to_string(),
+            },
             CredentialError::Reauthentication(detail) => {
                 ProxyError::ReauthenticationFailed { provider, detail }
             }
@@ -216,6 +245,11 @@ impl IntoResponse for ProxyError {
             response
                 .headers_mut()
                 .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        if matches!(self, ProxyError::Busy { .. }) {
+            response
+                .headers_mut()
+                .insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         if matches!(self, ProxyError::Unauthorized) {
             response.headers_mut().insert(

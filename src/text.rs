@@ -87,6 +87,20 @@ impl ProviderText {
         }
     }
 
+    /// The text with every secret of `scrubber` cut out, and still not
+    /// shown: for a layer that knows some of the secrets (the token client
+    /// knows the assertions it made for one request) before the layer that
+    /// knows the rest scrubs it.
+    pub fn cut(&self, scrubber: &Scrubber) -> ProviderText {
+        match &self.0 {
+            State::Raw { text, truncated } => ProviderText(State::Raw {
+                text: Secret::new(scrubber.scrub(text.expose(), *truncated, RAW_MAX)),
+                truncated: *truncated,
+            }),
+            State::Scrubbed(_) => self.clone(),
+        }
+    }
+
     /// The text, once scrubbed; `None` before.
     pub fn shown(&self) -> Option<&str> {
         match &self.0 {

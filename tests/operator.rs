@@ -173,7 +173,7 @@ provider = "ready"
     assert_eq!(p["rips"]["grant"], "password");
     assert_eq!(p["rips"]["state"], "ok");
     assert_eq!(p["rips"]["renewals"], 2);
-    assert_eq!(p["rips"]["last_renewal_reason"], "expired");
+    assert_eq!(p["rips"]["last_renewal_reason"], "x_api_expired");
     assert_eq!(p["one"]["grant"], "refresh_token");
     assert!(p["one"]["expires_at"].as_str().unwrap().ends_with('Z'));
     assert_eq!(p["ready"]["state"], "ok");
@@ -212,7 +212,8 @@ provider = "ready"
         "authproxy_requests_total{route=\"/ready/\",status=\"503\"} 1",
         "authproxy_token_requests_total{provider=\"rips\",grant=\"password\",outcome=\"ok\"} 1",
         "authproxy_token_requests_total{provider=\"rips\",grant=\"refresh_token\",outcome=\"ok\"} 1",
-        "authproxy_reauthentications_total{provider=\"rips\",reason=\"expired\"} 1",
+        "authproxy_reauthentications_total{provider=\"rips\",reason=\"initial\"} 1",
+        "authproxy_reauthentications_total{provider=\"rips\",reason=\"x_api_expired\"} 1",
         "authproxy_replays_total{provider=\"rips\"} 1",
         "authproxy_store_write_failures_total 0",
         "authproxy_upstream_latency_seconds_count{route=\"/ri/\"} 1",
@@ -500,7 +501,7 @@ async fn demo_serves_every_provider_style() {
     let status = json(demo.url("/_authproxy/status")).await;
     assert_eq!(
         status["providers"]["rips"]["last_renewal_reason"],
-        "revoked"
+        "x_api_revoked"
     );
     assert_eq!(status["providers"]["rips"]["renewals"], 3);
     demo.signal("INT");

@@ -1,10 +1,13 @@
 //! The secrets audit: one full run with every kind of credential, at debug
 //! log level, through successes, renewals, re-logins and every kind of
 //! error; no secret value may appear in stdout, stderr, status, metrics,
-//! `check` output or any error body.
+//! `check` output or any error body. Private keys (JWT signing, client
+//! certificates) and the assertions signed with them count as secrets.
 
 mod support;
 
+use authproxy::demo::mocks::google::GoogleMock;
+use support::oidc::TestPki;
 use support::providers::{MockProvider, Style, CLIENT_ID, CLIENT_SECRET, PASSWORD, USERNAME};
 use support::{client, Echo, ProxyProcess};
 
@@ -14,6 +17,10 @@ const PAIR_PASSWORD: &str = "pair-SECRET-rips-plain-66";
 const SEED: &str = "seed-SECRET-onecloud-77";
 const PASTED: &str = "pasted-SECRET-ready-88";
 const WRONG_PASSWORD: &str = "wrong-SECRET-password-99";
+const BASIC_PASSWORD: &str = "basic-SECRET-pw-44";
+const QUERY_KEY: &str = "query-SECRET-key+/=45";
+const AWS_SECRET: &str = "aws-SECRET-access-key/46";
+const AWS_TOKEN: &str = "aws-SECRET-session-token-47";
 /// The store's encryption key (base64 of 32 bytes); in the store's file
 /// only as what it seals.
 const STORE_KEY: &str = "c3RvcmUta2V5LVNFQ1JFVC0wMTIzNDU2Nzg5YWJjZGU=";
@@ -26,7 +33,31 @@ async fn no_secret_reaches_any_output() {
     let one = MockProvider::start(Style::OneCloud).await;
     one.issue_seed(SEED);
     let std_mock = MockProvider::start(Style::Standard).await;
+    // Keys: a service account's RSA key (Google mock), an EC key for
+    // private_key_jwt at an endpoint whose error page repeats the request
+    // body (and so the assertion), a client certificate's key.
+    let pki = TestPki::new();
+    let (sa_key, sa_jwk) = pki.rsa_key("sa-1");
+    let google = GoogleMock::start("robot@audit.iam.example", &sa_jwk).await;
+    let pk_mock = MockProvider::start(Style::Rips).await;
+    // Its failure page repeats the request body, assertion and all.
+    pk_mock.set(|s| s.fail_always = Some(503));
+    let (cert, cert_key) = pki.client_cert("audit-client");
     let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("sa.json"),
+        serde_json::json!({
+            "type": "service_account",
+            "private_key_id": "sa-1",
+            "private_key": sa_key,
+            "client_email": "robot@audit.iam.example",
+            "token_uri": google.token_url(),
+        })
+        .to_string(),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("client.pem"), &cert).unwrap();
+    std::fs::write(dir.path().join("client.key"), &cert_key).unwrap();
     let config = format!(
         r#"
 [server]
@@ -75,6 +106,33 @@ type = "oauth2"
 grant = "implicit"
 authorize_url = "https://ready.example/authorize"
 client_id = "ready-app"
+[providers.gcp]
+type = "oauth2"
+grant = "jwt_bearer"
+service_account_file = "sa.json"
+scope = "https://www.example/auth/cloud"
+[providers.pkjwt]
+type = "oauth2"
+grant = "client_credentials"
+token_url = "{pk_token}"
+client_id = "{CLIENT_ID}"
+client_auth = "private_key_jwt"
+body = "json"
+private_key = "${{file:client.key}}"
+key_id = "audit-k"
+[[routes]]
+prefix = "/gcp/"
+upstream = "{google}/"
+provider = "gcp"
+[[routes]]
+prefix = "/pkjwt/"
+upstream = "{echo}/"
+provider = "pkjwt"
+[[routes]]
+prefix = "/mtls/"
+upstream = "{echo}/"
+client_cert = "client.pem"
+client_key = "client.key"
 [[routes]]
 prefix = "/ricloud/"
 upstream = "{echo}/"
@@ -107,6 +165,45 @@ provider = "ready"
 prefix = "/dead/"
 upstream = "http://127.0.0.1:9/"
 provider = "ricloud"
+[providers.basic]
+type = "basic"
+username = "{USERNAME}"
+password = "${{BASIC_PASSWORD}}"
+[providers.query]
+type = "query"
+params = {{ api_key = "${{QUERY_KEY}}" }}
+[providers.aws]
+type = "aws_sigv4"
+access_key_id = "AKIDEXAMPLE"
+secret_access_key = "${{AWS_SECRET}}"
+session_token = "${{AWS_TOKEN}}"
+region = "us-east-1"
+service = "execute-api"
+[[routes]]
+prefix = "/basic/"
+upstream = "{echo}/"
+provider = "basic"
+allow = ["GET /a", "GET /b"]
+[[routes]]
+prefix = "/query/"
+upstream = "{echo}/"
+provider = "query"
+[[routes]]
+prefix = "/aws/"
+upstream = "{echo}/"
+provider = "aws"
+[[routes]]
+prefix = "/deadbasic/"
+upstream = "http://127.0.0.1:9/"
+provider = "basic"
+[[routes]]
+prefix = "/deadquery/"
+upstream = "http://127.0.0.1:9/"
+provider = "query"
+[[routes]]
+prefix = "/deadaws/"
+upstream = "http://127.0.0.1:9/"
+provider = "aws"
 "#,
         rips_token = rips.token_url(),
         bad_token = bad_rips.token_url(),
@@ -117,6 +214,8 @@ provider = "ricloud"
         bad = bad_rips.base(),
         one = one.base(),
         std = std_mock.base(),
+        google = google.base(),
+        pk_token = pk_mock.token_url(),
     );
     let path = dir.path().join("authproxy.toml");
     std::fs::write(&path, config).unwrap();
@@ -129,6 +228,10 @@ provider = "ricloud"
         ("WRONG_PASSWORD", WRONG_PASSWORD),
         ("SEED", SEED),
         ("STD_SECRET", CLIENT_SECRET),
+        ("BASIC_PASSWORD", BASIC_PASSWORD),
+        ("QUERY_KEY", QUERY_KEY),
+        ("AWS_SECRET", AWS_SECRET),
+        ("AWS_TOKEN", AWS_TOKEN),
     ];
 
     let path_arg = path.to_str().unwrap().to_string();
@@ -173,10 +276,20 @@ provider = "ricloud"
         ("/rips/a", 200),
         ("/one/a", 200),
         ("/std/a", 200),
+        ("/gcp/a", 200),
+        ("/mtls/a", 200),
+        ("/pkjwt/a", 502),
         ("/badrips/a", 502),
         ("/ready/a", 503),
         ("/dead/a", 502),
         ("/nothing/here", 404),
+        ("/basic/a", 200),
+        ("/basic/forbidden", 403),
+        ("/query/a?api_key=mine&x=1", 200),
+        ("/aws/a?b=1", 200),
+        ("/deadbasic/a", 502),
+        ("/deadquery/a?x=1", 502),
+        ("/deadaws/a", 502),
         ("/_authproxy/status", 200),
         ("/_authproxy/metrics", 200),
     ] {
@@ -194,6 +307,12 @@ provider = "ricloud"
     assert_eq!(get("/one/b", true).await.0, 200);
     rips.revoke_all();
     assert_eq!(get("/rips/c", true).await.0, 200);
+    google.revoke_all();
+    assert_eq!(
+        get("/gcp/b", true).await.0,
+        200,
+        "renewed with a new assertion"
+    );
     let (status, body) = get("/ricloud/a", false).await;
     assert_eq!(status, 401);
     bodies.push_str(&body);
@@ -216,6 +335,25 @@ provider = "ricloud"
     assert_eq!(r.status(), 400);
     bodies.push_str(&r.text().await.unwrap());
     assert_eq!(get("/ready/b", true).await.0, 200);
+    // An aws_sigv4 body too large to hash: 413, nothing sent.
+    let r = c
+        .post(proxy.url("/aws/big"))
+        .header("proxy-authorization", &auth)
+        .body(vec![b'x'; 2 << 20])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    bodies.push_str(&r.text().await.unwrap());
+    // The credentials did reach the upstream (so the audit means something).
+    let sent = echo.requests.lock().unwrap().clone();
+    assert!(sent.iter().any(|r| r
+        .query
+        .as_deref()
+        .is_some_and(|q| q.contains("api_key=query-SECRET"))));
+    assert!(sent
+        .iter()
+        .any(|r| r.header("x-amz-security-token") == Some(AWS_TOKEN)));
     bodies.push_str(&get("/_authproxy/status", true).await.1);
     bodies.push_str(&get("/_authproxy/metrics", true).await.1);
     proxy.signal("TERM");
@@ -233,16 +371,77 @@ provider = "ricloud"
         PASSWORD,
         CLIENT_SECRET,
         STORE_KEY,
+        BASIC_PASSWORD,
+        QUERY_KEY,
+        AWS_SECRET,
+        AWS_TOKEN,
     ]
     .iter()
     .map(|s| s.to_string())
     .collect();
+    // The forms they travel in: Basic's base64, the query's encoding.
+    {
+        use base64::Engine;
+        secrets.push(
+            base64::engine::general_purpose::STANDARD
+                .encode(format!("{USERNAME}:{BASIC_PASSWORD}")),
+        );
+        secrets.push("query-SECRET-key%2B%2F%3D45".into());
+    }
     for m in [&rips, &one, &std_mock] {
         for h in m.api_hits() {
             secrets.extend(h.token.map(|t| t.rsplit('.').next().unwrap().to_string()));
         }
         for r in m.token_requests() {
             secrets.extend(r.fields.get("refresh_token").cloned());
+        }
+    }
+    // Every line of every private key, and every assertion sent (whole,
+    // and its signature alone).
+    for pem in [&sa_key, &cert_key] {
+        secrets.extend(
+            pem.lines()
+                .filter(|l| !l.starts_with("-----") && l.len() >= 16)
+                .map(str::to_string),
+        );
+    }
+    let mut assertions: Vec<String> = google.received().into_iter().map(|r| r.assertion).collect();
+    assert_eq!(
+        assertions.len(),
+        2 + 1,
+        "probe, first token, renewal: {assertions:?}"
+    );
+    for r in pk_mock.token_requests() {
+        assertions.extend(r.fields.get("client_assertion").cloned());
+    }
+    assert!(
+        assertions.len() > 3,
+        "the refused private_key_jwt requests were recorded"
+    );
+    // Of an assertion, the header is the same every time (alg, kid); its
+    // claims and signature are not: no run of 32 of their characters may
+    // show (provider text is cut at 200 characters, so a whole assertion
+    // never would).
+    let mut runs: Vec<String> = Vec::new();
+    for a in assertions {
+        let (_, rest) = a.split_once('.').unwrap();
+        let rest: Vec<char> = rest.chars().collect();
+        for start in (0..rest.len().saturating_sub(24)).step_by(8) {
+            runs.push(rest[start..start + 24].iter().collect());
+        }
+        secrets.push(a);
+    }
+    for run in &runs {
+        for (what, text) in [
+            ("check stdout", &check_out),
+            ("check stderr", &check_err),
+            ("log", &log),
+            ("answers", &bodies),
+        ] {
+            assert!(
+                !text.contains(run.as_str()),
+                "{what} shows part of an assertion: {run}"
+            );
         }
     }
     // Encrypted: the store file holds no token, seed or password either.

@@ -115,12 +115,8 @@ fuzz_target!(|data: &[u8]| {
             continue;
         }
         configs.push(RouteConfig {
-            prefix,
-            upstream,
-            provider: None,
             strip_prefix,
-            ca_file: None,
-            allow_browsers: false,
+            ..RouteConfig::pass_through(prefix, upstream)
         });
     }
     let table = RouteTable::new(&configs);

@@ -80,10 +80,11 @@ pub(super) async fn login(
 ) -> Result<Response, ProxyError> {
     let p = implicit_provider(&admin.app, &name)?;
     let cfg = p.config();
-    let mut url = cfg
-        .authorize_url
-        .clone()
-        .ok_or_else(|| ProxyError::Internal("implicit provider without authorize_url".into()))?;
+    // Configured, or from the issuer's metadata.
+    let mut url = p
+        .authorize_url()
+        .await
+        .map_err(|e| ProxyError::credential(&name, e))?;
     let redirect_uri = match &cfg.redirect_uri {
         Some(u) => u.to_string(),
         None => format!(

@@ -90,8 +90,9 @@ async fn no_local_endpoint(uri: http::Uri) -> axum::response::Response {
 fn oauth_provider(app: &AppState, name: &str) -> Result<Arc<OAuthProvider>, ProxyError> {
     match app.runtime().credentials.get(name).map(|c| c.as_ref()) {
         Some(Credential::OAuth2(p)) => Ok(p.clone()),
-        Some(Credential::Static(_)) => Err(ProxyError::BadRequest(format!(
-            "provider {name} is a static provider; it has no tokens to log in for or paste"
+        Some(other) => Err(ProxyError::BadRequest(format!(
+            "provider {name} is a {} provider; it has no tokens to log in for or paste",
+            other.kind_name()
         ))),
         None => Err(ProxyError::NoLocalEndpoint {
             path: format!("/_authproxy/…/{name} (no provider named {name})"),

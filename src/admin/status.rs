@@ -5,11 +5,11 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use http::{header, HeaderMap, HeaderValue, StatusCode};
-use serde_json::{json, Map};
+use serde_json::{json, Map, Value};
 
 use super::Admin;
 use crate::clock::{rfc3339, unix_now};
-use crate::config::Grant;
+use crate::config::{EgressConfig, Grant, ProxyEndpoint};
 use crate::credentials::Credential;
 use crate::http::body::json as json_answer;
 use crate::telemetry::metrics::Format;
@@ -44,8 +44,12 @@ pub(super) async fn ready(State(admin): State<Arc<Admin>>) -> Response {
 
 fn credential_state(credential: &Credential) -> &'static str {
     match credential {
-        Credential::Static(_) => "ok",
         Credential::OAuth2(p) => p.state(),
+        // Fixed credentials are checked at load: they can always inject.
+        Credential::Static(_)
+        | Credential::Basic(_)
+        | Credential::Query(_)
+        | Credential::AwsSigV4(_) => "ok",
     }
 }
 
@@ -60,6 +64,22 @@ pub(super) async fn status(State(admin): State<Arc<Admin>>) -> Response {
                 "type": "static",
                 "state": "ok",
                 "headers": s.names().map(|n| n.as_str()).collect::<Vec<_>>(),
+            }),
+            Credential::Basic(_) => json!({
+                "type": "basic",
+                "state": "ok",
+            }),
+            Credential::Query(q) => json!({
+                "type": "query",
+                "state": "ok",
+                "params": q.names().collect::<Vec<_>>(),
+            }),
+            Credential::AwsSigV4(a) => json!({
+                "type": "aws_sigv4",
+                "state": "ok",
+                "region": a.region(),
+                "service": a.service(),
+                "clock_skew_seconds": a.skew(),
             }),
             Credential::OAuth2(p) => {
                 let stats = p.stats();
@@ -83,6 +103,17 @@ pub(super) async fn status(State(admin): State<Arc<Admin>>) -> Response {
                     })),
                     "store_error": stats.store_error,
                     "login_url": (p.config().grant == Grant::Implicit).then(|| p.login_url()),
+                    // Endpoints found at the issuer (explicit keys win).
+                    "discovered": p.config().issuer.as_ref().map(|issuer| {
+                        let found = p.discovered();
+                        let url = |u: Option<&url::Url>| u.map(|u| u.as_str().to_string());
+                        json!({
+                            "issuer": issuer,
+                            "token_endpoint": found.as_ref().and_then(|m| url(m.token_endpoint.as_ref())),
+                            "authorization_endpoint": found.as_ref().and_then(|m| url(m.authorization_endpoint.as_ref())),
+                            "device_authorization_endpoint": found.as_ref().and_then(|m| url(m.device_authorization_endpoint.as_ref())),
+                        })
+                    }),
                 })
             }
         };
@@ -98,8 +129,20 @@ pub(super) async fn status(State(admin): State<Arc<Admin>>) -> Response {
                 "encrypted": admin.app.store.encrypted(),
                 "warnings": admin.app.store.warnings(),
             },
+            "egress": egress(&admin.app.egress),
         }),
     )
+}
+
+/// The egress proxy by `http://host:port` only: its credentials never.
+fn egress(egress: &EgressConfig) -> Value {
+    let url = |p: &Option<ProxyEndpoint>| p.as_ref().map(|p| p.url().to_string());
+    json!({
+        "https_proxy": url(&egress.https),
+        "http_proxy": url(&egress.http),
+        "from_env": egress.from_env,
+        "no_proxy": egress.no_proxy.iter().map(|n| n.to_string()).collect::<Vec<_>>(),
+    })
 }
 
 /// Prometheus text 0.0.4, or OpenMetrics when `Accept` asks for it.
@@ -118,7 +161,7 @@ pub(super) async fn metrics(State(admin): State<Arc<Admin>>, headers: HeaderMap)
                 .filter(|t| t.header_value().is_some())
                 .and_then(|t| t.expires_at)
                 .map(|e| (name.clone(), e as i64 - now)),
-            Credential::Static(_) => None,
+            _ => None,
         })
         .collect();
     (

@@ -25,6 +25,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tower::ServiceExt;
 
+use super::record::{Logged, Record};
 use super::state::AppState;
 use crate::error::{ErrorCode, ProxyError};
 use crate::http::body::{body_timed_out, is_body_limit, local, IdleTimeout, ResponseBody};
@@ -69,11 +70,15 @@ impl App {
     ///
     /// `activity` is the connection's: the request counts as in flight
     /// (no head deadline) until its answer's body is dropped.
+    ///
+    /// The access-log line is written when the answer's body is dropped
+    /// ([`Logged`]), or with status 499 when this future is dropped first
+    /// (the client went away before the answer).
     pub fn serve(
         &self,
-        req: Request<Incoming>,
+        mut req: Request<Incoming>,
         activity: &Arc<Activity>,
-    ) -> impl Future<Output = Result<Response<Tracked<ResponseBody<PooledBody>>>, Infallible>>
+    ) -> impl Future<Output = Result<Response<Tracked<Logged<ResponseBody<PooledBody>>>>, Infallible>>
            + Send
            + 'static {
         let in_flight = activity.begin();
@@ -81,75 +86,76 @@ impl App {
         // One runtime for the whole request, so a reload mid-request cannot
         // mix two configs.
         let runtime = self.inner.state.runtime();
+        // Kept from the client (when valid) or made here; forwarded
+        // upstream and returned in the answer.
+        let request_id = telemetry::request_id(req.headers());
+        req.headers_mut()
+            .insert(telemetry::X_REQUEST_ID, request_id.clone());
+        // A clone of the URI shares its bytes with the request; the log
+        // needs the path after the request was consumed.
+        let mut record = Record::new(
+            runtime,
+            req.method().clone(),
+            req.uri().clone(),
+            request_id,
+            activity.peer(),
+            started,
+        );
         // Refusals are answered here, before any work is done. What is left
         // is one async block rather than an async fn inside one: each
         // nesting level keeps its own copy of the request in the future,
         // and the whole future is moved into place on every request.
-        if let Err(e) = security::check(&runtime.config.server, &req) {
-            let info = AccessInfo {
-                error: Some(e.code()),
-                ..AccessInfo::default()
-            };
-            let response = local(e);
-            let path = req.uri().path();
-            telemetry::record_request(
-                &runtime.metrics,
-                None,
-                req.method(),
-                path,
-                &info,
-                &response,
-                started,
-            );
-            return Either::Left(std::future::ready(Ok(track(response, in_flight))));
+        if let Err(e) = security::check(&record.runtime.config.server, &req) {
+            record.info.error = Some(e.code());
+            return Either::Left(std::future::ready(Ok(answer(record, local(e), in_flight))));
         }
         let inner = self.inner.clone();
-        let method = req.method().clone();
-        // A clone of the URI shares its bytes with the request; the log
-        // needs the path after the request was consumed.
-        let uri = req.uri().clone();
         Either::Right(async move {
-            let (response, info) = if is_local(uri.path()) {
-                let answer = match local_request(req, runtime.config.server.body_read_timeout).await
-                {
+            // Dropped with the future if the client goes away first: then
+            // it logs 499.
+            let mut record = record;
+            let response = if is_local(req.uri().path()) {
+                let timeout = record.runtime.config.server.body_read_timeout;
+                let answer = match local_request(req, timeout, &mut record.info).await {
                     Ok(req) => match inner.local.clone().oneshot(req).await {
                         Ok(r) => r,
                         Err(never) => match never {},
                     },
                     Err(e) => e.into_response(),
                 };
-                let info = AccessInfo {
-                    error: answer.extensions().get::<ErrorCode>().map(|c| c.0),
-                    ..AccessInfo::default()
-                };
-                (answer.map(ResponseBody::Local), info)
+                record.info.error = answer.extensions().get::<ErrorCode>().map(|c| c.0);
+                answer.map(ResponseBody::Local)
             } else if in_flight.over_limit() {
                 // An HTTP/2 stream past max_connections + 64: no upstream
                 // connection for it. Local endpoints (health) are still
                 // answered: they hold nothing.
                 let e = ProxyError::TooManyConnections;
-                let info = AccessInfo {
-                    error: Some(e.code()),
-                    ..AccessInfo::default()
-                };
-                (local(e), info)
+                record.info.error = Some(e.code());
+                local(e)
             } else {
-                runtime.proxy.handle(req, in_flight.activity()).await
+                record
+                    .runtime
+                    .proxy
+                    .handle(req, in_flight.activity(), &mut record.info)
+                    .await
             };
-            let path = uri.path();
-            let route = info.route.as_ref().map(|r| runtime.route_metrics(r.index));
-            telemetry::record_request(
-                &runtime.metrics,
-                route,
-                &method,
-                path,
-                &info,
-                &response,
-                started,
-            );
-            Ok(track(response, in_flight))
+            Ok(answer(record, response, in_flight))
         })
     }
+}
+
+/// The answer as it goes out: with the request id, its body counted and
+/// logged when dropped, the request in flight until then.
+fn answer(
+    record: Record,
+    mut response: ProxyResponse,
+    in_flight: InFlight,
+) -> Response<Tracked<Logged<ResponseBody<PooledBody>>>> {
+    response
+        .headers_mut()
+        .insert(telemetry::X_REQUEST_ID, record.request_id.clone());
+    let status = response.status();
+    response.map(|body| in_flight.attach(status, Logged::new(body, record, status)))
 }
 
 /// Largest request body a local endpoint takes (a pasted token, a login
@@ -162,12 +168,17 @@ const LOCAL_BODY_LIMIT: usize = 64 * 1024;
 async fn local_request(
     req: Request<Incoming>,
     timeout: std::time::Duration,
+    info: &mut AccessInfo,
 ) -> Result<Request<Body>, ProxyError> {
     if req.body().is_end_stream() {
         return Ok(req.map(Body::new));
     }
     let (parts, body) = req.into_parts();
-    let body = http_body_util::Limited::new(IdleTimeout::request(body, timeout), LOCAL_BODY_LIMIT);
+    let counter = info.bytes_in.get_or_insert_with(Default::default).clone();
+    let body = http_body_util::Limited::new(
+        IdleTimeout::request(body, timeout).counting(counter),
+        LOCAL_BODY_LIMIT,
+    );
     match body.collect().await {
         Ok(collected) => Ok(Request::from_parts(parts, Body::from(collected.to_bytes()))),
         Err(e) if is_body_limit(&*e) => Err(ProxyError::PayloadTooLarge {
@@ -178,14 +189,6 @@ async fn local_request(
             None => ProxyError::BadRequest(format!("reading the request body failed: {e}")),
         }),
     }
-}
-
-fn track(
-    response: ProxyResponse,
-    in_flight: InFlight,
-) -> Response<Tracked<ResponseBody<PooledBody>>> {
-    let status = response.status();
-    response.map(|body| in_flight.attach(status, body))
 }
 
 #[cfg(test)]

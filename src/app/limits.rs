@@ -71,13 +71,14 @@ pub fn max_connections(server: &ServerConfig) -> usize {
     let configured = server.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS);
     let allowed = connections_allowed(fds.soft);
     let effective = configured.min(allowed);
-    let show = |n: Option<u64>| n.map_or("unlimited".to_string(), |n| n.to_string());
+    // Numbers in the log (JSON: numbers); a limit that is absent is
+    // unlimited.
     if effective < configured && server.max_connections.is_some() {
         tracing::warn!(
             max_connections = effective,
             configured,
-            fd_soft_limit = %show(fds.soft),
-            fd_hard_limit = %show(fds.hard),
+            fd_soft_limit = fds.soft,
+            fd_hard_limit = fds.hard,
             "server.max_connections is more than the file-descriptor limit allows \
              (two per connection, {RESERVED_FDS} kept back); raise the hard limit \
              (LimitNOFILE=, ulimit -Hn) to allow more"
@@ -85,9 +86,9 @@ pub fn max_connections(server: &ServerConfig) -> usize {
     } else {
         tracing::info!(
             max_connections = effective,
-            fd_soft_limit = %show(fds.soft),
-            fd_soft_limit_at_start = %show(fds.was),
-            fd_hard_limit = %show(fds.hard),
+            fd_soft_limit = fds.soft,
+            fd_soft_limit_at_start = fds.was,
+            fd_hard_limit = fds.hard,
             "connection limit"
         );
     }

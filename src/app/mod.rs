@@ -9,6 +9,7 @@
 mod background;
 pub mod dispatch;
 pub mod limits;
+mod record;
 pub mod reload;
 pub mod runtime;
 pub mod signals;

@@ -9,7 +9,7 @@
 //! trigger or later), instead of reading them again: N triggers at once
 //! cause at most two reloads.
 
-use std::path::PathBuf;
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -115,6 +115,7 @@ impl AppState {
             config,
             &self.store,
             &self.token_client,
+            &self.egress,
             &self.metrics,
             &self.buffers,
             Some(&old),
@@ -174,7 +175,7 @@ impl AppState {
         outcome
     }
 
-    fn load_and_apply(&self, path: &PathBuf) -> Result<Reloaded, ReloadError> {
+    fn load_and_apply(&self, path: &Path) -> Result<Reloaded, ReloadError> {
         let (loaded, files) = Config::load_tracked(path);
         let outcome = match loaded {
             Err(e) => Err(ReloadError::Config(e)),

@@ -6,9 +6,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::state::StartupError;
-use crate::config::{Config, ProviderKind};
+use crate::config::{Config, EgressConfig, ProviderKind};
+use crate::credentials::oauth2::client_for;
 use crate::credentials::oauth2::configured_secrets;
-use crate::credentials::{Credential, OAuthProvider, StaticHeaders};
+use crate::credentials::{Credential, OAuthProvider};
 use crate::http::buffer::BufferBudget;
 use crate::oauth::TokenClient;
 use crate::proxy::routes::RouteTable;
@@ -41,11 +42,12 @@ pub(super) fn build_runtime(
     config: Config,
     store: &Arc<dyn TokenStore>,
     token_client: &TokenClient,
+    egress: &EgressConfig,
     metrics: &Arc<Metrics>,
     buffers: &Arc<BufferBudget>,
     previous: Option<&Runtime>,
 ) -> Result<Runtime, StartupError> {
-    let upstreams = Upstreams::new(&config)?;
+    let upstreams = Upstreams::new(&config, egress)?;
     let routes = RouteTable::new(&config.routes);
     // Token endpoints' text is scrubbed of these too (kept providers get
     // the new list).
@@ -60,19 +62,26 @@ pub(super) fn build_runtime(
         let credential = match unchanged {
             Some(c) => c,
             None => Arc::new(match &provider.kind {
-                ProviderKind::Static(s) => Credential::Static(StaticHeaders::new(s)),
-                ProviderKind::OAuth2(o) => Credential::OAuth2(Arc::new(OAuthProvider::new(
-                    name,
-                    (**o).clone(),
-                    token_client.clone(),
-                    store.clone(),
-                    metrics.clone(),
-                    format!("/_authproxy/login/{name}"),
-                ))),
+                ProviderKind::OAuth2(o) => {
+                    let client = client_for(o, token_client)
+                        .map_err(|e| StartupError::TokenClient(format!("providers.{name}: {e}")))?;
+                    Credential::OAuth2(Arc::new(OAuthProvider::new(
+                        name,
+                        (**o).clone(),
+                        client,
+                        store.clone(),
+                        metrics.clone(),
+                        format!("/_authproxy/login/{name}"),
+                    )))
+                }
+                kind => Credential::fixed(kind).expect("every kind but oauth2 is fixed"),
             }),
         };
         if let Credential::OAuth2(p) = credential.as_ref() {
             p.set_other_secrets(secrets.clone());
+            // Discovery at start and on every reload (kept providers too:
+            // the issuer may have moved its endpoints).
+            p.spawn_discovery();
         }
         credentials.insert(name.clone(), credential);
     }

@@ -1,5 +1,5 @@
 //! Shared by every request: the current [`Runtime`] plus what outlives
-//! reloads (token store, token client, metrics).
+//! reloads (token store, token client, egress proxy, metrics).
 
 use std::sync::Arc;
 
@@ -7,13 +7,14 @@ use arc_swap::ArcSwap;
 
 use super::reload::Reloads;
 use super::runtime::{build_runtime, Runtime};
-use crate::config::Config;
+use crate::config::{Config, EgressConfig};
 use crate::credentials::Credential;
 use crate::http::buffer::BufferBudget;
 use crate::oauth::client::RetryPolicy;
 use crate::oauth::TokenClient;
 use crate::store::{self, StoreError, TokenStore};
 use crate::telemetry::Metrics;
+use crate::upstream::egress::{announce, token_proxies};
 use crate::upstream::TlsSetupError;
 
 /// Failures after the config itself was accepted.
@@ -36,6 +37,9 @@ pub struct AppState {
     pub(super) runtime: ArcSwap<Runtime>,
     pub store: Arc<dyn TokenStore>,
     pub token_client: TokenClient,
+    /// The egress proxy the process started with: token requests and
+    /// upstream connections keep it across reloads.
+    pub egress: Arc<EgressConfig>,
     pub metrics: Arc<Metrics>,
     /// What all replay buffers together may hold (`server.max_buffered_bytes`).
     pub buffers: Arc<BufferBudget>,
@@ -51,17 +55,29 @@ impl AppState {
     /// As [`AppState::new`] with a chosen token-endpoint retry policy.
     pub fn with_retry(config: Config, retry: RetryPolicy) -> Result<Arc<AppState>, StartupError> {
         let store = store::open(&config.store)?;
-        let token_client = TokenClient::new(retry).map_err(StartupError::TokenClient)?;
+        let egress = Arc::new(config.server.egress.clone());
+        announce(&egress);
+        let token_client = TokenClient::with_proxies(retry, token_proxies(&egress))
+            .map_err(StartupError::TokenClient)?;
         let metrics = Arc::new(Metrics::default());
         let buffers = Arc::new(BufferBudget::new(
             config.server.max_buffered_bytes,
             metrics.buffers.clone(),
         ));
-        let runtime = build_runtime(config, &store, &token_client, &metrics, &buffers, None)?;
+        let runtime = build_runtime(
+            config,
+            &store,
+            &token_client,
+            &egress,
+            &metrics,
+            &buffers,
+            None,
+        )?;
         Ok(Arc::new(AppState {
             runtime: ArcSwap::from_pointee(runtime),
             store,
             token_client,
+            egress,
             metrics,
             buffers,
             reloads: Reloads::default(),

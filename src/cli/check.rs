@@ -3,17 +3,23 @@
 //! 64 the config has errors, 1 a probe failed or the token store cannot
 //! be used (as `run` would exit).
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::ExitCode;
 
+use url::Url;
+
 use super::{load, say};
-use crate::config::{ProviderKind, StoreConfig};
+use crate::config::{EgressConfig, ProviderKind, ProxyEndpoint, StoreConfig};
+use crate::credentials::oauth2::client_for;
 use crate::credentials::oauth2::configured_secrets;
 use crate::credentials::OAuthProvider;
-use crate::oauth::TokenClient;
+use crate::oauth::{Metadata, TokenClient};
+use crate::telemetry::{report_error, LogFormat};
+use crate::upstream::egress::token_proxies;
 
-pub(super) async fn check(path: &Path, probe: bool) -> ExitCode {
-    let config = match load(path) {
+pub(super) async fn check(path: &Path, probe: bool, format: LogFormat) -> ExitCode {
+    let config = match load(path, format) {
         Ok(c) => c,
         Err(code) => return code,
     };
@@ -53,7 +59,7 @@ pub(super) async fn check(path: &Path, probe: bool) -> ExitCode {
                 }
             }
             Err(e) => {
-                eprintln!("authproxy: {e}");
+                report_error(format, &e.to_string(), None);
                 return ExitCode::FAILURE;
             }
         },
@@ -71,6 +77,7 @@ pub(super) async fn check(path: &Path, probe: bool) -> ExitCode {
             }
         ),
     }
+    say_egress(&config.server.egress);
     say!();
     say!("{:<20} {:<28} DETAILS", "PROVIDER", "KIND");
     for (name, p) in &config.providers {
@@ -83,13 +90,69 @@ pub(super) async fn check(path: &Path, probe: bool) -> ExitCode {
                     .collect::<Vec<_>>()
                     .join(", ")
             ),
+            ProviderKind::Basic(_) => "injects Authorization: Basic".to_string(),
+            ProviderKind::Query(q) => format!(
+                "adds query parameters {}",
+                q.params
+                    .iter()
+                    .map(|(n, _)| n.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            ProviderKind::AwsSigV4(a) => format!(
+                "signs for {} in {}{}{}",
+                a.service,
+                a.region,
+                if a.session_token.is_some() {
+                    " (session token)"
+                } else {
+                    ""
+                },
+                if a.unsigned_payload {
+                    "; larger bodies UNSIGNED-PAYLOAD"
+                } else {
+                    ""
+                }
+            ),
             ProviderKind::OAuth2(o) => {
                 let url = o.token_url.as_ref().or(o.authorize_url.as_ref());
+                let endpoint = match (url, &o.issuer) {
+                    (Some(u), _) => format!("{}{}", u.origin().ascii_serialization(), u.path()),
+                    (None, Some(issuer)) => format!("issuer {issuer}"),
+                    (None, None) => String::new(),
+                };
+                let mut extras = Vec::new();
+                if o.grant != crate::config::Grant::Implicit {
+                    extras.push(format!("client_auth {}", o.client_auth.as_str()));
+                }
+                if let Some(signer) = o
+                    .client_assertion
+                    .as_ref()
+                    .or(o.jwt_bearer.as_ref().map(|j| &j.signer))
+                {
+                    extras.push(format!(
+                        "signs {}{}",
+                        signer.alg(),
+                        signer
+                            .kid()
+                            .map(|k| format!(" kid {k}"))
+                            .unwrap_or_default()
+                    ));
+                }
+                if o.tls.identity.is_some() {
+                    extras.push("client certificate".into());
+                }
+                if !o.tls.extra_roots.is_empty() {
+                    extras.push("ca_file".into());
+                }
                 format!(
-                    "{} into {}",
-                    url.map(|u| format!("{}{}", u.origin().ascii_serialization(), u.path()))
-                        .unwrap_or_default(),
-                    o.header.as_str()
+                    "{endpoint} into {}{}",
+                    o.header.as_str(),
+                    if extras.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({})", extras.join(", "))
+                    }
                 )
             }
         };
@@ -110,7 +173,7 @@ pub(super) async fn check(path: &Path, probe: bool) -> ExitCode {
             .map(|p| p.kind.label())
             .unwrap_or_else(|| "pass-through".into());
         say!(
-            "{:<24} {:<44} {:<16} {}{}{}",
+            "{:<24} {:<44} {:<16} {}{}{}{}",
             r.prefix.as_str(),
             r.upstream.as_str(),
             r.provider.as_deref().unwrap_or("-"),
@@ -120,22 +183,96 @@ pub(super) async fn check(path: &Path, probe: bool) -> ExitCode {
                 " (browsers allowed)"
             } else {
                 ""
+            },
+            if r.client_identity.is_some() {
+                " (client certificate)"
+            } else {
+                ""
             }
         );
+        if let Some(policy) = &r.allow {
+            say!(
+                "{:<24} allow: {}",
+                "",
+                policy.entries().collect::<Vec<_>>().join(", ")
+            );
+        }
     }
-    if !probe {
-        return ExitCode::SUCCESS;
-    }
-    say!();
-    let client = match TokenClient::new(Default::default()) {
+    let egress = &config.server.egress;
+    let client = match TokenClient::with_proxies(Default::default(), token_proxies(egress)) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("authproxy: {e}");
+            report_error(format, &e.to_string(), None);
             return ExitCode::FAILURE;
         }
     };
     let mut failed = false;
     let secrets = configured_secrets(&config);
+    // Discovery contacts each issuer, with or without --probe: the endpoints
+    // it finds are part of what the config means.
+    let mut discovered = BTreeMap::new();
+    for (name, p) in &config.providers {
+        let ProviderKind::OAuth2(o) = &p.kind else {
+            continue;
+        };
+        let Some(issuer) = &o.issuer else {
+            continue;
+        };
+        let client = match client_for(o, &client) {
+            Ok(c) => c,
+            Err(e) => {
+                failed = true;
+                say!("discovery {name}: FAILED {e}");
+                continue;
+            }
+        };
+        if discovered.is_empty() {
+            say!();
+        }
+        match OAuthProvider::discover_once(o, &client).await {
+            Some(Ok(m)) => {
+                let show = |what: &str, configured: Option<&Url>, found: Option<&Url>| match (
+                    configured, found,
+                ) {
+                    (Some(c), _) => format!("{what} {c} (configured)"),
+                    (None, Some(f)) => format!("{what} {f}"),
+                    (None, None) => format!("{what} -"),
+                };
+                say!(
+                    "discovery {name}: contacted issuer {issuer}: {}; {}; {}",
+                    show(
+                        "token_endpoint",
+                        o.token_url.as_ref(),
+                        m.token_endpoint.as_ref()
+                    ),
+                    show(
+                        "authorization_endpoint",
+                        o.authorize_url.as_ref(),
+                        m.authorization_endpoint.as_ref()
+                    ),
+                    show(
+                        "device_authorization_endpoint",
+                        None,
+                        m.device_authorization_endpoint.as_ref()
+                    ),
+                );
+                discovered.insert(name.clone(), m);
+            }
+            Some(Err(e)) => {
+                failed = true;
+                say!("discovery {name}: FAILED (contacted issuer {issuer}) {e}");
+            }
+            None => {}
+        }
+    }
+    if !probe {
+        return if failed {
+            ExitCode::FAILURE
+        } else {
+            ExitCode::SUCCESS
+        };
+    }
+    say!();
     for (name, p) in &config.providers {
         let ProviderKind::OAuth2(o) = &p.kind else {
             continue;
@@ -152,10 +289,29 @@ pub(super) async fn check(path: &Path, probe: bool) -> ExitCode {
             );
             continue;
         }
-        match OAuthProvider::probe(o, &client, &secrets).await {
+        let token_url = o.token_url.as_ref().or_else(|| {
+            discovered
+                .get(name)
+                .and_then(|m: &Metadata| m.token_endpoint.as_ref())
+        });
+        let Some(token_url) = token_url else {
+            failed = true;
+            say!("probe {name}: FAILED no token endpoint (discovery found none)");
+            continue;
+        };
+        let client = match client_for(o, &client) {
+            Ok(c) => c,
+            Err(e) => {
+                failed = true;
+                say!("probe {name}: FAILED {e}");
+                continue;
+            }
+        };
+        match OAuthProvider::probe(o, &client, token_url, &secrets).await {
             Ok(t) => say!(
-                "probe {name}: ok ({} grant; token obtained{}{})",
+                "probe {name}: ok ({} grant, client_auth {}; token obtained{}{})",
                 o.grant.as_str(),
+                o.client_auth.as_str(),
                 t.expires_at
                     .map(|e| format!(", expires in {}s", e.saturating_sub(t.obtained_at)))
                     .unwrap_or_default(),
@@ -175,5 +331,42 @@ pub(super) async fn check(path: &Path, probe: bool) -> ExitCode {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS
+    }
+}
+
+/// The egress proxy as `http://host:port`: its credentials are never shown.
+fn say_egress(egress: &EgressConfig) {
+    let via = |p: &Option<ProxyEndpoint>| match p {
+        None => "direct".to_string(),
+        Some(p) if p.has_credentials() => format!("{} (with credentials)", p.url()),
+        Some(p) => p.url().to_string(),
+    };
+    let source = if egress.from_env {
+        " (from the environment)"
+    } else {
+        ""
+    };
+    match (&egress.https, &egress.http) {
+        (None, None) if egress.from_env => {
+            say!("egress direct (egress_proxy = \"env\", but neither HTTPS_PROXY nor HTTP_PROXY is set)")
+        }
+        (None, None) => say!("egress direct (proxy variables of the environment are ignored)"),
+        (https, http) if https == http => say!("egress proxy {}{source}", via(https)),
+        (https, http) => say!(
+            "egress proxy https {}, http {}{source}",
+            via(https),
+            via(http)
+        ),
+    }
+    if egress.https.is_some() || egress.http.is_some() {
+        let list: Vec<String> = egress.no_proxy.iter().map(|n| n.to_string()).collect();
+        say!(
+            "no_proxy {} (loopback always goes direct)",
+            if list.is_empty() {
+                "(none)".to_string()
+            } else {
+                list.join(", ")
+            }
+        );
     }
 }

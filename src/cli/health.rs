@@ -10,12 +10,14 @@ use std::time::Duration;
 use super::local::{self, describe};
 use super::say;
 use crate::app::EXIT_CONFIG;
+use crate::telemetry::{report_error, LogFormat};
 
 pub(super) async fn health(
     url: Option<String>,
     ready: bool,
     config_path: &Path,
     config_named: bool,
+    format: LogFormat,
 ) -> ExitCode {
     let endpoint = if ready {
         "/_authproxy/ready"
@@ -40,7 +42,7 @@ pub(super) async fn health(
     let client = match local::client(Duration::from_secs(3)) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("authproxy health: {e}");
+            report_error(format, &format!("health: {e}"), None);
             return ExitCode::FAILURE;
         }
     };
@@ -65,20 +67,30 @@ pub(super) async fn health(
                         .iter()
                         .map(|(name, state)| format!("{name} ({})", state.as_str().unwrap_or("?")))
                         .collect();
-                    eprintln!(
-                        "not ready: {url}: providers that cannot inject a credential now: {}",
-                        list.join(", ")
+                    report_error(
+                        format,
+                        &format!(
+                            "not ready: {url}: providers that cannot inject a credential now: {}",
+                            list.join(", ")
+                        ),
+                        None,
                     );
                 }
                 _ => match body["message"].as_str() {
-                    Some(m) => eprintln!("unhealthy: {url} answered {status}: {m}"),
-                    None => eprintln!("unhealthy: {url} answered {status}"),
+                    Some(m) => report_error(
+                        format,
+                        &format!("unhealthy: {url} answered {status}: {m}"),
+                        None,
+                    ),
+                    None => {
+                        report_error(format, &format!("unhealthy: {url} answered {status}"), None)
+                    }
                 },
             }
             ExitCode::FAILURE
         }
         Err(e) => {
-            eprintln!("unhealthy: {}", describe(&e, &url));
+            report_error(format, &format!("unhealthy: {}", describe(&e, &url)), None);
             ExitCode::FAILURE
         }
     }

@@ -17,7 +17,7 @@ use std::process::ExitCode;
 use clap::{Args, CommandFactory, Parser, Subcommand};
 
 use crate::app::EXIT_CONFIG;
-use crate::config::{Config, DEFAULT_CONFIG_PATH};
+use crate::config::{Config, ConfigError, DEFAULT_CONFIG_PATH};
 use crate::telemetry::LogFormat;
 
 /// Prints to stdout, ignoring a closed pipe (`authproxy check | head`)
@@ -54,7 +54,7 @@ pub struct Cli {
     /// Config file of `run` when no subcommand is given (also taken before a subcommand that has --config) [default: $AUTHPROXY_CONFIG, else config/authproxy.toml]
     #[arg(long, value_name = "PATH")]
     pub config: Option<PathBuf>,
-    /// Log format of `run` when no subcommand is given (also taken before `run` or `demo`) [default: text]
+    /// Log format of `run` when no subcommand is given (also taken before `run`, `demo`, `check` or `health`) [default: text]
     #[arg(long, value_enum, value_name = "FORMAT")]
     pub log_format: Option<LogFormat>,
     #[command(subcommand)]
@@ -95,6 +95,8 @@ pub enum Command {
     Check {
         #[command(flatten)]
         config: ConfigArg,
+        #[command(flatten)]
+        log: LogArg,
         /// Also run the primary grant of each oauth2 provider once (the token is neither stored nor printed)
         #[arg(long)]
         probe: bool,
@@ -116,6 +118,8 @@ pub enum Command {
     Health {
         #[command(flatten)]
         config: ConfigArg,
+        #[command(flatten)]
+        log: LogArg,
         /// Ask this proxy instead: its address (http://127.0.0.1:8080) or the full URL to ask
         #[arg(long, value_name = "URL")]
         url: Option<String>,
@@ -190,11 +194,13 @@ fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Cli, ExitCode> {
 
 /// Entry point used by `main`.
 pub fn main() -> ExitCode {
-    forbid_dumps();
     let cli = match parse(std::env::args_os()) {
         Ok(cli) => cli,
         Err(code) => return code,
     };
+    // Before anything reads a secret; parsing the command line reads none.
+    let early_format = cli.log_format.unwrap_or(LogFormat::Text);
+    forbid_dumps(early_format);
     // `TOKIO_WORKER_THREADS=1` asks for one thread: the current-thread
     // scheduler does that without the work-stealing machinery (atomics and
     // cross-thread wake-ups on every task switch).
@@ -207,7 +213,11 @@ pub fn main() -> ExitCode {
     let runtime = match builder.enable_all().build() {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("authproxy: cannot start the async runtime: {e}");
+            crate::telemetry::report_error(
+                early_format,
+                &format!("cannot start the async runtime: {e}"),
+                None,
+            );
             return ExitCode::FAILURE;
         }
     };
@@ -227,20 +237,29 @@ pub fn main() -> ExitCode {
             let path = config_path(config.config, top_config);
             runtime.block_on(run::run(&path, log_format(log.log_format)))
         }
-        Command::Check { config, probe } => {
-            ignored("--log-format", top_log.is_some(), "check");
+        Command::Check { config, log, probe } => {
             let path = config_path(config.config, top_config);
-            runtime.block_on(check::check(&path, probe))
+            runtime.block_on(check::check(&path, probe, log_format(log.log_format)))
         }
         Command::Demo { listen, log } => {
             ignored("--config", top_config.is_some(), "demo");
             runtime.block_on(demo::demo(&listen, log_format(log.log_format)))
         }
-        Command::Health { config, url, ready } => {
-            ignored("--log-format", top_log.is_some(), "health");
+        Command::Health {
+            config,
+            log,
+            url,
+            ready,
+        } => {
             let named = config_named(&config.config, &top_config);
             let path = config_path(config.config, top_config);
-            runtime.block_on(health::health(url, ready, &path, named))
+            runtime.block_on(health::health(
+                url,
+                ready,
+                &path,
+                named,
+                log_format(log.log_format),
+            ))
         }
         Command::Reload { config } => {
             ignored("--log-format", top_log.is_some(), "reload");
@@ -264,17 +283,44 @@ pub fn main() -> ExitCode {
 /// user can neither ptrace it nor read its `/proc/<pid>/mem` or
 /// `environ` (the kernel makes those root's). Only root (CAP_SYS_PTRACE)
 /// still can.
-fn forbid_dumps() {
+fn forbid_dumps(format: LogFormat) {
     use rustix::process::{set_dumpable_behavior, DumpableBehavior};
     if let Err(e) = set_dumpable_behavior(DumpableBehavior::NotDumpable) {
         // Not fatal (e.g. a seccomp filter that refuses prctl): say so.
-        eprintln!("authproxy: warning: cannot make the process non-dumpable ({e}); a core dump would hold its secrets");
+        crate::telemetry::report_error(
+            format,
+            &format!("warning: cannot make the process non-dumpable ({e}); a core dump would hold its secrets"),
+            None,
+        );
     }
 }
 
-fn load(path: &Path) -> Result<Config, ExitCode> {
+fn load(path: &Path, format: LogFormat) -> Result<Config, ExitCode> {
     Config::load(path).map_err(|e| {
-        eprintln!("authproxy: {e}");
+        config_error(format, &e);
         ExitCode::from(EXIT_CONFIG)
     })
+}
+
+/// A config that cannot be loaded, as text (every key on its own line) or
+/// as one JSON object with the keys in `errors`.
+pub(crate) fn config_error(format: LogFormat, e: &ConfigError) {
+    match (format, e) {
+        (LogFormat::Json, ConfigError::Keys { file, errors }) => {
+            let list: Vec<serde_json::Value> = errors
+                .iter()
+                .map(|k| serde_json::json!({"key": k.key, "message": k.message}))
+                .collect();
+            crate::telemetry::report_error(
+                format,
+                &format!(
+                    "config file {} has {} error(s)",
+                    file.display(),
+                    errors.len()
+                ),
+                Some(serde_json::json!({"file": file.display().to_string(), "errors": list})),
+            );
+        }
+        _ => crate::telemetry::report_error(format, &e.to_string(), None),
+    }
 }

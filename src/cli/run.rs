@@ -15,7 +15,7 @@ pub(super) async fn run(path: &Path, format: LogFormat) -> ExitCode {
     let config = match config {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("authproxy: {e}");
+            super::config_error(format, &e);
             return ExitCode::from(EXIT_CONFIG);
         }
     };
@@ -30,7 +30,7 @@ pub(super) async fn run(path: &Path, format: LogFormat) -> ExitCode {
     let state = match AppState::new(config) {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("authproxy: {e}");
+            telemetry::report_error(format, &e.to_string(), None);
             return ExitCode::FAILURE;
         }
     };
@@ -38,7 +38,7 @@ pub(super) async fn run(path: &Path, format: LogFormat) -> ExitCode {
     let listener = match tokio::net::TcpListener::bind(listen).await {
         Ok(l) => l,
         Err(e) => {
-            eprintln!("authproxy: cannot listen on {listen}: {e}");
+            telemetry::report_error(format, &format!("cannot listen on {listen}: {e}"), None);
             return ExitCode::FAILURE;
         }
     };

@@ -8,8 +8,10 @@
 
 mod check;
 pub mod client;
+pub mod egress;
 pub mod error;
 pub mod interpolate;
+pub mod policy;
 pub mod raw;
 pub mod schema;
 pub mod sources;
@@ -124,7 +126,7 @@ impl Config {
                 }
             })?;
 
-        let mut checker = check::Checker::new(&base_dir);
+        let mut checker = check::Checker::new(&base_dir, env);
         let config = checker.config(raw, file.clone());
         if checker.errors.is_empty() {
             Ok(config)

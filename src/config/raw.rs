@@ -63,6 +63,8 @@ pub struct RawServer {
     pub max_connections: Option<usize>,
     pub max_buffered_bytes: Option<String>,
     pub watch_config: Option<bool>,
+    pub egress_proxy: Option<String>,
+    pub no_proxy: Option<Vec<String>>,
 }
 
 keys_only_debug!(RawServer {
@@ -84,6 +86,8 @@ keys_only_debug!(RawServer {
     max_connections,
     max_buffered_bytes,
     watch_config,
+    egress_proxy,
+    no_proxy,
 });
 
 #[derive(Default, Deserialize, JsonSchema)]
@@ -165,6 +169,26 @@ raw_provider! {
     "allow_http" => allow_http: bool,
     "redirect_uri" => redirect_uri: String,
     "token_timeout" => token_timeout: String,
+    "params" => params: BTreeMap<String, String>,
+    "access_key_id" => access_key_id: String,
+    "secret_access_key" => secret_access_key: String,
+    "session_token" => session_token: String,
+    "region" => region: String,
+    "service" => service: String,
+    "unsigned_payload" => unsigned_payload: bool,
+    "issuer" => issuer: String,
+    "private_key" => private_key: String,
+    "key_id" => key_id: String,
+    "key_certificate" => key_certificate: String,
+    "signing_alg" => signing_alg: String,
+    "assertion_audience" => assertion_audience: String,
+    "assertion_issuer" => assertion_issuer: String,
+    "subject" => subject: String,
+    "scope_in_assertion" => scope_in_assertion: bool,
+    "service_account_file" => service_account_file: String,
+    "client_cert" => client_cert: String,
+    "client_key" => client_key: String,
+    "ca_file" => ca_file: String,
 }
 
 #[derive(Default, Deserialize, JsonSchema)]
@@ -178,6 +202,9 @@ pub struct RawRoute {
     pub ca_file: Option<String>,
     pub allow_browsers: Option<bool>,
     pub max_upstream_connections: Option<usize>,
+    pub allow: Option<Vec<String>>,
+    pub client_cert: Option<String>,
+    pub client_key: Option<String>,
 }
 
 keys_only_debug!(RawRoute {
@@ -189,4 +216,7 @@ keys_only_debug!(RawRoute {
     ca_file,
     allow_browsers,
     max_upstream_connections,
+    allow,
+    client_cert,
+    client_key,
 });

@@ -390,3 +390,91 @@ fn resource_bounds_have_defaults_and_bad_values_name_their_key() {
         "{e:?}"
     );
 }
+
+#[test]
+fn egress_proxy_explicit_env_or_none() {
+    let server = |extra: &str, env: &[(&str, &str)]| {
+        let env = MapEnv(
+            env.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        );
+        let text = format!("[server]\n{extra}\n{ROUTE}");
+        Config::parse(&text, Path::new("x.toml"), &env).map(|c| c.server.egress)
+    };
+    // The environment's proxies are not used unless the config says "env".
+    let env = [
+        ("HTTPS_PROXY", "http://u:pw-SECRET@envproxy:3128"),
+        ("http_proxy", "http://plain:8080"),
+        ("NO_PROXY", "internal.corp, 10.0.0.0/8"),
+    ];
+    let direct = server("", &env).unwrap();
+    assert!(direct.https.is_none() && direct.http.is_none());
+
+    let e = server("egress_proxy = \"env\"", &env).unwrap();
+    assert!(e.from_env);
+    assert_eq!(e.https.as_ref().unwrap().url(), "http://envproxy:3128");
+    assert!(e.https.as_ref().unwrap().has_credentials());
+    assert_eq!(e.http.as_ref().unwrap().url(), "http://plain:8080");
+    let no_proxy: Vec<String> = e.no_proxy.iter().map(|n| n.to_string()).collect();
+    assert_eq!(no_proxy, ["internal.corp", "10.0.0.0/8"]);
+
+    let e = server(
+        "egress_proxy = \"http://${PW}@proxy.corp:3128\"\nno_proxy = [\".corp\"]",
+        &[("PW", "user:pw-SECRET")],
+    )
+    .unwrap();
+    assert_eq!(e.https, e.http);
+    assert_eq!(e.https.as_ref().unwrap().url(), "http://proxy.corp:3128");
+    assert!(!format!("{e:?}").contains("SECRET"));
+}
+
+#[test]
+fn egress_proxy_errors_name_the_key_never_the_password() {
+    for (extra, env, key) in [
+        (
+            "egress_proxy = \"socks5://u:pw-SECRET@proxy:1080\"",
+            vec![],
+            "server.egress_proxy",
+        ),
+        (
+            "egress_proxy = \"https://u:pw-SECRET@proxy:3128\"",
+            vec![],
+            "server.egress_proxy",
+        ),
+        (
+            "egress_proxy = \"env\"",
+            vec![("HTTPS_PROXY", "socks5h://u:pw-SECRET@p:1")],
+            "server.egress_proxy",
+        ),
+        (
+            "egress_proxy = \"env\"",
+            vec![("NO_PROXY", "ok.corp,bad-SECRET:1")],
+            "server.egress_proxy",
+        ),
+        (
+            "egress_proxy = \"env\"",
+            vec![("HTTP_PROXY", "SECRET://p:1")],
+            "server.egress_proxy",
+        ),
+        ("no_proxy = [\"a.corp\"]", vec![], "server.no_proxy"),
+        (
+            "egress_proxy = \"http://p:1\"\nno_proxy = [\"a.corp:443\"]",
+            vec![],
+            "server.no_proxy[0]",
+        ),
+    ] {
+        let env = MapEnv(
+            env.iter()
+                .map(|(k, v): &(&str, &str)| (k.to_string(), v.to_string()))
+                .collect(),
+        );
+        let text = format!("[server]\n{extra}\n{ROUTE}");
+        let Err(ConfigError::Keys { errors, .. }) = Config::parse(&text, Path::new("x.toml"), &env)
+        else {
+            panic!("{extra}: expected key errors");
+        };
+        assert_eq!(errors[0].key, key, "{extra}: {errors:?}");
+        assert!(!errors[0].message.contains("SECRET"), "{errors:?}");
+    }
+}

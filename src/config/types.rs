@@ -8,11 +8,17 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use http::HeaderName;
-use url::Url;
+use std::sync::Arc;
 
-pub use crate::oauth::{BodyEncoding, ClientAuth};
-use crate::secret::{Secret, SecretKey};
+use http::HeaderName;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use sha2::{Digest, Sha256};
+use url::Url;
+use zeroize::Zeroizing;
+
+pub use super::egress::{EgressConfig, NoProxy, ProxyEndpoint};
+pub use crate::oauth::{BodyEncoding, ClientAuth, GrantAssertion, Signer};
+use crate::secret::{Secret, SecretBuf, SecretKey};
 
 /// A checked configuration. Built only by [`Config::load`] / [`Config::parse`].
 #[derive(Debug, Clone, PartialEq)]
@@ -58,6 +64,8 @@ pub struct ServerConfig {
     pub max_buffered_bytes: u64,
     /// Reload when the config file or a `${file:}` it reads changes.
     pub watch_config: bool,
+    /// `egress_proxy` and `no_proxy`: which proxy outbound connections use.
+    pub egress: EgressConfig,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -95,6 +103,9 @@ pub struct ProviderConfig {
 #[derive(Debug, Clone, PartialEq)]
 pub enum ProviderKind {
     Static(StaticConfig),
+    Basic(BasicConfig),
+    Query(QueryConfig),
+    AwsSigV4(AwsSigV4Config),
     OAuth2(Box<OAuth2Config>),
 }
 
@@ -103,6 +114,9 @@ impl ProviderKind {
     pub fn label(&self) -> String {
         match self {
             ProviderKind::Static(_) => "static".into(),
+            ProviderKind::Basic(_) => "basic".into(),
+            ProviderKind::Query(_) => "query".into(),
+            ProviderKind::AwsSigV4(a) => format!("aws_sigv4/{}", a.service),
             ProviderKind::OAuth2(o) => format!("oauth2/{}", o.grant.as_str()),
         }
     }
@@ -114,12 +128,43 @@ pub struct StaticConfig {
     pub headers: Vec<(HeaderName, Secret)>,
 }
 
+/// `type = "basic"`: HTTP Basic (RFC 7617). Checked: the username has no
+/// `:`, neither has control characters.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BasicConfig {
+    pub username: Secret,
+    pub password: Secret,
+}
+
+/// `type = "query"`: query parameters added to every upstream request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueryConfig {
+    /// Name (as written, not encoded) and value (a secret), in name order.
+    pub params: Vec<(String, Secret)>,
+}
+
+/// `type = "aws_sigv4"`: AWS Signature Version 4 on every request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AwsSigV4Config {
+    pub access_key_id: Secret,
+    pub secret_access_key: Secret,
+    /// Temporary credentials (STS): sent as `X-Amz-Security-Token`.
+    pub session_token: Option<Secret>,
+    pub region: String,
+    pub service: String,
+    /// Bodies larger than `max_replay_body` go out as `UNSIGNED-PAYLOAD`
+    /// (S3 accepts that); without it they are refused with 413.
+    pub unsigned_payload: bool,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Grant {
     Password,
     ClientCredentials,
     RefreshToken,
     Implicit,
+    /// RFC 7523 §2.1: a signed assertion is the grant.
+    JwtBearer,
 }
 
 impl Grant {
@@ -129,13 +174,17 @@ impl Grant {
             Grant::ClientCredentials => "client_credentials",
             Grant::RefreshToken => "refresh_token",
             Grant::Implicit => "implicit",
+            Grant::JwtBearer => "jwt_bearer",
         }
     }
 
     /// Whether this grant can obtain a token without any stored state
     /// (the "primary grant" of the spec).
     pub fn has_primary(self) -> bool {
-        matches!(self, Grant::Password | Grant::ClientCredentials)
+        matches!(
+            self,
+            Grant::Password | Grant::ClientCredentials | Grant::JwtBearer
+        )
     }
 }
 
@@ -163,6 +212,101 @@ pub struct OAuth2Config {
     pub seed_access_token: Option<Secret>,
     pub redirect_uri: Option<Url>,
     pub token_timeout: Duration,
+    /// `issuer`, as written: the endpoints not given are taken from its
+    /// metadata (discovery).
+    pub issuer: Option<String>,
+    /// Plain http to a host that is not loopback is allowed (configured
+    /// and discovered endpoints alike).
+    pub allow_http: bool,
+    /// Signs client assertions: HS256 with the client secret
+    /// (`client_secret_jwt`) or the private key (`private_key_jwt`).
+    pub client_assertion: Option<Signer>,
+    /// The assertions' `aud`, when not the token endpoint URL.
+    pub assertion_audience: Option<String>,
+    /// `grant = "jwt_bearer"`: what its assertion is made of.
+    pub jwt_bearer: Option<GrantAssertion>,
+    /// TLS to the token and discovery endpoints: `ca_file`, `client_cert`.
+    pub tls: ClientTls,
+}
+
+/// A provider's or route's own TLS settings for the servers it talks to.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ClientTls {
+    /// `ca_file`: CA certificates (DER) trusted besides the system's roots.
+    pub extra_roots: Vec<Vec<u8>>,
+    /// `client_cert` + `client_key`, presented in the handshake.
+    pub identity: Option<ClientIdentity>,
+}
+
+impl ClientTls {
+    pub fn is_default(&self) -> bool {
+        self.extra_roots.is_empty() && self.identity.is_none()
+    }
+}
+
+/// A client certificate chain with its private key, checked at load to
+/// belong together. Cheap to clone; the key never prints and its bytes are
+/// zeroed when the last clone goes.
+#[derive(Clone)]
+pub struct ClientIdentity {
+    chain: Arc<Vec<CertificateDer<'static>>>,
+    key: Arc<Zeroizing<PrivateKeyDer<'static>>>,
+    /// Chain and key as PEM, for HTTP clients that take only that.
+    pem: Arc<SecretBuf>,
+    /// SHA-256 of the end-entity certificate: tells identities apart.
+    fingerprint: [u8; 32],
+}
+
+impl ClientIdentity {
+    /// From parts already checked to match (config/check/tls.rs).
+    pub(super) fn new(
+        chain: Vec<CertificateDer<'static>>,
+        key: PrivateKeyDer<'static>,
+        pem: SecretBuf,
+    ) -> ClientIdentity {
+        let fingerprint = Sha256::digest(chain.first().map(|c| c.as_ref()).unwrap_or(&[])).into();
+        ClientIdentity {
+            chain: Arc::new(chain),
+            key: Arc::new(Zeroizing::new(key)),
+            pem: Arc::new(pem),
+            fingerprint,
+        }
+    }
+
+    pub fn chain(&self) -> &[CertificateDer<'static>] {
+        &self.chain
+    }
+
+    /// A copy of the key for a TLS config (rustls keeps its own).
+    pub fn key(&self) -> PrivateKeyDer<'static> {
+        self.key.clone_key()
+    }
+
+    pub fn pem(&self) -> &[u8] {
+        self.pem.as_slice()
+    }
+
+    /// SHA-256 of the certificate (not secret).
+    pub fn fingerprint(&self) -> [u8; 32] {
+        self.fingerprint
+    }
+}
+
+impl PartialEq for ClientIdentity {
+    fn eq(&self, other: &Self) -> bool {
+        use subtle::ConstantTimeEq;
+        self.chain == other.chain && bool::from(self.key.secret_der().ct_eq(other.key.secret_der()))
+    }
+}
+
+impl fmt::Debug for ClientIdentity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "ClientIdentity({} certificate(s), key [redacted])",
+            self.chain.len()
+        )
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -177,6 +321,32 @@ pub struct RouteConfig {
     pub allow_browsers: bool,
     /// Connections to the upstream (idle and busy) this route keeps at most.
     pub max_upstream_connections: usize,
+    /// `allow`: the request policy, compiled; `None` lets everything through.
+    pub allow: Option<super::policy::Policy>,
+    /// `client_cert` + `client_key`: presented to the upstream (mTLS).
+    pub client_identity: Option<ClientIdentity>,
+}
+
+impl RouteConfig {
+    /// Connections per route to one upstream when the config does not say.
+    pub const DEFAULT_MAX_UPSTREAM_CONNECTIONS: usize = 256;
+
+    /// A pass-through route with every optional key at its default, as the
+    /// checker builds it when the table names only `prefix` and
+    /// `upstream` (tests and fuzz targets start from it).
+    pub fn pass_through(prefix: PathPrefix, upstream: Url) -> RouteConfig {
+        RouteConfig {
+            prefix,
+            upstream,
+            provider: None,
+            strip_prefix: true,
+            ca_file: None,
+            allow_browsers: false,
+            max_upstream_connections: Self::DEFAULT_MAX_UPSTREAM_CONNECTIONS,
+            client_identity: None,
+            allow: None,
+        }
+    }
 }
 
 /// A checked route prefix. `/api/` and `/api` are the same prefix; it matches
@@ -267,13 +437,4 @@ impl fmt::Debug for PathPrefix {
 }
 
 /// Loopback hosts may use plain http: traffic never leaves the machine.
-pub fn is_loopback_host(host: url::Host<&str>) -> bool {
-    match host {
-        url::Host::Domain(d) => {
-            let d = d.to_ascii_lowercase();
-            d == "localhost" || d.ends_with(".localhost")
-        }
-        url::Host::Ipv4(ip) => ip.is_loopback(),
-        url::Host::Ipv6(ip) => ip.is_loopback(),
-    }
-}
+pub use crate::http::host::is_loopback_host;

@@ -163,7 +163,11 @@ pub async fn run(listen: &str, format: LogFormat) -> ExitCode {
     let mock = match tokio::net::TcpListener::bind("127.0.0.1:0").await {
         Ok(l) => l,
         Err(e) => {
-            eprintln!("authproxy demo: cannot start the mock APIs: {e}");
+            telemetry::report_error(
+                format,
+                &format!("demo: cannot start the mock APIs: {e}"),
+                None,
+            );
             return ExitCode::FAILURE;
         }
     };
@@ -175,22 +179,24 @@ pub async fn run(listen: &str, format: LogFormat) -> ExitCode {
     let config = match Config::parse(&text, std::path::Path::new("demo.toml"), &ProcessEnv) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("authproxy demo: {e}");
+            telemetry::report_error(format, &format!("demo: {e}"), None);
             return ExitCode::from(EXIT_CONFIG);
         }
     };
     let state = match AppState::new(config) {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("authproxy demo: {e}");
+            telemetry::report_error(format, &format!("demo: {e}"), None);
             return ExitCode::FAILURE;
         }
     };
     let listener = match tokio::net::TcpListener::bind(state.runtime().config.server.listen).await {
         Ok(l) => l,
         Err(e) => {
-            eprintln!(
-                "authproxy demo: cannot listen on {listen}: {e} (try --listen 127.0.0.1:8081)"
+            telemetry::report_error(
+                format,
+                &format!("demo: cannot listen on {listen}: {e} (try --listen 127.0.0.1:8081)"),
+                None,
             );
             return ExitCode::FAILURE;
         }

@@ -6,6 +6,8 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use axum::body::Body;
@@ -173,6 +175,9 @@ pub struct IdleTimeout<B> {
     waiting_since: Option<tokio::time::Instant>,
     /// A client's request body (else an upstream's response body).
     request: bool,
+    /// Counts the data bytes that went through (the access log's
+    /// `bytes_in`), where asked for.
+    counter: Option<Arc<AtomicU64>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -206,6 +211,7 @@ impl<B> IdleTimeout<B> {
             timer: None,
             waiting_since: None,
             request: false,
+            counter: None,
         }
     }
 
@@ -215,6 +221,12 @@ impl<B> IdleTimeout<B> {
             request: true,
             ..Self::new(inner, idle)
         }
+    }
+
+    /// Adds the length of every data frame to `counter`.
+    pub fn counting(mut self, counter: Arc<AtomicU64>) -> Self {
+        self.counter = Some(counter);
+        self
     }
 }
 
@@ -234,6 +246,11 @@ where
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(frame) => {
                 this.waiting_since = None;
+                if let (Some(counter), Some(Ok(f))) = (&this.counter, &frame) {
+                    if let Some(data) = f.data_ref() {
+                        counter.fetch_add(data.len() as u64, Ordering::Relaxed);
+                    }
+                }
                 Poll::Ready(frame.map(|f| f.map_err(Into::into)))
             }
             Poll::Pending => {

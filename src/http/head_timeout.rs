@@ -19,6 +19,7 @@
 
 use std::future::Future;
 use std::io;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -69,9 +70,17 @@ pub struct Activity {
     /// The server's connection count, for HTTP/2 streams beyond the first.
     load: Load,
     http2: bool,
+    /// The client's address, for the access log (known at accept, kept
+    /// here rather than looked up per request).
+    peer: SocketAddr,
 }
 
 impl Activity {
+    /// The client's address.
+    pub fn peer(&self) -> SocketAddr {
+        self.peer
+    }
+
     /// Counts an upgraded connection's tunnel (which outlives the HTTP
     /// connection it came from) as live for the server's drain until the
     /// returned guard is dropped.
@@ -206,10 +215,11 @@ pub struct HeadDeadline {
 impl HeadDeadline {
     /// `opening`: bytes already read from `stream` (to tell the protocol),
     /// handed out first; `unit`: the connection's share of `load`;
-    /// `drain`: the server's.
+    /// `drain`: the server's; `peer`: the client's address.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         stream: TcpStream,
+        peer: SocketAddr,
         unit: Unit,
         load: Load,
         opening: Bytes,
@@ -224,6 +234,7 @@ impl HeadDeadline {
             drain,
             load,
             http2,
+            peer,
         });
         let io = HeadDeadline {
             stream,

@@ -3,13 +3,14 @@
 //! ([`drain`]), the connection count ([`load`]), the request-head
 //! deadline ([`head_timeout`]), body types ([`body`]) and the budget of
 //! buffered ones ([`buffer`]), and rules about HTTP messages: hop-by-hop headers
-//! ([`headers`]) and request paths ([`path`]).
+//! ([`headers`]), request paths ([`path`]) and hosts ([`host`]).
 
 pub mod body;
 pub mod buffer;
 pub mod drain;
 pub mod head_timeout;
 pub mod headers;
+pub mod host;
 pub mod load;
 pub mod path;
 pub mod server;

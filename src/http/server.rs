@@ -104,7 +104,7 @@ pub async fn serve<S, F, B>(
         }
         tokio::select! {
             accepted = listener.accept() => {
-                let (stream, _peer) = match accepted {
+                let (stream, peer) = match accepted {
                     Ok(a) => a,
                     Err(e) => {
                         accept_errors.failed(e).await;
@@ -115,6 +115,7 @@ pub async fn serve<S, F, B>(
                 let _ = stream.set_nodelay(true);
                 let connection = serve_connection(
                     stream,
+                    peer,
                     load.connection(),
                     load.clone(),
                     service.clone(),
@@ -212,6 +213,7 @@ const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 #[allow(clippy::too_many_arguments)]
 async fn serve_connection<S, F, B>(
     mut stream: TcpStream,
+    peer: std::net::SocketAddr,
     unit: Unit,
     load: Load,
     service: S,
@@ -236,6 +238,7 @@ where
     };
     let (io, activity) = HeadDeadline::new(
         stream,
+        peer,
         unit,
         load,
         opening,

@@ -1,83 +1,26 @@
-//! Talks to token endpoints: builds the grant request (form or JSON body,
-//! client credentials in the body or as HTTP Basic), never follows
+//! Talks to token endpoints: builds the grant request (form or JSON body;
+//! the client authenticated by secret in the body or as HTTP Basic, by a
+//! signed JWT, by its TLS certificate, or not at all), never follows
 //! redirects, retries passing faults a bounded number of times.
 //!
-//! Takes a [`TokenRequest`], a description of one request, rather than a
-//! provider's whole configuration: this module knows the protocol only.
+//! Takes a [`TokenRequest`] (see [`super::request`]), a description of one
+//! request, rather than a provider's whole configuration: this module knows
+//! the protocol only. Everything that must be new on each HTTP request (an
+//! assertion's `jti` and `iat`, and later a DPoP proof) is made in
+//! `TokenClient::request_once`, once per try.
 
 use std::time::{Duration, SystemTime};
 
-use std::collections::BTreeMap;
-
-use base64::Engine;
 use rand::Rng;
-use url::Url;
-use zeroize::{Zeroize, Zeroizing};
+use zeroize::Zeroize;
 
 use super::error::TokenError;
+use super::request::{basic_auth, form_body, grant_fields, json_body};
+pub use super::request::{BodyEncoding, ClientAuth, Grant, TokenRequest};
 use super::token::{error_page_text, parse_error_answer, parse_token_answer, TokenSet};
 use crate::clock::unix_now;
 use crate::secret::{Secret, SecretBuf};
-
-/// A grant the token endpoint can run, with what it needs.
-#[derive(Debug, Clone, Copy)]
-pub enum Grant<'a> {
-    /// RFC 6749 §4.3: resource owner password credentials.
-    Password {
-        username: &'a Secret,
-        password: &'a Secret,
-    },
-    /// RFC 6749 §4.4.
-    ClientCredentials,
-    /// RFC 6749 §6 refresh with this refresh token.
-    Refresh(&'a Secret),
-}
-
-impl Grant<'_> {
-    /// The `grant_type` value.
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            Grant::Password { .. } => "password",
-            Grant::ClientCredentials => "client_credentials",
-            Grant::Refresh(_) => "refresh_token",
-        }
-    }
-}
-
-/// How the request body is encoded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BodyEncoding {
-    /// `application/x-www-form-urlencoded` (RFC 6749).
-    Form,
-    /// A JSON object of the same fields (some providers take only this).
-    Json,
-}
-
-/// How the client authenticates itself.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ClientAuth {
-    /// `client_id` / `client_secret` in the request body.
-    Body,
-    /// HTTP Basic with the url-encoded client id and secret (RFC 6749 §2.3.1).
-    Basic,
-}
-
-/// One token request: where it goes, which grant, how the client
-/// authenticates, and what else the provider wants in the body.
-#[derive(Debug, Clone, Copy)]
-pub struct TokenRequest<'a> {
-    pub token_url: &'a Url,
-    pub grant: Grant<'a>,
-    pub client_id: Option<&'a Secret>,
-    pub client_secret: Option<&'a Secret>,
-    pub client_auth: ClientAuth,
-    pub body: BodyEncoding,
-    pub scope: Option<&'a str>,
-    /// More body fields, sent as they are.
-    pub extra: &'a [(String, Secret)],
-    /// Time allowed for each try (connect, answer, body).
-    pub timeout: Duration,
-}
+use crate::text::Scrubber;
 
 /// Retry policy for passing faults (5xx, 429, network, timeout).
 #[derive(Debug, Clone, Copy)]
@@ -98,29 +41,96 @@ impl Default for RetryPolicy {
     }
 }
 
-/// The token endpoint client, shared by all providers.
+/// The token endpoint client, shared by all providers; a provider with its
+/// own TLS settings (private CA, client certificate) has its own
+/// ([`TokenClient::with_tls`]).
 #[derive(Clone)]
 pub struct TokenClient {
-    http: reqwest::Client,
-    retry: RetryPolicy,
+    pub(super) http: reqwest::Client,
+    pub(super) retry: RetryPolicy,
+    /// The egress proxies, kept for the per-provider clients.
+    proxies: Vec<reqwest::Proxy>,
+}
+
+/// A provider's own TLS settings for its token and discovery endpoints.
+#[derive(Default)]
+pub struct TlsSettings<'a> {
+    /// Trusted besides the system's roots (DER certificates).
+    pub extra_roots: &'a [Vec<u8>],
+    /// Certificate chain and private key as PEM, presented to the server.
+    pub identity_pem: Option<&'a [u8]>,
 }
 
 /// The outcome of one try, for metrics.
 pub type AttemptObserver<'a> = &'a (dyn Fn(&Result<TokenSet, TokenError>) + Send + Sync);
 
 impl TokenClient {
+    /// A client whose requests go direct.
     pub fn new(retry: RetryPolicy) -> Result<TokenClient, String> {
+        Self::with_proxies(retry, Vec::new())
+    }
+
+    /// A client whose requests go through `proxies` (the first that takes
+    /// a URL wins), else direct; never through a proxy from the
+    /// environment: `HTTP_PROXY` and the like would get the client secret
+    /// or password, in clear text for an http token URL.
+    pub fn with_proxies(
+        retry: RetryPolicy,
+        proxies: Vec<reqwest::Proxy>,
+    ) -> Result<TokenClient, String> {
+        let http = Self::builder(&proxies)
+            .build()
+            .map_err(|e| format!("cannot build the token client: {e}"))?;
+        Ok(TokenClient {
+            http,
+            retry,
+            proxies,
+        })
+    }
+
+    /// A client like this one (same egress proxies) that also trusts
+    /// `extra_roots` and presents a client certificate (RFC 8705), for one
+    /// provider.
+    pub fn with_tls(&self, tls: &TlsSettings<'_>) -> Result<TokenClient, String> {
+        let mut builder = Self::builder(&self.proxies);
+        if !tls.extra_roots.is_empty() {
+            let roots = tls
+                .extra_roots
+                .iter()
+                .map(|der| reqwest::Certificate::from_der(der))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| format!("a CA certificate is not usable: {e}"))?;
+            builder = builder.tls_certs_merge(roots);
+        }
+        if let Some(pem) = tls.identity_pem {
+            // reqwest's error names no key material.
+            let identity = reqwest::Identity::from_pem(pem)
+                .map_err(|e| format!("the client certificate is not usable: {e}"))?;
+            builder = builder.identity(identity);
+        }
+        let http = builder
+            .build()
+            .map_err(|e| format!("cannot build the token client: {e}"))?;
+        Ok(TokenClient {
+            http,
+            retry: self.retry,
+            proxies: self.proxies.clone(),
+        })
+    }
+
+    fn builder(proxies: &[reqwest::Proxy]) -> reqwest::ClientBuilder {
         // reqwest is built without a TLS provider of its own: rustls needs
         // the process-wide one (ring), installed once.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder().no_proxy();
+        for proxy in proxies {
+            builder = builder.proxy(proxy.clone());
+        }
+        builder
             // A redirect would carry the client secret / password elsewhere.
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(Duration::from_secs(10))
             .user_agent(concat!("authproxy/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| format!("cannot build the token client: {e}"))?;
-        Ok(TokenClient { http, retry })
     }
 
     /// Runs a grant, retrying passing faults with exponential backoff and
@@ -156,6 +166,11 @@ impl TokenClient {
         {
             return Duration::from_secs(*secs).min(self.retry.max_delay);
         }
+        self.jittered_backoff(attempt)
+    }
+
+    /// Exponential backoff from the policy's base delay, capped, jittered.
+    pub(super) fn jittered_backoff(&self, attempt: u32) -> Duration {
         let exp = self.retry.base_delay * 2u32.saturating_pow(attempt - 1);
         let capped = exp.min(self.retry.max_delay);
         // Full jitter in [50%, 100%] so replicas do not retry in lockstep.
@@ -163,8 +178,31 @@ impl TokenClient {
         capped.mul_f64(factor)
     }
 
+    /// One HTTP request: the body (with new assertions) and headers are
+    /// made here, for this try only.
     async fn request_once(&self, r: &TokenRequest<'_>) -> Result<TokenSet, TokenError> {
-        let fields = grant_fields(r);
+        let fields = grant_fields(r, unix_now())?;
+        // Servers repeat what they were sent in their error text. The
+        // assertions made for this request are known only here: cut out
+        // now (the runtime scrubs the configured secrets afterwards).
+        self.exchange(r, &fields).await.map_err(|e| {
+            let mut made = Scrubber::new();
+            made.add_all(
+                fields
+                    .iter()
+                    .filter(|(k, _)| k == "assertion" || k == "client_assertion")
+                    .map(|(_, v)| v),
+            );
+            e.cut(&made)
+        })
+    }
+
+    /// Sends the request made of `fields` and reads the answer.
+    async fn exchange(
+        &self,
+        r: &TokenRequest<'_>,
+        fields: &[(String, Secret)],
+    ) -> Result<TokenSet, TokenError> {
         let mut req = self
             .http
             .post(r.token_url.clone())
@@ -176,8 +214,8 @@ impl TokenClient {
         // The body holds the secrets: built in a buffer that is zeroed
         // when reqwest is done with it.
         let (content_type, body) = match r.body {
-            BodyEncoding::Json => ("application/json", json_body(&fields)),
-            BodyEncoding::Form => ("application/x-www-form-urlencoded", form_body(&fields)),
+            BodyEncoding::Json => ("application/json", json_body(fields)),
+            BodyEncoding::Form => ("application/x-www-form-urlencoded", form_body(fields)),
         };
         req = req
             .header(http::header::CONTENT_TYPE, content_type)
@@ -221,39 +259,10 @@ impl TokenClient {
     }
 }
 
-/// A JSON object of the fields (a later field of the same name wins).
-fn json_body(fields: &[(String, Secret)]) -> SecretBuf {
-    let map: BTreeMap<&str, &str> = fields
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.expose()))
-        .collect();
-    let mut body = SecretBuf::with_capacity(256);
-    serde_json::to_writer(&mut body, &map).expect("strings serialize");
-    body
-}
-
-/// `application/x-www-form-urlencoded` of the fields, in order.
-fn form_body(fields: &[(String, Secret)]) -> SecretBuf {
-    let mut body = SecretBuf::with_capacity(256);
-    for (i, (k, v)) in fields.iter().enumerate() {
-        if i > 0 {
-            body.extend(b"&");
-        }
-        for piece in url::form_urlencoded::byte_serialize(k.as_bytes()) {
-            body.extend(piece.as_bytes());
-        }
-        body.extend(b"=");
-        for piece in url::form_urlencoded::byte_serialize(v.expose().as_bytes()) {
-            body.extend(piece.as_bytes());
-        }
-    }
-    body
-}
-
 /// The answer's body, in a buffer zeroed when dropped (it holds the new
 /// tokens). The chunks hyper hands over are zeroed too when nothing else
 /// shares them.
-async fn read_limited(
+pub(super) async fn read_limited(
     mut response: reqwest::Response,
     limit: usize,
     timeout: Duration,
@@ -281,52 +290,6 @@ async fn read_limited(
     }
 }
 
-/// The body fields of a grant request, in a stable order.
-fn grant_fields(r: &TokenRequest<'_>) -> Vec<(String, Secret)> {
-    let mut fields: Vec<(String, Secret)> = Vec::new();
-    let mut push = |k: &str, v: &Secret| fields.push((k.to_string(), v.clone()));
-    push("grant_type", &Secret::new(r.grant.as_str()));
-    match r.grant {
-        Grant::Refresh(token) => push("refresh_token", token),
-        Grant::Password { username, password } => {
-            push("username", username);
-            push("password", password);
-        }
-        Grant::ClientCredentials => {}
-    }
-    if r.client_auth == ClientAuth::Body {
-        if let Some(id) = r.client_id {
-            push("client_id", id);
-        }
-        if let Some(secret) = r.client_secret {
-            push("client_secret", secret);
-        }
-    }
-    if let Some(scope) = r.scope {
-        push("scope", &Secret::new(scope));
-    }
-    for (k, v) in r.extra {
-        push(k, v);
-    }
-    fields
-}
-
-/// RFC 6749 §2.3.1: id and secret are form-url-encoded before Basic encoding.
-fn basic_auth(r: &TokenRequest<'_>) -> http::HeaderValue {
-    let enc = |s: Option<&Secret>| {
-        Zeroizing::new(
-            url::form_urlencoded::byte_serialize(s.map(Secret::expose).unwrap_or("").as_bytes())
-                .collect::<String>(),
-        )
-    };
-    let raw = Zeroizing::new(format!("{}:{}", *enc(r.client_id), *enc(r.client_secret)));
-    let encoded = Zeroizing::new(base64::engine::general_purpose::STANDARD.encode(&*raw));
-    let text = Zeroizing::new(format!("Basic {}", *encoded));
-    let mut value = http::HeaderValue::from_str(&text).expect("base64 is a valid header value");
-    value.set_sensitive(true);
-    value
-}
-
 /// A `Retry-After` value (RFC 9110 §10.2.3) as seconds from `now`: either
 /// delay-seconds or an HTTP date (a date already past means now).
 fn retry_after_secs(value: &str, now: SystemTime) -> Option<u64> {
@@ -340,7 +303,7 @@ fn retry_after_secs(value: &str, now: SystemTime) -> Option<u64> {
 
 /// Describes a reqwest error by its kind and cause chain, without the URL's
 /// query (which could hold a key).
-fn describe_reqwest(e: &reqwest::Error) -> String {
+pub(super) fn describe_reqwest(e: &reqwest::Error) -> String {
     use std::error::Error;
     let mut parts = Vec::new();
     let mut source = e.source();
@@ -363,9 +326,79 @@ fn describe_reqwest(e: &reqwest::Error) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::{Arc, Mutex};
     use std::time::{Duration, UNIX_EPOCH};
 
-    use super::retry_after_secs;
+    use url::Url;
+
+    use super::*;
+    use crate::oauth::jwt::Signer;
+    use crate::secret::Secret;
+
+    /// A token endpoint that repeats the signed part of the client
+    /// assertion it got in its error: the text shown has none of it, as
+    /// nothing but the token client knows that assertion. (Fails without
+    /// the cut in `request_once`: the claims and signature show.)
+    #[tokio::test]
+    async fn error_text_never_shows_the_assertion_that_was_sent() {
+        let sent: Arc<Mutex<Vec<String>>> = Arc::default();
+        let record = sent.clone();
+        let app = axum::Router::new().route(
+            "/token",
+            axum::routing::post(move |body: String| {
+                let record = record.clone();
+                async move {
+                    let form: std::collections::HashMap<String, String> =
+                        url::form_urlencoded::parse(body.as_bytes())
+                            .into_owned()
+                            .collect();
+                    let tail = form["client_assertion"]
+                        .split_once('.')
+                        .unwrap()
+                        .1
+                        .to_string();
+                    record.lock().unwrap().push(tail.clone());
+                    (
+                        http::StatusCode::UNAUTHORIZED,
+                        axum::Json(serde_json::json!({
+                            "error": "invalid_client",
+                            "error_description": format!("assertion {tail} refused"),
+                        })),
+                    )
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = Url::parse(&format!("http://{}/token", listener.local_addr().unwrap())).unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+
+        let client = TokenClient::new(RetryPolicy::default()).unwrap();
+        let (id, secret) = (Secret::new("app"), Secret::new("hs256-secret"));
+        let signer = Signer::hmac(&secret, None);
+        let req = TokenRequest {
+            token_url: &url,
+            grant: Grant::ClientCredentials,
+            client_id: Some(&id),
+            client_secret: Some(&secret),
+            client_auth: ClientAuth::ClientSecretJwt,
+            assertion_signer: Some(&signer),
+            assertion_audience: None,
+            body: BodyEncoding::Form,
+            scope: None,
+            extra: &[],
+            timeout: Duration::from_secs(30),
+        };
+        let err = client.request(&req, &|_| {}).await.unwrap_err();
+        let shown = err.scrub(&Scrubber::new()).to_string();
+        assert!(
+            shown.contains("invalid_client (assertion [redacted]"),
+            "{shown}"
+        );
+        let tail = sent.lock().unwrap()[0].clone();
+        for start in 0..tail.len() - 12 {
+            assert!(!shown.contains(&tail[start..start + 12]), "{shown}");
+        }
+    }
 
     #[test]
     fn retry_after_as_seconds_or_http_date() {

@@ -68,6 +68,13 @@ impl OAuthErrorCode {
             known => known.clone(),
         }
     }
+
+    fn cut(&self, scrubber: &Scrubber) -> Self {
+        match self {
+            Self::Other(text) => Self::Other(text.cut(scrubber)),
+            known => known.clone(),
+        }
+    }
 }
 
 impl fmt::Display for OAuthErrorCode {
@@ -189,6 +196,33 @@ impl TokenError {
             TokenError::Timeout(_) => Cow::Borrowed("timeout"),
             TokenError::BadResponse(_) => Cow::Borrowed("bad_response"),
             TokenError::NotConfigured(_) => Cow::Borrowed("not_configured"),
+        }
+    }
+
+    /// This error with the secrets of `scrubber` cut out of the provider's
+    /// text, which stays unshown until [`TokenError::scrub`].
+    pub fn cut(&self, scrubber: &Scrubber) -> TokenError {
+        let text = |t: &Option<ProviderText>| t.as_ref().map(|t| t.cut(scrubber));
+        match self {
+            TokenError::OAuth {
+                status,
+                code,
+                description,
+            } => TokenError::OAuth {
+                status: *status,
+                code: code.cut(scrubber),
+                description: text(description),
+            },
+            TokenError::Status {
+                status,
+                retry_after,
+                body,
+            } => TokenError::Status {
+                status: *status,
+                retry_after: *retry_after,
+                body: text(body),
+            },
+            other => other.clone(),
         }
     }
 

@@ -91,9 +91,29 @@ pub(super) async fn forward(
         index: route.index,
     });
     super::security::check_route(route, req.headers())?;
+    if !route.allows(req.method(), path) {
+        return Err(ProxyError::ForbiddenByPolicy {
+            provider: route.provider.clone(),
+            detail: format!(
+                "{} {} is not allowed on route {}: no entry of its `allow` list matches (`authproxy check` lists them)",
+                req.method(),
+                crate::text::sanitize(path, 200),
+                route.prefix
+            ),
+        });
+    }
+    let credential = fwd.credential(route);
     // Origin form: the connection already goes to the upstream's origin.
-    let uri: Uri = route
-        .upstream_target(path, req.uri().query())
+    let target = match credential {
+        Some(Credential::Query(q)) => {
+            route.upstream_target(path, Some(&q.rewrite(req.uri().query())))
+        }
+        Some(Credential::AwsSigV4(a)) => {
+            a.upstream_target(&route.upstream_target(path, None), req.uri().query())
+        }
+        _ => route.upstream_target(path, req.uri().query()),
+    };
+    let uri: Uri = target
         .parse()
         .map_err(|_| ProxyError::BadRequest("request path is not a valid URI".into()))?;
 
@@ -108,10 +128,8 @@ pub(super) async fn forward(
     let body = if body.is_end_stream() {
         Body::new(body)
     } else {
-        Body::new(IdleTimeout::request(
-            body,
-            fwd.config.server.body_read_timeout,
-        ))
+        let counter = info.bytes_in.get_or_insert_with(Default::default).clone();
+        Body::new(IdleTimeout::request(body, fwd.config.server.body_read_timeout).counting(counter))
     };
     let body = limit_body(body, &parts.headers, fwd.config.server.max_request_body)?;
     let client_upgrade = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
@@ -125,7 +143,6 @@ pub(super) async fn forward(
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
 
-    let credential = fwd.credential(route);
     if let (Some(name), None) = (&route.provider, credential) {
         return Err(ProxyError::Internal(format!("provider {name} missing")));
     }
@@ -153,6 +170,20 @@ pub(super) async fn forward(
             s.apply(&mut parts.headers);
             ctx.send_plain(parts.headers, body, info).await
         }
+        Some(Credential::Basic(b)) => {
+            b.apply(&mut parts.headers);
+            ctx.send_plain(parts.headers, body, info).await
+        }
+        Some(Credential::Query(_)) => {
+            // The credential went into the query (above).
+            parts.headers.remove(header::AUTHORIZATION);
+            ctx.send_plain(parts.headers, body, info).await
+        }
+        Some(Credential::AwsSigV4(a)) => {
+            // Boxed for the same reason as oauth2's below.
+            let provider = route.provider.as_deref().unwrap_or("-");
+            Box::pin(ctx.send_aws(a, provider, parts.headers, body, info)).await
+        }
         Some(Credential::OAuth2(p)) => {
             parts.headers.remove(header::AUTHORIZATION);
             parts.headers.remove(p.header_name());
@@ -169,8 +200,8 @@ pub(super) struct Forward<'a> {
     /// The client connection, for the drain to count a tunnel.
     conn: &'a Activity,
     pub(super) route: &'a Route,
-    method: Method,
-    uri: Uri,
+    pub(super) method: Method,
+    pub(super) uri: Uri,
     client_upgrade: Option<hyper::upgrade::OnUpgrade>,
     /// The protocol(s) of the upgrade forwarded, if any.
     upgrade: Option<HeaderValue>,
@@ -344,6 +375,19 @@ pub(super) async fn prepare_body(
     max_body: Option<u64>,
     budget: &Arc<BufferBudget>,
 ) -> Result<OutBody, ProxyError> {
+    prepare_body_hashed(body, declared, limit, max_body, budget, None).await
+}
+
+/// As [`prepare_body`], feeding every byte kept to `digest` on the way
+/// (the body's hash for an AWS signature, without reading it twice).
+pub(super) async fn prepare_body_hashed(
+    body: Body,
+    declared: Option<u64>,
+    limit: u64,
+    max_body: Option<u64>,
+    budget: &Arc<BufferBudget>,
+    mut digest: Option<&mut ring::digest::Context>,
+) -> Result<OutBody, ProxyError> {
     if body.is_end_stream() {
         return Ok(OutBody::Buffered(Buffered::default()));
     }
@@ -374,6 +418,9 @@ pub(super) async fn prepare_body(
                     if buf.len() + data.len() as u64 > limit {
                         // Too big to keep: send what we have, then the rest.
                         return Ok(stream_rest(buf, data, body, NotKept::TooLarge));
+                    }
+                    if let Some(d) = digest.as_deref_mut() {
+                        d.update(&data);
                     }
                     if let Err(Refused(data)) = buf.push(data).await {
                         tracing::debug!(

@@ -2,9 +2,13 @@
 //! endpoint" and the upstream's answer streaming back. In the order a
 //! request meets them: [`security`] (who may use the proxy; checked for
 //! local endpoints too), [`routes`] (which route), [`forward`] (guard the
-//! body, inject the credential, send), [`replay`] (oauth2 routes: 401 →
-//! renew → replay once), [`upgrade`] (101: splice the two connections).
+//! body, check the route's `allow` policy, inject the credential, send),
+//! [`replay`] (oauth2 routes: 401 → renew → replay once), [`aws`]
+//! (aws_sigv4 routes: hash the body, sign, re-sign once after a refusal
+//! explained by clock skew), [`upgrade`] (101: splice the two
+//! connections).
 
+mod aws;
 mod forward;
 mod replay;
 pub mod routes;
@@ -73,8 +77,8 @@ impl Forwarder {
         self.route_credentials[route.index].as_deref()
     }
 
-    /// Forwards one request that is not for a local endpoint. Also returns
-    /// what the access log needs to know.
+    /// Forwards one request that is not for a local endpoint, noting in
+    /// `info` what the access log needs to know.
     ///
     /// `conn` is the request's connection: an upgraded connection's tunnel
     /// is counted for the server's drain through it.
@@ -82,7 +86,8 @@ impl Forwarder {
         &self,
         req: Request<Incoming>,
         conn: &Activity,
-    ) -> (ProxyResponse, AccessInfo) {
+        info: &mut AccessInfo,
+    ) -> ProxyResponse {
         // Kept (cheaply: a header value clone) only for the login URL of a
         // `login_required` answer: the authority the Host check accepted
         // (`:authority` on HTTP/2, whatever a `host` header there says).
@@ -92,15 +97,13 @@ impl Forwarder {
             }
             _ => req.headers().get(header::HOST).cloned(),
         };
-        let mut info = AccessInfo::default();
-        let response = match forward::forward(self, req, conn, &mut info).await {
+        match forward::forward(self, req, conn, info).await {
             Ok(r) => r,
             Err(e) => {
                 info.error = Some(e.code());
                 self.refusal(e, host)
             }
-        };
-        (response, info)
+        }
     }
 
     /// Our answer for a request we could not forward. A `login_required`

@@ -1,7 +1,8 @@
 //! oauth2 routes: inject the current token, and when the upstream answers
 //! 401 (with `X-API-Expired`, `X-API-Revoked`, or plain with
 //! `refresh_on_401`) renew the token once and replay the request with the
-//! new one, if its body was small enough to keep.
+//! new one, if its body was small enough to keep. A plain 401 that a
+//! renewal did not cure does not renew that new token again.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -30,10 +31,11 @@ impl Forward<'_> {
         body: Body,
         info: &mut AccessInfo,
     ) -> Result<ProxyResponse, ProxyError> {
-        let token = provider
-            .token()
+        let (token, renewed_for) = provider
+            .token_for_request()
             .await
             .map_err(|e| ProxyError::credential(provider.name(), e))?;
+        info.renewal = renewed_for.map(Trigger::as_str);
         let header_value = token
             .header_value()
             .ok_or_else(|| ProxyError::Internal("renewed token has no access token".into()))?;
@@ -57,22 +59,33 @@ impl Forward<'_> {
         let response = self.send(headers.clone(), first_body).await?;
         set_latency(info, started);
         if response.status() != StatusCode::UNAUTHORIZED {
+            token.note_accepted();
             return Ok(self.finish(response));
         }
         let trigger = if response.headers().contains_key(X_API_REVOKED) {
-            Trigger::Revoked
+            Trigger::XApiRevoked
         } else if response.headers().contains_key(X_API_EXPIRED) {
-            Trigger::Expired
-        } else if provider.config().refresh_on_401 {
-            Trigger::Unauthorized
-        } else {
+            Trigger::XApiExpired
+        } else if !provider.config().refresh_on_401 {
             return Ok(self.finish(response));
+        } else if !token.renews_on_plain_401() {
+            // A renewal after a plain 401 did not cure the last one: this
+            // path refuses whatever the token, and renewing again would
+            // only spend (single-use) refresh tokens.
+            tracing::debug!(
+                provider = provider.name(),
+                "plain 401 to a token a renewal did not help; returned as is"
+            );
+            return Ok(self.finish(response));
+        } else {
+            Trigger::Unauthorized
         };
         tracing::info!(
             provider = provider.name(),
             reason = trigger.as_str(),
             "upstream answered 401; renewing the credential"
         );
+        info.renewal = Some(trigger.as_str());
 
         let replay_body = match replay_body {
             Ok(b) => b,
@@ -110,14 +123,21 @@ impl Forward<'_> {
                 provider: provider.name().to_string(),
             })
             .inc();
-        // A second 401 goes back to the client as it is.
-        Ok(self.finish(response?))
+        // A second 401 goes back to the client as it is; after a renewal on
+        // a plain 401 it also means that 401 was not about the token.
+        let response = response?;
+        if response.status() != StatusCode::UNAUTHORIZED {
+            renewed.note_accepted();
+        } else if trigger == Trigger::Unauthorized {
+            renewed.note_not_cured();
+        }
+        Ok(self.finish(response))
     }
 }
 
 /// Reads a small 401 body so the upstream connection can be reused; gives
 /// up quietly on a large or slow one (the connection is then dropped).
-async fn drain(response: Response<PooledBody>) {
+pub(super) async fn drain(response: Response<PooledBody>) {
     let body = http_body_util::Limited::new(response.into_body(), 64 * 1024);
     let _ = tokio::time::timeout(Duration::from_secs(2), body.collect()).await;
 }

@@ -3,6 +3,7 @@
 
 use url::Url;
 
+use crate::config::policy::Policy;
 use crate::config::{PathPrefix, RouteConfig};
 
 /// One route, with everything precomputed that the hot path needs.
@@ -28,6 +29,8 @@ pub struct Route {
     pub host_value: http::HeaderValue,
     /// The prefix as written, shared with logs and metrics without copying.
     pub label: std::sync::Arc<str>,
+    /// `allow`: the request policy; `None` lets every request through.
+    pub policy: Option<Policy>,
 }
 
 impl Route {
@@ -52,6 +55,7 @@ impl Route {
             host_value: http::HeaderValue::from_str(&authority)
                 .expect("a parsed URL's authority is a valid header value"),
             label: std::sync::Arc::from(cfg.prefix.as_str()),
+            policy: cfg.allow.clone(),
             authority,
         }
     }
@@ -74,6 +78,15 @@ impl Route {
     /// `scheme://host[:port]` of the upstream.
     pub fn origin(&self) -> &str {
         &self.origin
+    }
+
+    /// Whether the route's policy lets `method` on `path` (the whole
+    /// request path, matched by this route) through.
+    pub fn allows(&self, method: &http::Method, path: &str) -> bool {
+        match &self.policy {
+            None => true,
+            Some(policy) => policy.allows(method, self.prefix.strip(path).unwrap_or(path)),
+        }
     }
 
     fn push_upstream_target(&self, out: &mut String, path: &str, query: Option<&str>) {
@@ -139,13 +152,11 @@ mod tests {
 
     fn route(prefix: &str, upstream: &str, strip: bool) -> RouteConfig {
         RouteConfig {
-            prefix: PathPrefix::parse(prefix).unwrap(),
-            upstream: Url::parse(upstream).unwrap(),
-            provider: None,
             strip_prefix: strip,
-            ca_file: None,
-            allow_browsers: false,
-            max_upstream_connections: 256,
+            ..RouteConfig::pass_through(
+                PathPrefix::parse(prefix).unwrap(),
+                Url::parse(upstream).unwrap(),
+            )
         }
     }
 

@@ -82,6 +82,8 @@ pub struct Metrics {
     pub token_requests: Family<TokenLabels, Counter>,
     pub reauthentications: Family<ReauthLabels, Counter>,
     pub replays: Family<ProviderLabels, Counter>,
+    /// Requests refused by a route's `allow` policy.
+    pub policy_denied: Family<RouteLabels, Counter>,
     pub store_write_failures: Counter<u64, AtomicU64>,
     /// What the replay buffers hold, handed to their budget.
     pub buffers: BufferMetrics,
@@ -115,6 +117,7 @@ impl Default for Metrics {
         let token_requests = Family::<TokenLabels, Counter>::default();
         let reauthentications = Family::<ReauthLabels, Counter>::default();
         let replays = Family::<ProviderLabels, Counter>::default();
+        let policy_denied = Family::<RouteLabels, Counter>::default();
         let store_write_failures = Counter::default();
         registry.register(
             "requests",
@@ -133,13 +136,18 @@ impl Default for Metrics {
         );
         registry.register(
             "reauthentications",
-            "Renewals caused by an upstream 401, by provider and reason (expired, revoked, unauthorized)",
+            "Token renewals started, by provider and reason (initial, proactive, expired, x_api_expired, x_api_revoked, unauthorized)",
             reauthentications.clone(),
         );
         registry.register(
             "replays",
             "Requests replayed after a renewal, by provider",
             replays.clone(),
+        );
+        registry.register(
+            "policy_denied",
+            "Requests refused by their route's `allow` policy (403 forbidden_by_policy), by route prefix",
+            policy_denied.clone(),
         );
         registry.register(
             "log_lines_dropped",
@@ -238,6 +246,7 @@ impl Default for Metrics {
             token_requests,
             reauthentications,
             replays,
+            policy_denied,
             store_write_failures,
         }
     }
@@ -288,6 +297,16 @@ impl RouteMetrics {
             Some(i) => self.by_status[i].get_or_init(resolve).inc(),
             None => resolve().inc(),
         };
+    }
+
+    /// One more request refused by the route's `allow` policy.
+    pub fn count_policy_denied(&self, metrics: &Metrics) {
+        metrics
+            .policy_denied
+            .get_or_create(&RouteLabels {
+                route: self.label.clone(),
+            })
+            .inc();
     }
 
     pub fn observe_latency(&self, latency: std::time::Duration) {

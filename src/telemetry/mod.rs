@@ -15,12 +15,55 @@ pub mod writer;
 use tracing_subscriber::EnvFilter;
 
 pub use metrics::{Metrics, RouteMetrics};
-pub use request::{record_request, AccessInfo, RouteTag};
+pub use request::{
+    record_request, request_id, AccessInfo, Outcome, RequestLine, RouteTag, X_REQUEST_ID,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
     Text,
     Json,
+}
+
+/// Reports a failure of a command (a config error, an address it cannot
+/// listen on, a store it cannot open) on stderr, in the format of
+/// `--log-format`: `authproxy: <message>` as text, or one JSON object like
+/// every other line (`timestamp`, `level`, `message`, `target`, and
+/// `fields`' entries). Once logging is set up ([`init`]) it goes through
+/// the log instead, in order with the lines before it.
+pub fn report_error(format: LogFormat, message: &str, fields: Option<serde_json::Value>) {
+    use std::io::Write as _;
+    if tracing::dispatcher::has_been_set() {
+        match &fields {
+            Some(f) => tracing::error!(target: "authproxy", details = %f, "{message}"),
+            None => tracing::error!(target: "authproxy", "{message}"),
+        }
+        return;
+    }
+    let line = match format {
+        LogFormat::Text => format!("authproxy: {message}\n"),
+        LogFormat::Json => {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default();
+            let mut timestamp = crate::clock::rfc3339(now.as_secs());
+            timestamp.pop();
+            let mut object = serde_json::json!({
+                "timestamp": format!("{timestamp}.{:06}Z", now.subsec_micros()),
+                "level": "ERROR",
+                "message": message,
+            });
+            if let Some(serde_json::Value::Object(extra)) = fields {
+                for (k, v) in extra {
+                    object[k] = v;
+                }
+            }
+            object["target"] = "authproxy".into();
+            format!("{object}\n")
+        }
+    };
+    // Nowhere left to report a failing stderr.
+    let _ = std::io::stderr().write_all(line.as_bytes());
 }
 
 /// Keeps the log writer thread alive; drop it last (it flushes).
@@ -44,7 +87,11 @@ pub fn init(format: LogFormat) -> LogGuard {
     let (writer, guard) = match writer::spawn(std::io::stderr(), writer::LINGER) {
         Ok(w) => w,
         Err(e) => {
-            eprintln!("authproxy: cannot start the log writer thread: {e}");
+            report_error(
+                format,
+                &format!("cannot start the log writer thread: {e}"),
+                None,
+            );
             return None;
         }
     };

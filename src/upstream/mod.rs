@@ -1,5 +1,6 @@
 //! Connections to upstreams: a pool of HTTP/1.1 keep-alive connections
-//! per upstream origin (and CA file), over plain TCP or rustls.
+//! per upstream origin, CA file and client certificate, over plain TCP or
+//! rustls.
 //!
 //! Our own small pool on hyper's connection API instead of hyper-util's
 //! legacy client: that client spawned a task per request to put the
@@ -11,8 +12,10 @@
 //! Each pool keeps at most its routes' `max_upstream_connections`.
 //!
 //! Here the pools by route ([`Upstreams`]) and the errors; the pool itself
-//! in [`pool`], TLS roots and connectors in [`tls`].
+//! in [`pool`], TLS roots and connectors in [`tls`], the egress proxy in
+//! [`egress`].
 
+pub mod egress;
 mod pool;
 pub mod tls;
 
@@ -20,14 +23,18 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use http::Uri;
 use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::connect::HttpConnector;
 
-use crate::config::Config;
+use crate::config::{Config, EgressConfig};
 
 pub use pool::{Pool, PooledBody};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// What tells TLS settings apart: the CA file, the client certificate's
+/// SHA-256.
+type TlsKey = (Option<PathBuf>, Option<[u8; 32]>);
 
 /// Pools by route index (routes to the same origin share one).
 #[derive(Clone)]
@@ -43,12 +50,14 @@ pub enum TlsSetupError {
         path: String,
         reason: String,
     },
+    #[error("routes[{route}].client_cert: {reason}")]
+    ClientCert { route: usize, reason: String },
 }
 
 /// Why a request did not get an answer from the upstream.
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
-    /// No connection: DNS, TCP or TLS failed.
+    /// No connection: DNS, TCP, TLS or the egress proxy failed.
     #[error("connect failed")]
     Connect(#[source] BoxError),
     /// The connection failed while sending or waiting for the answer.
@@ -76,23 +85,32 @@ impl UpstreamError {
 }
 
 impl Upstreams {
-    pub fn new(config: &Config) -> Result<Upstreams, TlsSetupError> {
+    /// The pools of `config`'s routes, each going direct or through the
+    /// egress proxy of `egress` (the one the process started with: the
+    /// token client cannot change it on reload either).
+    pub fn new(config: &Config, egress: &EgressConfig) -> Result<Upstreams, TlsSetupError> {
         tls::install_crypto_provider();
         let base_roots = tls::system_roots();
-        let default = tls::build_connector(base_roots.clone(), config.server.connect_timeout);
-        let mut connectors: HashMap<PathBuf, HttpsConnector<HttpConnector>> = HashMap::new();
-        // Routes to the same origin (and CA file) with the same connection
-        // limit share a pool, and its limit; a route with another limit
-        // has a pool of its own, so none keeps more than its own limit.
-        let mut pools: HashMap<(String, Option<PathBuf>, usize), Arc<Pool>> = HashMap::new();
+        let tcp = tls::tcp_connector(config.server.connect_timeout);
+        // Routes with the same CA file and client certificate share TLS
+        // settings. Routes to the same origin with the same TLS settings
+        // and connection limit share a pool, and its limit; a route with
+        // another limit has a pool of its own, so none keeps more than its
+        // own limit, and a connection made with one client certificate
+        // never serves a route with another.
+        let mut tls_configs: HashMap<TlsKey, Arc<rustls::ClientConfig>> = HashMap::new();
+        let mut pools: HashMap<(String, TlsKey, usize), Arc<Pool>> = HashMap::new();
         let mut by_route = Vec::with_capacity(config.routes.len());
         for (i, route) in config.routes.iter().enumerate() {
-            let connector = match &route.ca_file {
-                None => default.clone(),
-                Some(path) => match connectors.get(path) {
-                    Some(c) => c.clone(),
-                    None => {
-                        let mut roots = base_roots.clone();
+            let tls_key: TlsKey = (
+                route.ca_file.clone(),
+                route.client_identity.as_ref().map(|id| id.fingerprint()),
+            );
+            let tls = match tls_configs.get(&tls_key) {
+                Some(c) => c.clone(),
+                None => {
+                    let mut roots = base_roots.clone();
+                    if let Some(path) = &route.ca_file {
                         tls::add_pem_roots(&mut roots, path).map_err(|reason| {
                             TlsSetupError::CaFile {
                                 route: i,
@@ -100,22 +118,31 @@ impl Upstreams {
                                 reason,
                             }
                         })?;
-                        let c = tls::build_connector(roots, config.server.connect_timeout);
-                        connectors.insert(path.clone(), c.clone());
-                        c
                     }
-                },
+                    let c = tls::client_config(roots, route.client_identity.as_ref())
+                        .map_err(|reason| TlsSetupError::ClientCert { route: i, reason })?;
+                    tls_configs.insert(tls_key.clone(), c.clone());
+                    c
+                }
             };
             let origin = route.upstream.origin().ascii_serialization();
             let limit = route.max_upstream_connections;
             let pool = pools
-                .entry((origin.clone(), route.ca_file.clone(), limit))
+                .entry((origin.clone(), tls_key, limit))
                 .or_insert_with(|| {
+                    let origin: Uri = origin
+                        .parse()
+                        .expect("config check made sure the upstream origin is a valid URI");
+                    let https = route.upstream.scheme() == "https";
+                    let via = egress.proxy_for_url(&route.upstream);
+                    let dialer = egress::Dialer::new(tcp.clone(), via, https);
+                    let absolute_form = via
+                        .filter(|_| !https)
+                        .map(|p| egress::AbsoluteForm::new(&origin, p));
                     Arc::new(Pool::new(
-                        connector,
-                        origin
-                            .parse()
-                            .expect("config check made sure the upstream origin is a valid URI"),
+                        HttpsConnector::from((dialer, tls)),
+                        origin,
+                        absolute_form,
                         limit,
                     ))
                 })

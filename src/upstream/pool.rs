@@ -15,10 +15,10 @@ use http_body::{Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::connect::HttpConnector;
 use tokio::sync::oneshot;
 use tower::ServiceExt;
 
+use super::egress::{AbsoluteForm, Dialer};
 use super::UpstreamError;
 
 /// Idle connections kept per pool (at most its limit); more are closed
@@ -33,9 +33,11 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// a connection given back goes to the oldest waiter, and so does the
 /// room left by one that closed.
 pub struct Pool {
-    connector: HttpsConnector<HttpConnector>,
+    connector: HttpsConnector<Dialer>,
     /// `scheme://host:port`: what the connector dials.
     origin: Uri,
+    /// An http upstream reached through the egress proxy.
+    absolute_form: Option<AbsoluteForm>,
     shared: Arc<Shared>,
 }
 
@@ -201,10 +203,16 @@ impl Shared {
 }
 
 impl Pool {
-    pub(super) fn new(connector: HttpsConnector<HttpConnector>, origin: Uri, limit: usize) -> Pool {
+    pub(super) fn new(
+        connector: HttpsConnector<Dialer>,
+        origin: Uri,
+        absolute_form: Option<AbsoluteForm>,
+        limit: usize,
+    ) -> Pool {
         Pool {
             connector,
             origin,
+            absolute_form,
             shared: Arc::new(Shared {
                 limit: limit.max(1),
                 state: Mutex::new(State {
@@ -236,6 +244,9 @@ impl Pool {
         // (CL.0), and whatever else arrives on that connection is no answer
         // to anyone's next request.
         let close_after = says_close(req.headers());
+        if let Some(form) = &self.absolute_form {
+            form.apply(&mut req);
+        }
         let now = tokio::time::Instant::now();
         let mut deadline = now + timeout;
         loop {
@@ -279,6 +290,10 @@ impl Pool {
             };
             match answer {
                 Ok(response) => {
+                    let refused = self.absolute_form.as_ref();
+                    if let Some(e) = refused.and_then(|f| f.refused(response.status())) {
+                        return Err(UpstreamError::Connect(e.into()));
+                    }
                     // After a protocol switch the connection is no longer HTTP.
                     let reusable =
                         response.status() != StatusCode::SWITCHING_PROTOCOLS && !close_after;

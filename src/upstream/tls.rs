@@ -1,12 +1,16 @@
 //! TLS to upstreams: the trusted roots (webpki's, plus the system's, plus
-//! a route's `ca_file`) and the connector built from them.
+//! a route's `ca_file`), the route's client certificate (mTLS), the TLS
+//! settings built from them, and the TCP connector under every upstream
+//! connection.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
-use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use rustls::RootCertStore;
+
+use crate::config::ClientIdentity;
 
 /// rustls needs one process-wide crypto provider; ring it is.
 pub fn install_crypto_provider() {
@@ -42,21 +46,30 @@ pub(super) fn add_pem_roots(roots: &mut RootCertStore, path: &Path) -> Result<()
     Ok(())
 }
 
-pub(super) fn build_connector(
+/// TLS to upstreams trusting `roots` (HTTP/1.1: no ALPN), presenting
+/// `identity` when the server asks for a client certificate. The identity
+/// was checked at load (the key is the certificate's), so rustls refusing
+/// it is unexpected: the error says why.
+pub(super) fn client_config(
     roots: RootCertStore,
-    connect_timeout: Duration,
-) -> HttpsConnector<HttpConnector> {
-    let tls = rustls::ClientConfig::builder()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    identity: Option<&ClientIdentity>,
+) -> Result<Arc<rustls::ClientConfig>, String> {
+    let builder = rustls::ClientConfig::builder().with_root_certificates(roots);
+    let tls = match identity {
+        None => builder.with_no_client_auth(),
+        Some(id) => builder
+            .with_client_auth_cert(id.chain().to_vec(), id.key())
+            .map_err(|e| format!("client certificate refused by rustls: {e}"))?,
+    };
+    Ok(Arc::new(tls))
+}
+
+/// TCP for every upstream connection, direct or to the egress proxy.
+pub(super) fn tcp_connector(connect_timeout: Duration) -> HttpConnector {
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_nodelay(true);
     http.set_connect_timeout(Some(connect_timeout));
     http.set_keepalive(Some(Duration::from_secs(60)));
-    hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(tls)
-        .https_or_http()
-        .enable_http1()
-        .wrap_connector(http)
+    http
 }

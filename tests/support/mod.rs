@@ -3,8 +3,10 @@
 //! server binds 127.0.0.1:0.
 #![allow(dead_code)]
 
+pub mod egress_proxy;
 pub mod oidc;
 pub mod providers;
+pub mod tls;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -211,8 +213,9 @@ impl ProxyProcess {
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
                 if let Some(pos) = line.find("listening on ") {
+                    // Text, or a JSON line (`…","address":…`).
                     let addr = line[pos + 13..]
-                        .split_whitespace()
+                        .split(|c: char| c.is_whitespace() || c == '"' || c == ',')
                         .next()
                         .and_then(|a| a.parse().ok());
                     if let Some(tx) = tx.take() {

@@ -530,6 +530,34 @@ impl TestPki {
         }
     }
 
+    /// An RSA 2048 private key (PKCS#8 PEM) and its public JWK (`n`, `e`,
+    /// `kid`), both from `openssl` (for tests that must not need node).
+    pub fn rsa_key(&self, kid: &str) -> (String, Value) {
+        let name = format!("rsa-{}", rand::random::<u32>());
+        openssl(
+            self.dir.path(),
+            &format!("genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out {name}.pem"),
+        );
+        let pem = std::fs::read_to_string(self.dir.path().join(format!("{name}.pem"))).unwrap();
+        let out = Command::new("openssl")
+            .args(["rsa", "-noout", "-modulus", "-in", &format!("{name}.pem")])
+            .current_dir(self.dir.path())
+            .output()
+            .expect("run openssl");
+        let text = String::from_utf8(out.stdout).unwrap();
+        let hex = text
+            .trim()
+            .strip_prefix("Modulus=")
+            .expect("openssl -modulus");
+        let n: Vec<u8> = (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+            .collect();
+        // genpkey's default public exponent is 65537.
+        let jwk = serde_json::json!({"kty": "RSA", "n": URL_SAFE_NO_PAD.encode(n), "e": "AQAB", "kid": kid});
+        (pem, jwk)
+    }
+
     /// A client certificate whose subject DN is `CN=<cn>`.
     pub fn client_cert(&self, cn: &str) -> (String, String) {
         self.issue(cn, &["extendedKeyUsage=clientAuth"])

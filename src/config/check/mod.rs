@@ -1,10 +1,16 @@
 //! Turns the raw structs into checked ones ([`Checker`]), one file per
-//! table: [`server`], [`store`], [`provider`], [`route`].
+//! table: [`server`], [`store`], [`provider`] (its client authentication
+//! in [`client_auth`]; and [`kinds`]: the credential kinds built once at
+//! load), [`route`], and TLS material in [`tls`].
 
+mod client_auth;
+mod egress;
+mod kinds;
 mod provider;
 mod route;
 mod server;
 mod store;
+mod tls;
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -15,6 +21,7 @@ use http::{HeaderName, HeaderValue};
 use url::Url;
 
 use super::error::KeyError;
+use super::interpolate::Env;
 use super::raw::RawConfig;
 use super::types::*;
 use super::units;
@@ -23,6 +30,8 @@ use super::units;
 /// stopping at the first, so one `check` run shows them all.
 pub(super) struct Checker<'a> {
     base_dir: &'a Path,
+    /// For `server.egress_proxy = "env"`.
+    env: &'a dyn Env,
     pub(super) errors: Vec<KeyError>,
 }
 
@@ -30,9 +39,10 @@ pub(super) const DEFAULT_LISTEN: SocketAddr =
     SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8080);
 
 impl<'a> Checker<'a> {
-    pub(super) fn new(base_dir: &'a Path) -> Checker<'a> {
+    pub(super) fn new(base_dir: &'a Path, env: &'a dyn Env) -> Checker<'a> {
         Checker {
             base_dir,
+            env,
             errors: Vec::new(),
         }
     }

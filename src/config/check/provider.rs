@@ -5,10 +5,15 @@ use std::time::Duration;
 
 use url::Url;
 
+use super::client_auth::AuthKeys;
+use super::kinds::TYPES;
 use super::Checker;
 use crate::config::raw::RawProvider;
 use crate::config::types::*;
 use crate::secret::Secret;
+
+const GRANTS: &str =
+    "\"password\", \"client_credentials\", \"refresh_token\", \"implicit\" or \"jwt_bearer\"";
 
 impl Checker<'_> {
     pub(super) fn provider(&mut self, key: &str, p: RawProvider) -> Option<ProviderKind> {
@@ -17,20 +22,25 @@ impl Checker<'_> {
             None => {
                 self.err(
                     format!("{key}.type"),
-                    "is missing; set type = \"static\" or type = \"oauth2\"",
+                    format!("is missing; set type = one of {TYPES}"),
                 );
                 return None;
             }
         };
         match kind.as_str() {
             "static" => self.static_provider(key, p).map(ProviderKind::Static),
-            "oauth2" => self
-                .oauth2_provider(key, p)
-                .map(|o| ProviderKind::OAuth2(Box::new(o))),
+            "basic" => self.basic_provider(key, p).map(ProviderKind::Basic),
+            "query" => self.query_provider(key, p).map(ProviderKind::Query),
+            "aws_sigv4" => self.aws_sigv4_provider(key, p).map(ProviderKind::AwsSigV4),
+            "oauth2" => {
+                self.foreign_keys(key, "oauth2", &p);
+                self.oauth2_provider(key, p)
+                    .map(|o| ProviderKind::OAuth2(Box::new(o)))
+            }
             other => {
                 self.err(
                     format!("{key}.type"),
-                    format!("unknown provider type `{other}`; use \"static\" or \"oauth2\""),
+                    format!("unknown provider type `{other}`; use {TYPES}"),
                 );
                 None
             }
@@ -38,20 +48,7 @@ impl Checker<'_> {
     }
 
     fn static_provider(&mut self, key: &str, p: RawProvider) -> Option<StaticConfig> {
-        // Every key but these two belongs to oauth2.
-        const STATIC_KEYS: [&str; 2] = ["type", "headers"];
-        let oauth_keys = p
-            .keys()
-            .into_iter()
-            .filter(|(name, _)| !STATIC_KEYS.contains(name));
-        for (name, present) in oauth_keys {
-            if present {
-                self.err(
-                    format!("{key}.{name}"),
-                    "is an oauth2 setting and does nothing with type = \"static\"; remove it or set type = \"oauth2\"",
-                );
-            }
-        }
+        self.foreign_keys(key, "static", &p);
         let headers = match p.headers {
             Some(h) if !h.is_empty() => h,
             _ => {
@@ -75,7 +72,7 @@ impl Checker<'_> {
         Some(StaticConfig { headers: out })
     }
 
-    fn oauth2_provider(&mut self, key: &str, p: RawProvider) -> Option<OAuth2Config> {
+    fn oauth2_provider(&mut self, key: &str, mut p: RawProvider) -> Option<OAuth2Config> {
         if p.headers.is_some() {
             self.err(
                 format!("{key}.headers"),
@@ -87,17 +84,18 @@ impl Checker<'_> {
             Some("client_credentials") => Grant::ClientCredentials,
             Some("refresh_token") => Grant::RefreshToken,
             Some("implicit") => Grant::Implicit,
+            Some("jwt_bearer") => Grant::JwtBearer,
             Some(other) => {
                 self.err(
                     format!("{key}.grant"),
-                    format!("unknown grant `{other}`; use \"password\", \"client_credentials\", \"refresh_token\" or \"implicit\""),
+                    format!("unknown grant `{other}`; use {GRANTS}"),
                 );
                 return None;
             }
             None => {
                 self.err(
                     format!("{key}.grant"),
-                    "is required for type = \"oauth2\"; use \"password\", \"client_credentials\", \"refresh_token\" or \"implicit\"",
+                    format!("is required for type = \"oauth2\"; use {GRANTS}"),
                 );
                 return None;
             }
@@ -105,13 +103,18 @@ impl Checker<'_> {
         let allow_http = p.allow_http.unwrap_or(false);
         let fix_http = format!("allow_http = true on {key} if the network is trusted");
         let g = grant.as_str();
+        // Endpoints not given come from the issuer's metadata (or, for the
+        // JWT-bearer grant, a service account's `token_uri`).
+        let discovered = p.issuer.is_some();
+        let from_service_account = grant == Grant::JwtBearer && p.service_account_file.is_some();
 
         // Which keys each grant needs and which it cannot use.
         let need = |k: &str| -> bool {
             match (grant, k) {
-                (Grant::Implicit, "authorize_url" | "client_id") => true,
+                (Grant::Implicit, "authorize_url") => !discovered,
+                (Grant::Implicit, "client_id") => true,
                 (Grant::Implicit, _) => false,
-                (_, "token_url") => true,
+                (_, "token_url") => !discovered && !from_service_account,
                 (Grant::Password, "username" | "password") => true,
                 (Grant::ClientCredentials, "client_id") => true,
                 (Grant::RefreshToken, "refresh_token") => true,
@@ -131,6 +134,13 @@ impl Checker<'_> {
                         | "refresh_token"
                         | "extra"
                         | "token_timeout"
+                        | "private_key"
+                        | "key_id"
+                        | "key_certificate"
+                        | "signing_alg"
+                        | "assertion_audience"
+                        | "client_cert"
+                        | "client_key"
                 ),
                 Grant::ClientCredentials | Grant::RefreshToken => {
                     matches!(
@@ -139,6 +149,11 @@ impl Checker<'_> {
                     )
                 }
                 Grant::Password => matches!(k, "authorize_url" | "redirect_uri"),
+                // Google answers no refresh token: renewal is a new assertion.
+                Grant::JwtBearer => matches!(
+                    k,
+                    "username" | "password" | "authorize_url" | "redirect_uri" | "refresh_token"
+                ),
             }
         };
         // Keys no grant needs or forbids pass through `need` and
@@ -157,11 +172,51 @@ impl Checker<'_> {
             }
         }
 
-        let token_url = p
-            .token_url
-            .as_deref()
+        let issuer =
+            p.issuer.as_deref().and_then(|text| {
+                match crate::oauth::discovery::check_issuer(text, allow_http) {
+                    Ok(_) => Some(text.to_string()),
+                    Err(problem) => {
+                        self.err(format!("{key}.issuer"), problem);
+                        None
+                    }
+                }
+            });
+        let auth = self.client_auth(
+            key,
+            grant,
+            AuthKeys {
+                client_auth: p.client_auth.clone(),
+                client_id: p.client_id.clone(),
+                client_secret: p.client_secret.clone(),
+                private_key: p.private_key.take(),
+                key_id: p.key_id.take(),
+                key_certificate: p.key_certificate.take(),
+                signing_alg: p.signing_alg.take(),
+                assertion_audience: p.assertion_audience.take(),
+                assertion_issuer: p.assertion_issuer.take(),
+                subject: p.subject.take(),
+                scope_in_assertion: p.scope_in_assertion,
+                service_account_file: p.service_account_file.take(),
+                scope: p.scope.clone().filter(|s| !s.is_empty()),
+                has_client_cert: p.client_cert.is_some(),
+            },
+        );
+        let tls = self.client_tls(
+            key,
+            p.ca_file.take(),
+            p.client_cert.take(),
+            p.client_key.take(),
+        );
+        // An explicit token_url wins over a service account's token_uri.
+        let token_url = match (p.token_url.as_deref(), &auth.token_uri) {
+            (Some(u), _) => Some((u.to_string(), format!("{key}.token_url"))),
+            (None, Some(u)) => Some((u.clone(), format!("{key}.service_account_file"))),
+            (None, None) => None,
+        };
+        let token_url = token_url
             .filter(|_| !forbidden("token_url"))
-            .and_then(|u| self.url(&format!("{key}.token_url"), u, allow_http, &fix_http));
+            .and_then(|(u, k)| self.url(&k, &u, allow_http, &fix_http));
         let authorize_url = p
             .authorize_url
             .as_deref()
@@ -188,23 +243,6 @@ impl Checker<'_> {
                 BodyEncoding::Form
             }
         };
-        let client_auth = match p.client_auth.as_deref() {
-            None | Some("body") => ClientAuth::Body,
-            Some("basic") => ClientAuth::Basic,
-            Some(other) => {
-                self.err(
-                    format!("{key}.client_auth"),
-                    format!("unknown client_auth `{other}`; use \"body\" or \"basic\""),
-                );
-                ClientAuth::Body
-            }
-        };
-        if client_auth == ClientAuth::Basic && p.client_id.is_none() {
-            self.err(
-                format!("{key}.client_id"),
-                "is required with client_auth = \"basic\"",
-            );
-        }
         let header = match p.header.as_deref() {
             None => http::header::AUTHORIZATION,
             Some(h) => self.header_name(&format!("{key}.header"), h)?,
@@ -235,7 +273,13 @@ impl Checker<'_> {
                 "scope",
                 "code",
             ];
-            if RESERVED.contains(&k.as_str()) {
+            const MADE_HERE: [&str; 3] = ["assertion", "client_assertion", "client_assertion_type"];
+            if MADE_HERE.contains(&k.as_str()) {
+                self.err(
+                    format!("{key}.extra.{k}"),
+                    format!("`{k}` is made by authproxy for each request; set client_auth = \"private_key_jwt\" / \"client_secret_jwt\" or grant = \"jwt_bearer\" instead"),
+                );
+            } else if RESERVED.contains(&k.as_str()) {
                 self.err(
                     format!("{key}.extra.{k}"),
                     format!("`{k}` is set by authproxy itself; use the provider's own `{k}` key instead"),
@@ -256,10 +300,13 @@ impl Checker<'_> {
             body,
             client_id: nonempty(p.client_id),
             client_secret: nonempty(p.client_secret),
-            client_auth,
+            client_auth: auth.client_auth,
             username: nonempty(p.username),
             password: nonempty(p.password),
-            scope: p.scope.filter(|s| !s.is_empty()),
+            // In the assertion instead (Google), not also in the body.
+            scope: p
+                .scope
+                .filter(|s| !s.is_empty() && !auth.scope_in_assertion),
             extra,
             refresh_before,
             header,
@@ -269,6 +316,12 @@ impl Checker<'_> {
             seed_access_token: seed_access_token.filter(|s| !s.is_empty()),
             redirect_uri,
             token_timeout,
+            issuer,
+            allow_http,
+            client_assertion: auth.client_assertion,
+            assertion_audience: auth.assertion_audience,
+            jwt_bearer: auth.jwt_bearer,
+            tls,
         })
     }
 }

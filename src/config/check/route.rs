@@ -88,13 +88,30 @@ impl Checker<'_> {
                 );
             }
         }
-        let max_upstream_connections = r.max_upstream_connections.unwrap_or(256);
+        let max_upstream_connections = r
+            .max_upstream_connections
+            .unwrap_or(RouteConfig::DEFAULT_MAX_UPSTREAM_CONNECTIONS);
         if !(1..=65_536).contains(&max_upstream_connections) {
             self.err(
                 format!("{key}.max_upstream_connections"),
                 "must be between 1 and 65536; e.g. 256",
             );
         }
+        let allow =
+            r.allow.as_deref().and_then(|entries| {
+                match crate::config::policy::Policy::parse(entries) {
+                    Ok(policy) => Some(policy),
+                    Err((_, problem)) if entries.is_empty() => {
+                        self.err(format!("{key}.allow"), problem);
+                        None
+                    }
+                    Err((i, problem)) => {
+                        self.err(format!("{key}.allow[{i}]"), problem);
+                        None
+                    }
+                }
+            });
+        let client_identity = self.client_identity(key, r.client_cert, r.client_key);
         Some(RouteConfig {
             prefix: prefix?,
             upstream: upstream?,
@@ -103,6 +120,8 @@ impl Checker<'_> {
             ca_file,
             allow_browsers: r.allow_browsers.unwrap_or(false),
             max_upstream_connections: max_upstream_connections.clamp(1, 65_536),
+            allow,
+            client_identity,
         })
     }
 }

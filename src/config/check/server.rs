@@ -187,6 +187,7 @@ impl Checker<'_> {
             .into_iter()
             .map(|h| h.to_ascii_lowercase())
             .collect();
+        let egress = self.egress(raw.egress_proxy, raw.no_proxy);
         ServerConfig {
             listen,
             inbound_token,
@@ -206,6 +207,7 @@ impl Checker<'_> {
             max_connections: max_connections.map(|n| n.clamp(1, 1_000_000)),
             max_buffered_bytes,
             watch_config: raw.watch_config.unwrap_or(true),
+            egress,
         }
     }
 }

@@ -6,26 +6,30 @@
 //! and hand-off to the store ([`renew`]), what `/_authproxy/status`
 //! shows ([`status`]), stored records in an older form ([`upgrade`]), and
 //! the secrets a token endpoint's text is scrubbed of before anyone sees it
-//! ([`scrub`]).
+//! ([`scrub`]), and the endpoints of an `issuer` ([`discover`]).
 
+mod discover;
 mod renew;
 mod scrub;
 mod state;
 mod status;
 mod upgrade;
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwapOption;
 use http::{HeaderName, HeaderValue};
+use url::Url;
 
 use crate::clock::unix_now;
 use crate::config::{Grant, OAuth2Config};
 use crate::oauth::token::jwt_exp;
-use crate::oauth::{self, TokenClient, TokenError, TokenRequest, TokenSet};
+use crate::oauth::{
+    self, DiscoveryError, Metadata, TlsSettings, TokenClient, TokenError, TokenRequest, TokenSet,
+};
 use crate::secret::Secret;
-use crate::store::{Identity, OwnerMatch, TokenStore};
+use crate::store::{Identity, Owner, OwnerMatch, RenewalLease, StoredToken, TokenStore};
 use crate::telemetry::metrics::Metrics;
 
 use renew::Failure;
@@ -33,27 +37,43 @@ pub use scrub::configured_secrets;
 pub use state::TokenState;
 pub use status::RenewalStats;
 
-/// Why a renewal was asked for.
+/// Why a renewal was asked for (logs, status' `last_renewal_reason`, the
+/// reauthentication metric and the access log say it with [`Trigger::as_str`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Trigger {
-    /// No token yet, or within `refresh_before` of expiry.
-    Stale,
-    /// Upstream said `401` + `X-API-Expired`.
+    /// No access token yet (first use, or after one was dropped).
+    Initial,
+    /// The token is within `refresh_before` of its expiry.
+    Proactive,
+    /// The token's expiry has passed.
     Expired,
+    /// Upstream said `401` + `X-API-Expired`.
+    XApiExpired,
     /// Upstream said `401` + `X-API-Revoked`: drop everything, log in again.
-    Revoked,
-    /// A plain `401` on an oauth2 route (treated like expired).
+    XApiRevoked,
+    /// A plain `401` on an oauth2 route (treated like expired, unless a
+    /// renewal after a plain `401` did not cure the last one).
     Unauthorized,
 }
 
 impl Trigger {
     pub fn as_str(self) -> &'static str {
         match self {
-            Trigger::Stale => "stale",
+            Trigger::Initial => "initial",
+            Trigger::Proactive => "proactive",
             Trigger::Expired => "expired",
-            Trigger::Revoked => "revoked",
+            Trigger::XApiExpired => "x_api_expired",
+            Trigger::XApiRevoked => "x_api_revoked",
             Trigger::Unauthorized => "unauthorized",
         }
+    }
+
+    /// Found before use (by time), rather than told by the upstream.
+    pub fn before_use(self) -> bool {
+        matches!(
+            self,
+            Trigger::Initial | Trigger::Proactive | Trigger::Expired
+        )
     }
 }
 
@@ -76,6 +96,9 @@ pub enum CredentialError {
     /// renewal is not safe without it.
     #[error("renewal refused: {0}; a single-use refresh token is not spent without the cross-replica lock")]
     StoreUnavailable(String),
+    /// The issuer's metadata (and so the token endpoint) could not be had.
+    #[error("{0}")]
+    Discovery(DiscoveryError),
 }
 
 pub struct OAuthProvider {
@@ -87,7 +110,15 @@ pub struct OAuthProvider {
     /// form (older fingerprint, or plain text while a key is set): see
     /// [`OAuthProvider::upgrade_stored_record`].
     upgrade_pending: AtomicBool,
+    /// The shared token client, or one with this provider's TLS settings.
     client: TokenClient,
+    /// What discovery found (see [`discover`]).
+    endpoints: ArcSwapOption<Metadata>,
+    discovery_lock: tokio::sync::Mutex<()>,
+    /// Discoveries finished so far (a waiter that sees it move shares the result).
+    discoveries: AtomicU64,
+    /// A background discovery loop is running (one at a time).
+    discovering: AtomicBool,
     store: Arc<dyn TokenStore>,
     metrics: Arc<Metrics>,
     login_url: String,
@@ -123,6 +154,10 @@ impl OAuthProvider {
             identity,
             upgrade_pending: AtomicBool::new(false),
             client,
+            endpoints: ArcSwapOption::empty(),
+            discovery_lock: tokio::sync::Mutex::new(()),
+            discoveries: AtomicU64::new(0),
+            discovering: AtomicBool::new(false),
             store,
             metrics,
             login_url,
@@ -245,25 +280,40 @@ impl OAuthProvider {
             expires_at,
             obtained_at,
             token_type,
+            plain_401: AtomicU8::new(state::RENEWS),
         }
     }
 
     /// A token fit to inject now, renewing first if needed. The common case
     /// is one atomic load.
     pub async fn token(&self) -> Result<Arc<TokenState>, CredentialError> {
+        self.token_for_request().await.map(|(t, _)| t)
+    }
+
+    /// As [`Self::token`], with the reason when the token had to be renewed
+    /// first (by this request or one it waited for).
+    pub async fn token_for_request(
+        &self,
+    ) -> Result<(Arc<TokenState>, Option<Trigger>), CredentialError> {
         let now = unix_now();
-        if let Some(t) = self.current.load_full() {
+        let current = self.current.load_full();
+        if let Some(t) = &current {
             if t.fresh(now, self.cfg.refresh_before) {
-                return Ok(t);
+                return Ok((t.clone(), None));
             }
             if self.cfg.grant == Grant::Implicit && t.usable(now) {
-                return Ok(t);
+                return Ok((t.clone(), None));
             }
         }
         if self.cfg.grant == Grant::Implicit {
             return Err(self.login_required());
         }
-        self.renew(Trigger::Stale, None).await
+        let trigger = match &current {
+            Some(t) if t.usable(now) => Trigger::Proactive,
+            Some(t) if t.header_value().is_some() => Trigger::Expired,
+            _ => Trigger::Initial,
+        };
+        self.renew(trigger, None).await.map(|t| (t, Some(trigger)))
     }
 
     /// Called after the upstream answered 401 to a request that carried the
@@ -330,7 +380,7 @@ impl OAuthProvider {
         };
         let _guard = self.renew_lock.lock().await;
         *self.failure.lock().unwrap() = None;
-        self.accept(set, None).await;
+        self.accept(set, None, Trigger::Initial).await;
         self.take_skipped_sync().await;
         let mut stats = self.stats.lock().unwrap();
         stats.renewals += 1;
@@ -340,33 +390,90 @@ impl OAuthProvider {
         Ok(())
     }
 
+    /// After a final refusal: the access token is not injected again (each
+    /// request would cost the upstream a call for a certain 401), in memory
+    /// nor after a restart, so the store forgets it too. A refresh token
+    /// that was not refused is kept.
+    ///
+    /// Not written when a shared store announced another replica's token
+    /// meanwhile: that one is newer, and is taken over before the renewal
+    /// lock goes ([`Self::take_skipped_sync`]).
+    pub(super) async fn fail_closed(&self, lease: Option<&mut Box<dyn RenewalLease>>) {
+        let refresh = self.current.load_full().and_then(|c| c.refresh.clone());
+        let now = unix_now();
+        if !self.sync_skipped.load(Ordering::Acquire) {
+            let record = StoredToken {
+                access_token: None,
+                refresh_token: refresh.clone(),
+                expires_at: None,
+                token_type: None,
+                obtained_at: now,
+                owner: Owner::Identity(self.identity.clone()),
+            };
+            let saved = match lease {
+                Some(lease) => lease.save(record).await,
+                None => self.store.save(&self.name, record).await,
+            };
+            if let Err(e) = saved {
+                tracing::warn!(provider = %self.name, error = %e, "cannot record the refusal in the token store; after a restart the refused token may be tried once more");
+            }
+        }
+        let state = self.make_state(None, refresh, None, now, None);
+        self.current.store(Some(Arc::new(state)));
+    }
+
     /// Runs the primary grant once without storing or using the token
-    /// (`authproxy check --probe`). The provider's text in an error is
-    /// scrubbed of the provider's secrets and `others` (see
-    /// [`configured_secrets`]).
+    /// (`authproxy check --probe`), at the token endpoint `token_url`
+    /// (configured or discovered), with the client [`client_for`] makes.
+    /// The provider's text in an error is scrubbed of the provider's
+    /// secrets and `others` (see [`configured_secrets`]).
     pub async fn probe(
         cfg: &OAuth2Config,
         client: &TokenClient,
+        token_url: &Url,
         others: &[Secret],
     ) -> Result<TokenSet, TokenError> {
-        let result = match token_request(cfg, None) {
+        let result = match token_request(cfg, token_url, None) {
             Ok(request) => client.request(&request, &|_| {}).await,
             Err(e) => Err(e),
         };
         result.map_err(|e| e.scrub(&scrub::config_scrubber(cfg, others)))
     }
+
+    /// The issuer's metadata, fetched once without a provider runtime
+    /// (`authproxy check`); `None` without an issuer.
+    pub async fn discover_once(
+        cfg: &OAuth2Config,
+        client: &TokenClient,
+    ) -> Option<Result<Metadata, DiscoveryError>> {
+        let issuer = cfg.issuer.as_ref()?;
+        Some(
+            client
+                .discover(issuer, cfg.allow_http, cfg.token_timeout)
+                .await,
+        )
+    }
+}
+
+/// The token client of a provider: the shared one, or, with `ca_file` or a
+/// client certificate, one of its own.
+pub fn client_for(cfg: &OAuth2Config, shared: &TokenClient) -> Result<TokenClient, String> {
+    if cfg.tls.is_default() {
+        return Ok(shared.clone());
+    }
+    shared.with_tls(&TlsSettings {
+        extra_roots: &cfg.tls.extra_roots,
+        identity_pem: cfg.tls.identity.as_ref().map(|i| i.pem()),
+    })
 }
 
 /// The token request for the refresh grant with `refresh`, else for the
-/// provider's primary grant.
+/// provider's primary grant, at `token_url`.
 fn token_request<'a>(
     cfg: &'a OAuth2Config,
+    token_url: &'a Url,
     refresh: Option<&'a Secret>,
 ) -> Result<TokenRequest<'a>, TokenError> {
-    let token_url = cfg
-        .token_url
-        .as_ref()
-        .ok_or(TokenError::NotConfigured("provider has no token_url"))?;
     let grant = match (refresh, cfg.grant) {
         (Some(token), _) => oauth::Grant::Refresh(token),
         (None, Grant::Password) => oauth::Grant::Password {
@@ -380,6 +487,9 @@ fn token_request<'a>(
                 .ok_or(TokenError::NotConfigured("password grant without password"))?,
         },
         (None, Grant::ClientCredentials) => oauth::Grant::ClientCredentials,
+        (None, Grant::JwtBearer) => oauth::Grant::JwtBearer(cfg.jwt_bearer.as_ref().ok_or(
+            TokenError::NotConfigured("jwt_bearer grant without its assertion key"),
+        )?),
         (None, Grant::RefreshToken) => {
             return Err(TokenError::NotConfigured(
                 "grant = \"refresh_token\" has no primary grant; it needs a refresh token",
@@ -397,6 +507,8 @@ fn token_request<'a>(
         client_id: cfg.client_id.as_ref(),
         client_secret: cfg.client_secret.as_ref(),
         client_auth: cfg.client_auth,
+        assertion_signer: cfg.client_assertion.as_ref(),
+        assertion_audience: cfg.assertion_audience.as_deref(),
         body: cfg.body,
         scope: cfg.scope.as_deref(),
         extra: &cfg.extra,
@@ -412,12 +524,14 @@ fn identity_of(cfg: &OAuth2Config) -> Identity {
     fn opt(s: &Option<Secret>) -> &str {
         s.as_ref().map(Secret::expose).unwrap_or("")
     }
-    let token_url = cfg
-        .token_url
-        .as_ref()
-        .map(|u| u.to_string())
-        .unwrap_or_default();
-    Identity::of(&[
+    // A discovered token endpoint is named by its issuer (known before
+    // discovery); configs without one give what older versions gave.
+    let token_url = match (&cfg.token_url, &cfg.issuer) {
+        (Some(url), _) => url.to_string(),
+        (None, Some(issuer)) => format!("issuer:{issuer}"),
+        (None, None) => String::new(),
+    };
+    let mut parts = vec![
         cfg.grant.as_str(),
         &token_url,
         opt(&cfg.client_id),
@@ -426,5 +540,12 @@ fn identity_of(cfg: &OAuth2Config) -> Identity {
         cfg.scope.as_deref().unwrap_or(""),
         opt(&cfg.seed_refresh_token),
         opt(&cfg.seed_access_token),
-    ])
+    ];
+    // Whom a JWT-bearer token is for (a grant older versions did not have).
+    if let Some(assertion) = &cfg.jwt_bearer {
+        parts.push(assertion.issuer.expose());
+        parts.push(opt(&assertion.subject));
+        parts.push(assertion.scope.as_deref().unwrap_or(""));
+    }
+    Identity::of(&parts)
 }

@@ -7,6 +7,9 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use url::Url;
+
+use super::state::UNPROVEN;
 use super::status::error_code;
 use super::{token_request, CredentialError, OAuthProvider, TokenState, Trigger};
 use crate::clock::unix_now;
@@ -20,13 +23,13 @@ use crate::telemetry::metrics::{ReauthLabels, TokenLabels};
 /// same answer instead of starting a retry storm.
 pub(super) struct Failure {
     pub(super) error: CredentialError,
-    until: Instant,
+    pub(super) until: Instant,
 }
 
 /// How long after a failed renewal the same error is answered without a new
 /// token request.
-const TRANSIENT_COOLDOWN: Duration = Duration::from_secs(2);
-const REFUSED_COOLDOWN: Duration = Duration::from_secs(30);
+pub(super) const TRANSIENT_COOLDOWN: Duration = Duration::from_secs(2);
+pub(super) const REFUSED_COOLDOWN: Duration = Duration::from_secs(30);
 
 impl OAuthProvider {
     fn wait_bound(&self) -> Duration {
@@ -72,7 +75,7 @@ impl OAuthProvider {
         }
         let usable_fallback = || {
             cur.as_ref()
-                .filter(|c| trigger == Trigger::Stale && c.usable(now))
+                .filter(|c| trigger.before_use() && c.usable(now))
                 .cloned()
         };
         if self.attempts.load(Ordering::Acquire) != seen_attempts {
@@ -83,10 +86,26 @@ impl OAuthProvider {
             }
         }
         if let Some(f) = self.failure.lock().unwrap().as_ref() {
-            if Instant::now() < f.until {
+            // After a final refusal with no refresh token and no primary
+            // grant left, nothing can be tried until a new credential
+            // arrives (reload, pasted token, login).
+            let nothing_left = matches!(f.error, CredentialError::Reauthentication(_))
+                && !self.cfg.grant.has_primary()
+                && !cur.as_ref().is_some_and(|c| c.has_refresh());
+            if Instant::now() < f.until || nothing_left {
                 return usable_fallback().ok_or_else(|| f.error.clone());
             }
         }
+
+        // The token endpoint, discovered first if need be (a failure is
+        // recorded by discovery).
+        let token_url = match self.token_url().await {
+            Ok(url) => url,
+            Err(error) => {
+                self.attempts.fetch_add(1, Ordering::Release);
+                return usable_fallback().ok_or(error);
+            }
+        };
 
         // Shared stores: take the cross-replica lease, then look whether
         // another replica already renewed (its token is then ours too).
@@ -132,18 +151,19 @@ impl OAuthProvider {
             }
         }
 
-        if trigger != Trigger::Stale {
-            self.metrics
-                .reauthentications
-                .get_or_create(&ReauthLabels {
-                    provider: self.name.clone(),
-                    reason: trigger.as_str().to_string(),
-                })
-                .inc();
-        }
+        self.metrics
+            .reauthentications
+            .get_or_create(&ReauthLabels {
+                provider: self.name.clone(),
+                reason: trigger.as_str().to_string(),
+            })
+            .inc();
         let result = self
-            .run_grants(trigger, renew_from.as_deref(), &mut lease)
+            .run_grants(trigger, renew_from.as_deref(), &mut lease, &token_url)
             .await;
+        if matches!(result, Err(CredentialError::Reauthentication(_))) {
+            self.fail_closed(lease.as_mut()).await;
+        }
         if let Some(l) = lease.take() {
             l.release().await;
         }
@@ -157,7 +177,7 @@ impl OAuthProvider {
                 stats.renewals += 1;
                 stats.last_renewal_outcome = Some("ok");
                 drop(stats);
-                tracing::info!(provider = %self.name, reason = trigger.as_str(), generation = state.generation, expires_at = ?state.expires_at, "token renewed");
+                tracing::info!(provider = %self.name, reason = trigger.as_str(), generation = state.generation, expires_at = state.expires_at, "token renewed");
                 Ok(state)
             }
             Err(error) => {
@@ -169,6 +189,10 @@ impl OAuthProvider {
                     TRANSIENT_COOLDOWN
                 };
                 self.record_failure(trigger, &error, cooldown);
+                if refused {
+                    // The refused token is gone (fail_closed): no fallback.
+                    return Err(error);
+                }
                 usable_fallback().ok_or(error)
             }
         }
@@ -181,17 +205,18 @@ impl OAuthProvider {
         trigger: Trigger,
         cur: Option<&TokenState>,
         lease: &mut Option<Box<dyn RenewalLease>>,
+        token_url: &Url,
     ) -> Result<Arc<TokenState>, CredentialError> {
         let mut refresh = cur.and_then(|c| c.refresh.clone());
-        if trigger == Trigger::Revoked {
+        if trigger == Trigger::XApiRevoked {
             tracing::warn!(provider = %self.name, "upstream says the token is revoked; discarding access and refresh tokens");
             self.current.store(None);
             refresh = None;
         }
         let mut refresh_error = None;
         if let Some(rt) = refresh {
-            match self.grant(Some(&rt)).await {
-                Ok(set) => return Ok(self.accept(set, lease.as_mut()).await),
+            match self.grant(token_url, Some(&rt)).await {
+                Ok(set) => return Ok(self.accept(set, lease.as_mut(), trigger).await),
                 Err(e) => {
                     if e.is_grant_refused() {
                         // A refused refresh token is dead; never send it again.
@@ -216,8 +241,8 @@ impl OAuthProvider {
         if refresh_error.is_some() {
             tracing::info!(provider = %self.name, grant = self.cfg.grant.as_str(), "falling back to the primary grant");
         }
-        match self.grant(None).await {
-            Ok(set) => Ok(self.accept(set, lease.as_mut()).await),
+        match self.grant(token_url, None).await {
+            Ok(set) => Ok(self.accept(set, lease.as_mut(), trigger).await),
             Err(e) if e.is_grant_refused() => Err(CredentialError::Reauthentication(format!(
                 "{} grant refused: {e}",
                 self.cfg.grant.as_str()
@@ -228,7 +253,11 @@ impl OAuthProvider {
 
     /// One grant, with its retries: the refresh grant with `refresh`, else
     /// the primary grant. Every try is counted in the metrics.
-    async fn grant(&self, refresh: Option<&Secret>) -> Result<TokenSet, TokenError> {
+    async fn grant(
+        &self,
+        token_url: &Url,
+        refresh: Option<&Secret>,
+    ) -> Result<TokenSet, TokenError> {
         let kind = match refresh {
             None => self.cfg.grant.as_str(),
             Some(_) => "refresh_token",
@@ -248,7 +277,7 @@ impl OAuthProvider {
                 })
                 .inc();
         };
-        let result = match token_request(&self.cfg, refresh) {
+        let result = match token_request(&self.cfg, token_url, refresh) {
             Ok(request) => self.client.request(&request, &observe).await,
             Err(e) => {
                 let failed = Err(e);
@@ -278,10 +307,15 @@ impl OAuthProvider {
     /// Makes a new token durable, then current. A store failure is logged
     /// and reported, but the token is still used: the provider already
     /// considers it issued, and the store retries the write later.
+    ///
+    /// A token renewed because of a plain `401` starts unproven: if its
+    /// first answer is a `401` too, that `401` was not about the token and
+    /// a plain `401` does not renew it again.
     pub(super) async fn accept(
         &self,
         set: TokenSet,
         lease: Option<&mut Box<dyn RenewalLease>>,
+        trigger: Trigger,
     ) -> Arc<TokenState> {
         let record = StoredToken::new(&set, &self.identity);
         let saved = match lease {
@@ -296,13 +330,17 @@ impl OAuthProvider {
                 self.stats.lock().unwrap().store_error = Some(e.to_string());
             }
         }
-        let state = Arc::new(self.make_state(
+        let state = self.make_state(
             Some(set.access_token),
             set.refresh_token,
             set.expires_at,
             set.obtained_at,
             set.token_type,
-        ));
+        );
+        if trigger == Trigger::Unauthorized {
+            state.plain_401.store(UNPROVEN, Ordering::Relaxed);
+        }
+        let state = Arc::new(state);
         self.current.store(Some(state.clone()));
         state
     }
@@ -466,7 +504,10 @@ mod tests {
         // grant; no token request is made) and takes the announced token.
         drop(renewal);
         let generation = p.current().unwrap().generation;
-        let renewed = p.renew(Trigger::Revoked, Some(generation)).await.unwrap();
+        let renewed = p
+            .renew(Trigger::XApiRevoked, Some(generation))
+            .await
+            .unwrap();
         assert_eq!(renewed.access.as_ref().unwrap().0.expose(), "theirs");
         assert_eq!(access(&p), "theirs");
     }

@@ -67,7 +67,8 @@ pub(super) fn config_scrubber(cfg: &OAuth2Config, others: &[Secret]) -> Scrubber
 
 /// Every secret of `config`: the inbound token, static header values (and
 /// the credential after the scheme), every OAuth2 provider's client
-/// secret, password, seeds and extra fields, the Redis password.
+/// secret, password, seeds and extra fields, the Redis password, the
+/// egress proxy's password.
 pub fn configured_secrets(config: &Config) -> Vec<Secret> {
     let mut out: Vec<Secret> = config.server.inbound_token.iter().cloned().collect();
     for provider in config.providers.values() {
@@ -79,6 +80,20 @@ pub fn configured_secrets(config: &Config) -> Vec<Secret> {
                         out.push(Secret::new(credential));
                     }
                 }
+            }
+            ProviderKind::Basic(b) => {
+                use base64::Engine;
+                out.push(b.password.clone());
+                let plain = format!("{}:{}", b.username.expose(), b.password.expose());
+                out.push(Secret::new(
+                    base64::engine::general_purpose::STANDARD.encode(plain.as_bytes()),
+                ));
+                out.push(Secret::new(plain));
+            }
+            ProviderKind::Query(q) => out.extend(q.params.iter().map(|(_, v)| v.clone())),
+            ProviderKind::AwsSigV4(a) => {
+                out.push(a.secret_access_key.clone());
+                out.extend(a.session_token.iter().cloned());
             }
             ProviderKind::OAuth2(o) => {
                 out.extend(
@@ -105,6 +120,10 @@ pub fn configured_secrets(config: &Config) -> Vec<Secret> {
             out.push(Secret::new(decoded.into_owned()));
             out.push(Secret::new(password));
         }
+    }
+    let egress = &config.server.egress;
+    for proxy in [&egress.https, &egress.http].into_iter().flatten() {
+        out.extend(proxy.secrets());
     }
     out.retain(|s| !s.is_empty());
     out
@@ -134,7 +153,7 @@ token_url = "http://127.0.0.1:9/token"
 client_id = "id 7"
 client_secret = "client/SECRET-3"
 client_auth = "basic"
-extra = { assertion = "extra-SECRET-4" }
+extra = { api_key = "extra-SECRET-4" }
 [[routes]]
 prefix = "/p/"
 upstream = "http://127.0.0.1:9/"

@@ -1,5 +1,6 @@
 //! The token in use: swapped whole, read lock-free on every request.
 
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
 
 use http::HeaderValue;
@@ -15,12 +16,56 @@ pub struct TokenState {
     pub expires_at: Option<u64>,
     pub(super) obtained_at: u64,
     pub(super) token_type: Option<String>,
+    /// Whether a plain `401` to this token renews it: [`RENEWS`],
+    /// [`UNPROVEN`] or [`NOT_CURED`].
+    pub(super) plain_401: AtomicU8,
 }
+
+/// A plain `401` to the token renews it (the usual case).
+pub(super) const RENEWS: u8 = 0;
+/// The token came from a renewal after a plain `401` and has had no
+/// answer yet: the first one decides (a `401` means the renewal did not
+/// cure it).
+pub(super) const UNPROVEN: u8 = 1;
+/// A renewal after a plain `401` was answered `401` too: that `401` is not
+/// about the token, and renewing again would only burn refresh tokens.
+pub(super) const NOT_CURED: u8 = 2;
 
 impl TokenState {
     /// The ready-made header value (marked sensitive).
     pub fn header_value(&self) -> Option<&HeaderValue> {
         self.access.as_ref().map(|(_, v)| v)
+    }
+
+    /// A plain `401` came back to this token: whether renewing it may help.
+    /// Not when a renewal after a plain `401` gave this token and its first
+    /// answer is this `401`, or its replay got one.
+    pub fn renews_on_plain_401(&self) -> bool {
+        match self.plain_401.load(Ordering::Acquire) {
+            RENEWS => true,
+            UNPROVEN => {
+                self.plain_401.store(NOT_CURED, Ordering::Release);
+                false
+            }
+            _ => false,
+        }
+    }
+
+    /// The upstream answered something other than `401` to this token.
+    pub fn note_accepted(&self) {
+        if self.plain_401.load(Ordering::Relaxed) == UNPROVEN {
+            let _ = self.plain_401.compare_exchange(
+                UNPROVEN,
+                RENEWS,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            );
+        }
+    }
+
+    /// The replay after a renewal on a plain `401` got `401` again.
+    pub fn note_not_cured(&self) {
+        self.plain_401.store(NOT_CURED, Ordering::Release);
     }
 
     pub fn has_refresh(&self) -> bool {

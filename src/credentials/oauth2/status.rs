@@ -38,6 +38,9 @@ impl OAuthProvider {
             Some(c) if c.usable(now) => "expiring",
             _ if self.cfg.grant == Grant::Implicit => "login_required",
             _ if failed => "error",
+            // A refusal the store remembers (fail-closed before a restart):
+            // nothing is left to obtain a token with.
+            Some(c) if !c.has_refresh() && !self.cfg.grant.has_primary() => "error",
             // Nothing obtained yet, nothing failed: the first request will
             // run the grant.
             _ => "ok",
@@ -53,5 +56,6 @@ pub(super) fn error_code(e: &CredentialError) -> String {
         CredentialError::LoginRequired { .. } => "login_required".into(),
         CredentialError::WaitTimeout(_) => "wait_timeout".into(),
         CredentialError::StoreUnavailable(_) => "store_unavailable".into(),
+        CredentialError::Discovery(_) => "discovery_failed".into(),
     }
 }

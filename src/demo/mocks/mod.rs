@@ -10,6 +10,8 @@
 //!   grants, HTTP Basic or body client authentication.
 //! - [`Style::Implicit`] (implicit.rs): ReadyCloud's authorize redirect
 //!   with the token in the fragment.
+//! - [`google`]: a Google-style service-account token endpoint (the
+//!   JWT-bearer grant), verifying each assertion with the public key.
 //! - [`statics`]: static token and header-pair APIs.
 //! - [`echo`]: an upstream that records and echoes every request.
 //!
@@ -21,6 +23,7 @@
 
 pub mod echo;
 mod errors;
+pub mod google;
 mod implicit;
 mod onecloud;
 pub mod provider;
