@@ -785,7 +785,13 @@ fn cli_surface() {
         let (code, out, err) = run_cli(&["completions", shell], &[], cwd);
         assert_eq!(code, 0, "{err}");
         assert!(out.contains(marker), "{shell}: {out}");
-        for word in ["health", "reload", "completions", "--ready", "--probe"] {
+        // fish names long flags without their dashes (`-l probe`).
+        let flags: [&str; 2] = if shell == "fish" {
+            ["-l ready", "-l probe"]
+        } else {
+            ["--ready", "--probe"]
+        };
+        for word in ["health", "reload", "completions"].into_iter().chain(flags) {
             assert!(out.contains(word), "{shell} completes {word}");
         }
         assert!(
