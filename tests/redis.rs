@@ -506,6 +506,7 @@ fn token(access: &str) -> StoredToken {
         token_type: None,
         obtained_at: 1,
         owner: Owner::Fingerprint("fp".into()),
+        dpop_key: None,
     }
 }
 

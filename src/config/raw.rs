@@ -189,6 +189,7 @@ raw_provider! {
     "client_cert" => client_cert: String,
     "client_key" => client_key: String,
     "ca_file" => ca_file: String,
+    "dpop" => dpop: bool,
 }
 
 #[derive(Default, Deserialize, JsonSchema)]

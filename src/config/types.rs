@@ -227,6 +227,8 @@ pub struct OAuth2Config {
     pub jwt_bearer: Option<GrantAssertion>,
     /// TLS to the token and discovery endpoints: `ca_file`, `client_cert`.
     pub tls: ClientTls,
+    /// `dpop`: sender-constrained tokens (RFC 9449).
+    pub dpop: bool,
 }
 
 /// A provider's or route's own TLS settings for the servers it talks to.

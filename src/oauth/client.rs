@@ -6,7 +6,7 @@
 //! Takes a [`TokenRequest`] (see [`super::request`]), a description of one
 //! request, rather than a provider's whole configuration: this module knows
 //! the protocol only. Everything that must be new on each HTTP request (an
-//! assertion's `jti` and `iat`, and later a DPoP proof) is made in
+//! assertion's `jti` and `iat`, a DPoP proof) is made in
 //! `TokenClient::request_once`, once per try.
 
 use std::time::{Duration, SystemTime};
@@ -14,6 +14,7 @@ use std::time::{Duration, SystemTime};
 use rand::Rng;
 use zeroize::Zeroize;
 
+use super::dpop::DPOP;
 use super::error::TokenError;
 use super::request::{basic_auth, form_body, grant_fields, json_body};
 pub use super::request::{BodyEncoding, ClientAuth, Grant, TokenRequest};
@@ -179,22 +180,44 @@ impl TokenClient {
     }
 
     /// One HTTP request: the body (with new assertions) and headers are
-    /// made here, for this try only.
+    /// made here, for this try only. With DPoP, a `use_dpop_nonce` answer
+    /// that brought a new nonce is tried once more, with a proof that
+    /// carries it (RFC 9449 §8).
     async fn request_once(&self, r: &TokenRequest<'_>) -> Result<TokenSet, TokenError> {
-        let fields = grant_fields(r, unix_now())?;
-        // Servers repeat what they were sent in their error text. The
-        // assertions made for this request are known only here: cut out
-        // now (the runtime scrubs the configured secrets afterwards).
-        self.exchange(r, &fields).await.map_err(|e| {
-            let mut made = Scrubber::new();
-            made.add_all(
-                fields
-                    .iter()
-                    .filter(|(k, _)| k == "assertion" || k == "client_assertion")
-                    .map(|(_, v)| v),
-            );
-            e.cut(&made)
-        })
+        let mut nonce_retry = r.dpop.is_some();
+        loop {
+            let now = unix_now();
+            let fields = grant_fields(r, now)?;
+            let proof = r.dpop.map(|d| d.proof_for("POST", r.token_url, now));
+            let mut new_nonce = false;
+            // Servers repeat what they were sent in their error text. The
+            // assertions and the proof made for this request are known
+            // only here: cut out now (the runtime scrubs the configured
+            // secrets afterwards).
+            let result = self
+                .exchange(r, &fields, proof.as_ref(), &mut new_nonce)
+                .await
+                .map_err(|e| {
+                    let mut made = Scrubber::new();
+                    made.add_all(
+                        fields
+                            .iter()
+                            .filter(|(k, _)| k == "assertion" || k == "client_assertion")
+                            .map(|(_, v)| v),
+                    );
+                    if let Some(p) = proof.as_ref().and_then(|p| p.to_str().ok()) {
+                        made.add_all([&Secret::new(p)]);
+                    }
+                    e.cut(&made)
+                });
+            match result {
+                Err(e) if nonce_retry && new_nonce && e.is_use_dpop_nonce() => {
+                    tracing::debug!("token endpoint asked for a DPoP nonce; trying again with it");
+                    nonce_retry = false;
+                }
+                other => return other,
+            }
+        }
     }
 
     /// Sends the request made of `fields` and reads the answer.
@@ -202,12 +225,17 @@ impl TokenClient {
         &self,
         r: &TokenRequest<'_>,
         fields: &[(String, Secret)],
+        proof: Option<&http::HeaderValue>,
+        new_nonce: &mut bool,
     ) -> Result<TokenSet, TokenError> {
         let mut req = self
             .http
             .post(r.token_url.clone())
             .timeout(r.timeout)
             .header(http::header::ACCEPT, "application/json");
+        if let Some(proof) = proof {
+            req = req.header(DPOP, proof.clone());
+        }
         if r.client_auth == ClientAuth::Basic {
             req = req.header(http::header::AUTHORIZATION, basic_auth(r));
         }
@@ -228,6 +256,10 @@ impl TokenClient {
             }
         })?;
         let status = response.status();
+        if let Some(dpop) = r.dpop {
+            let origin = r.token_url.origin().ascii_serialization();
+            *new_nonce = dpop.note_nonce(&origin, response.headers());
+        }
         let retry_after = response
             .headers()
             .get(http::header::RETRY_AFTER)
@@ -387,6 +419,7 @@ mod tests {
             scope: None,
             extra: &[],
             timeout: Duration::from_secs(30),
+            dpop: None,
         };
         let err = client.request(&req, &|_| {}).await.unwrap_err();
         let shown = err.scrub(&Scrubber::new()).to_string();

@@ -149,6 +149,11 @@ pub enum TokenError {
 
 impl TokenError {
     /// Worth another try with the same grant: a passing fault, not a refusal.
+    /// A DPoP server wants its nonce in the proof (RFC 9449 §8).
+    pub fn is_use_dpop_nonce(&self) -> bool {
+        matches!(self, TokenError::OAuth { code, .. } if code.standard() == Some("use_dpop_nonce"))
+    }
+
     pub fn is_transient(&self) -> bool {
         match self {
             TokenError::Network(_) | TokenError::Timeout(_) => true,

@@ -2,7 +2,7 @@
 //! authentication, body encoding) and how its body and headers are made.
 //! The client ([`super::client`]) calls [`grant_fields`] once per HTTP
 //! request, so what must be new each time (an assertion's `jti` and `iat`)
-//! is; a per-request header such as a DPoP proof belongs beside it.
+//! is; so is the DPoP proof the client makes beside it.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -14,6 +14,7 @@ use zeroize::Zeroizing;
 use super::assertion::{
     client_assertion, GrantAssertion, CLIENT_ASSERTION_TYPE, JWT_BEARER_GRANT_TYPE,
 };
+use super::dpop::Dpop;
 use super::error::TokenError;
 use super::jwt::Signer;
 use crate::secret::{Secret, SecretBuf};
@@ -118,6 +119,8 @@ pub struct TokenRequest<'a> {
     pub extra: &'a [(String, Secret)],
     /// Time allowed for each try (connect, answer, body).
     pub timeout: Duration,
+    /// DPoP (RFC 9449): a proof on each try, the server's nonce kept.
+    pub dpop: Option<&'a Dpop>,
 }
 
 /// A JSON object of the fields (a later field of the same name wins).

@@ -2,20 +2,25 @@
 //! 401 (with `X-API-Expired`, `X-API-Revoked`, or plain with
 //! `refresh_on_401`) renew the token once and replay the request with the
 //! new one, if its body was small enough to keep. A plain 401 that a
-//! renewal did not cure does not renew that new token again.
+//! renewal did not cure does not renew that new token again. With DPoP,
+//! every send carries a new proof, and an upstream's nonce demand is met
+//! by one more send.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
-use http::header::{HeaderMap, HeaderName};
+use http::header::{HeaderMap, HeaderName, WWW_AUTHENTICATE};
 use http::{Response, StatusCode};
 use http_body_util::BodyExt;
 
 use super::forward::{declared_length, prepare_body, set_latency, Forward, OutBody};
 use super::ProxyResponse;
+use crate::credentials::oauth2::TokenState;
 use crate::credentials::{OAuthProvider, Trigger};
 use crate::error::ProxyError;
+use crate::http::body::Buffered;
+use crate::oauth::dpop::{asks_for_nonce, DPOP};
 use crate::telemetry::metrics::ProviderLabels;
 use crate::telemetry::AccessInfo;
 use crate::upstream::PooledBody;
@@ -56,7 +61,10 @@ impl Forward<'_> {
         };
 
         let started = Instant::now();
-        let response = self.send(headers.clone(), first_body).await?;
+        let again = replay_body.as_ref().ok();
+        let response = self
+            .send_proved(provider, &token, &mut headers, first_body, again)
+            .await?;
         set_latency(info, started);
         if response.status() != StatusCode::UNAUTHORIZED {
             token.note_accepted();
@@ -113,7 +121,15 @@ impl Forward<'_> {
             .ok_or_else(|| ProxyError::Internal("renewed token has no access token".into()))?;
         headers.insert(provider.header_name().clone(), value.clone());
         let started = Instant::now();
-        let response = self.send(headers, OutBody::Buffered(replay_body)).await;
+        let response = self
+            .send_proved(
+                provider,
+                &renewed,
+                &mut headers,
+                OutBody::Buffered(replay_body.again()),
+                Some(&replay_body),
+            )
+            .await;
         set_latency(info, started);
         info.replayed = true;
         self.fwd
@@ -132,6 +148,53 @@ impl Forward<'_> {
             renewed.note_not_cured();
         }
         Ok(self.finish(response))
+    }
+}
+
+impl Forward<'_> {
+    /// Sends with a fresh DPoP proof for `token` when the provider uses
+    /// DPoP (RFC 9449 §7), and remembers the upstream's `DPoP-Nonce`. A
+    /// `401` asking for a nonce (`WWW-Authenticate: DPoP
+    /// error="use_dpop_nonce"`) that brought a new one is sent once more,
+    /// with a new proof carrying it, if the body was kept (`again`).
+    async fn send_proved(
+        &self,
+        provider: &OAuthProvider,
+        token: &TokenState,
+        headers: &mut HeaderMap,
+        body: OutBody,
+        again: Option<&Buffered>,
+    ) -> Result<Response<PooledBody>, ProxyError> {
+        let Some(dpop) = provider.dpop() else {
+            return self.send(headers.clone(), body).await;
+        };
+        let origin = self.route.origin();
+        let htu = format!("{origin}{}", self.uri.path());
+        let prove = |headers: &mut HeaderMap| {
+            if let Some(proof) = provider.dpop_proof(token, self.method.as_str(), origin, &htu) {
+                headers.insert(DPOP, proof);
+            }
+        };
+        prove(headers);
+        let response = self.send(headers.clone(), body).await?;
+        let new_nonce = dpop.note_nonce(origin, response.headers());
+        let retry = response.status() == StatusCode::UNAUTHORIZED
+            && new_nonce
+            && asks_for_nonce(response.headers().get_all(WWW_AUTHENTICATE));
+        let Some(again) = again.filter(|_| retry) else {
+            return Ok(response);
+        };
+        tracing::debug!(
+            provider = provider.name(),
+            "upstream asked for a DPoP nonce; sending again with it"
+        );
+        drain(response).await;
+        prove(headers);
+        let response = self
+            .send(headers.clone(), OutBody::Buffered(again.again()))
+            .await?;
+        dpop.note_nonce(origin, response.headers());
+        Ok(response)
     }
 }
 

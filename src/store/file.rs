@@ -363,6 +363,7 @@ mod tests {
             token_type: None,
             obtained_at: 1,
             owner: Owner::Fingerprint("fp".into()),
+            dpop_key: None,
         }
     }
 

@@ -103,6 +103,8 @@ pub struct StoredToken {
     /// Whose tokens these are; a record of another identity (or of seeds
     /// that changed in the config since) is not used: the config's seeds win.
     pub owner: Owner,
+    /// The DPoP private key the tokens are bound to (PKCS#8, base64url).
+    pub dpop_key: Option<Secret>,
 }
 
 impl StoredToken {
@@ -114,6 +116,7 @@ impl StoredToken {
             token_type: token.token_type.clone(),
             obtained_at: token.obtained_at,
             owner: Owner::Identity(identity.clone()),
+            dpop_key: None,
         }
     }
 
@@ -144,6 +147,7 @@ impl StoredToken {
             && self.expires_at == other.expires_at
             && self.token_type == other.token_type
             && self.obtained_at == other.obtained_at
+            && self.dpop_key == other.dpop_key
     }
 }
 

@@ -57,6 +57,8 @@ struct PlainOut<'a> {
     token_type: Option<&'a str>,
     obtained_at: u64,
     seed_fingerprint: String,
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "expose")]
+    dpop_key: Option<&'a Secret>,
 }
 
 /// The one `Serialize` of a secret: into a store record.
@@ -92,6 +94,7 @@ impl Serialize for RecordOut<'_> {
                 Owner::Identity(identity) => self.codec.fingerprint.fingerprint(identity),
                 Owner::Fingerprint(stored) => stored.clone(),
             },
+            dpop_key: t.dpop_key.as_ref(),
         };
         match &self.codec.sealer {
             None => plain.serialize(s),
@@ -171,6 +174,8 @@ pub(super) struct RecordIn {
     seed_fingerprint: Option<String>,
     #[serde(default)]
     sealed: Option<String>,
+    #[serde(default)]
+    dpop_key: Option<Secret>,
 }
 
 impl RecordIn {
@@ -189,6 +194,7 @@ impl RecordIn {
             token_type: self.token_type,
             obtained_at: self.obtained_at,
             owner: Owner::Fingerprint(fingerprint),
+            dpop_key: self.dpop_key,
         })
     }
 }
@@ -207,6 +213,7 @@ mod tests {
             token_type: Some("Bearer".into()),
             obtained_at: 5,
             owner: Owner::Identity(identity.clone()),
+            dpop_key: Some(Secret::new("dpop-SECRET")),
         }
     }
 
@@ -225,9 +232,11 @@ mod tests {
         let json = c.encode(&token(&id), "one");
         let text = std::str::from_utf8(json.as_slice()).unwrap();
         assert!(text.contains("\"refresh_token\":\"rt-SECRET\""), "{text}");
+        assert!(text.contains("\"dpop_key\":\"dpop-SECRET\""), "{text}");
         assert!(!text.contains(&id.legacy_fingerprint()), "{text}");
         let back = c.decode(json.as_slice(), "one").unwrap();
         assert!(!back.sealed);
+        assert_eq!(back.token.dpop_key, token(&id).dpop_key);
         assert!(back.token.same_tokens(&token(&id)));
         assert_eq!(
             back.token.owner_match(&id, Some(&c.fingerprint)),

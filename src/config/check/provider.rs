@@ -141,6 +141,7 @@ impl Checker<'_> {
                         | "assertion_audience"
                         | "client_cert"
                         | "client_key"
+                        | "dpop"
                 ),
                 Grant::ClientCredentials | Grant::RefreshToken => {
                     matches!(
@@ -248,6 +249,19 @@ impl Checker<'_> {
             Some(h) => self.header_name(&format!("{key}.header"), h)?,
         };
         let scheme = p.scheme;
+        let dpop = p.dpop.unwrap_or(false);
+        if dpop && scheme.is_some() {
+            self.err(
+                format!("{key}.scheme"),
+                "cannot be set with dpop = true: a DPoP-bound token is sent as `Authorization: DPoP <token>` (RFC 9449 §7.1); remove scheme (or dpop)",
+            );
+        }
+        if dpop && header != http::header::AUTHORIZATION {
+            self.err(
+                format!("{key}.header"),
+                "cannot be set with dpop = true: a DPoP-bound token goes in `Authorization` (RFC 9449 §7.1); remove header (or dpop)",
+            );
+        }
         if let Some(s) = scheme.as_deref().filter(|s| !s.is_empty()) {
             self.header_value_ok(&format!("{key}.scheme"), s);
         }
@@ -322,6 +336,7 @@ impl Checker<'_> {
             assertion_audience: auth.assertion_audience,
             jwt_bearer: auth.jwt_bearer,
             tls,
+            dpop,
         })
     }
 }

@@ -26,7 +26,8 @@ use crate::clock::unix_now;
 use crate::config::{Grant, OAuth2Config};
 use crate::oauth::token::jwt_exp;
 use crate::oauth::{
-    self, DiscoveryError, Metadata, TlsSettings, TokenClient, TokenError, TokenRequest, TokenSet,
+    self, DiscoveryError, Dpop, DpopKey, Metadata, TlsSettings, TokenClient, TokenError,
+    TokenRequest, TokenSet,
 };
 use crate::secret::Secret;
 use crate::store::{Identity, Owner, OwnerMatch, RenewalLease, StoredToken, TokenStore};
@@ -135,6 +136,8 @@ pub struct OAuthProvider {
     stats: Mutex<RenewalStats>,
     /// The secrets of the whole config, scrubbed from provider text too.
     other_secrets: Mutex<Arc<Vec<Secret>>>,
+    /// `dpop = true`: the key tokens are bound to, and servers' nonces.
+    dpop: Option<Dpop>,
 }
 
 impl OAuthProvider {
@@ -169,6 +172,7 @@ impl OAuthProvider {
             failure: Mutex::new(None),
             stats: Mutex::new(RenewalStats::default()),
             other_secrets: Mutex::default(),
+            dpop: cfg.dpop.then(|| Dpop::new(DpopKey::generate())),
             cfg,
         };
         let key = provider.store.fingerprint_key();
@@ -189,6 +193,8 @@ impl OAuthProvider {
                 if owner == OwnerMatch::Legacy || provider.store.needs_rewrite(name) {
                     provider.upgrade_pending.store(true, Ordering::Release);
                 }
+                // The stored tokens are bound to the stored key.
+                provider.adopt_dpop_key(stored.dpop_key.as_ref());
                 Some((
                     stored.access_token,
                     stored.refresh_token,
@@ -241,6 +247,49 @@ impl OAuthProvider {
         self.current.load_full()
     }
 
+    /// DPoP (`dpop = true`): the key and the servers' nonces.
+    pub fn dpop(&self) -> Option<&Dpop> {
+        self.dpop.as_ref()
+    }
+
+    /// A DPoP proof for a request with `token` to `htu` (no query) on
+    /// `origin`, signed with the key `token` is bound to; `None` without
+    /// DPoP.
+    pub fn dpop_proof(
+        &self,
+        token: &TokenState,
+        htm: &str,
+        origin: &str,
+        htu: &str,
+    ) -> Option<HeaderValue> {
+        let dpop = self.dpop.as_ref()?;
+        let (key, ath) = token.dpop.as_ref()?;
+        Some(dpop.proof_with(key, htm, origin, htu, Some(ath), unix_now()))
+    }
+
+    /// The DPoP key as a store record keeps it.
+    fn dpop_key_record(&self) -> Option<Secret> {
+        self.dpop.as_ref().map(|d| d.key().stored().clone())
+    }
+
+    /// Takes the key of a stored record (its tokens are bound to it). A
+    /// record without one, or one that does not read, keeps ours.
+    fn adopt_dpop_key(&self, stored: Option<&Secret>) {
+        let (Some(dpop), Some(stored)) = (&self.dpop, stored) else {
+            return;
+        };
+        match DpopKey::from_stored(stored) {
+            Ok(key) => {
+                if key != dpop.key() {
+                    dpop.set_key(key);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(provider = %self.name, error = %e, "ignoring the stored DPoP key; a new one is used")
+            }
+        }
+    }
+
     fn make_state(
         &self,
         access: Option<Secret>,
@@ -273,8 +322,15 @@ impl OAuthProvider {
                 }
             }
         });
+        // Bound to the key of now: a key taken from the store later does
+        // not change what this token's proofs are signed with.
+        let dpop = match (&self.dpop, &access) {
+            (Some(d), Some((a, _))) => Some((d.key(), oauth::dpop::ath(a.expose()))),
+            _ => None,
+        };
         TokenState {
             generation: self.next_generation.fetch_add(1, Ordering::Relaxed),
+            dpop,
             access,
             refresh,
             expires_at,
@@ -409,6 +465,7 @@ impl OAuthProvider {
                 token_type: None,
                 obtained_at: now,
                 owner: Owner::Identity(self.identity.clone()),
+                dpop_key: self.dpop_key_record(),
             };
             let saved = match lease {
                 Some(lease) => lease.save(record).await,
@@ -433,7 +490,9 @@ impl OAuthProvider {
         token_url: &Url,
         others: &[Secret],
     ) -> Result<TokenSet, TokenError> {
-        let result = match token_request(cfg, token_url, None) {
+        // A key of its own: the probe's token is not kept.
+        let dpop = cfg.dpop.then(|| Dpop::new(DpopKey::generate()));
+        let result = match token_request(cfg, token_url, None, dpop.as_ref()) {
             Ok(request) => client.request(&request, &|_| {}).await,
             Err(e) => Err(e),
         };
@@ -473,6 +532,7 @@ fn token_request<'a>(
     cfg: &'a OAuth2Config,
     token_url: &'a Url,
     refresh: Option<&'a Secret>,
+    dpop: Option<&'a Dpop>,
 ) -> Result<TokenRequest<'a>, TokenError> {
     let grant = match (refresh, cfg.grant) {
         (Some(token), _) => oauth::Grant::Refresh(token),
@@ -513,6 +573,7 @@ fn token_request<'a>(
         scope: cfg.scope.as_deref(),
         extra: &cfg.extra,
         timeout: cfg.token_timeout,
+        dpop,
     })
 }
 
@@ -541,6 +602,11 @@ fn identity_of(cfg: &OAuth2Config) -> Identity {
         opt(&cfg.seed_refresh_token),
         opt(&cfg.seed_access_token),
     ];
+    // Tokens bound to a DPoP key are not Bearer tokens (and the other way
+    // round); only added when set, so older records stay recognised.
+    if cfg.dpop {
+        parts.push("dpop");
+    }
     // Whom a JWT-bearer token is for (a grant older versions did not have).
     if let Some(assertion) = &cfg.jwt_bearer {
         parts.push(assertion.issuer.expose());

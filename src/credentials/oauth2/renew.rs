@@ -277,7 +277,7 @@ impl OAuthProvider {
                 })
                 .inc();
         };
-        let result = match token_request(&self.cfg, token_url, refresh) {
+        let result = match token_request(&self.cfg, token_url, refresh, self.dpop.as_ref()) {
             Ok(request) => self.client.request(&request, &observe).await,
             Err(e) => {
                 let failed = Err(e);
@@ -317,7 +317,8 @@ impl OAuthProvider {
         lease: Option<&mut Box<dyn RenewalLease>>,
         trigger: Trigger,
     ) -> Arc<TokenState> {
-        let record = StoredToken::new(&set, &self.identity);
+        let mut record = StoredToken::new(&set, &self.identity);
+        record.dpop_key = self.dpop_key_record();
         let saved = match lease {
             Some(lease) => lease.save(record).await,
             None => self.store.save(&self.name, record).await,
@@ -368,6 +369,7 @@ impl OAuthProvider {
         if same {
             return None;
         }
+        self.adopt_dpop_key(record.dpop_key.as_ref());
         let state = Arc::new(self.make_state(
             record.access_token,
             record.refresh_token,
@@ -491,6 +493,7 @@ mod tests {
             token_type: None,
             obtained_at: 0,
             owner: Owner::Identity(p.identity.clone()),
+            dpop_key: None,
         };
         store.save("p", theirs).await.unwrap();
         // Before the fix this waited for the lock held above, forever:

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use http::HeaderValue;
 
+use crate::oauth::DpopKey;
 use crate::secret::Secret;
 
 /// The token in use, swapped whole. `generation` tells a 401 for an old
@@ -19,6 +20,8 @@ pub struct TokenState {
     /// Whether a plain `401` to this token renews it: [`RENEWS`],
     /// [`UNPROVEN`] or [`NOT_CURED`].
     pub(super) plain_401: AtomicU8,
+    /// With DPoP: the key this token is bound to, and its `ath`.
+    pub(super) dpop: Option<(DpopKey, String)>,
 }
 
 /// A plain `401` to the token renews it (the usual case).
