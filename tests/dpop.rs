@@ -434,3 +434,42 @@ fn find_key(v: &Value) -> Option<String> {
         _ => None,
     }
 }
+
+/// `dpop` with keys it cannot work with is refused at load, naming the key
+/// and the fix; on its own it loads.
+#[test]
+fn dpop_config_that_cannot_work_is_refused_with_the_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let load = |provider: &str| {
+        let text = format!(
+            "[store]\nkind = \"memory\"\n[providers.p]\ntype = \"oauth2\"\n{provider}\n[[routes]]\nprefix = \"/p/\"\nupstream = \"https://api.example/\"\nprovider = \"p\"\n"
+        );
+        let path = dir.path().join("authproxy.toml");
+        std::fs::write(&path, &text).unwrap();
+        authproxy::config::Config::parse(&text, &path, &authproxy::config::interpolate::ProcessEnv)
+            .map_err(|e| e.to_string())
+    };
+    let cc = "grant = \"client_credentials\"\ntoken_url = \"https://as.example/token\"\nclient_id = \"a\"\nclient_secret = \"b\"\n";
+    let cfg = load(&format!("{cc}dpop = true")).unwrap();
+    match &cfg.providers["p"].kind {
+        authproxy::config::ProviderKind::OAuth2(o) => assert!(o.dpop),
+        _ => panic!("oauth2 expected"),
+    }
+    let err = load(&format!("{cc}dpop = true\nscheme = \"Bearer\"")).unwrap_err();
+    assert!(
+        err.contains("providers.p.scheme:") && err.contains("remove scheme"),
+        "{err}"
+    );
+    let err = load(&format!("{cc}dpop = true\nheader = \"X-Token\"")).unwrap_err();
+    assert!(
+        err.contains("providers.p.header:") && err.contains("remove header"),
+        "{err}"
+    );
+    let err = load("grant = \"implicit\"\nauthorize_url = \"https://as.example/a\"\nclient_id = \"a\"\ndpop = true").unwrap_err();
+    assert!(
+        err.contains("providers.p.dpop:") && err.contains("implicit"),
+        "{err}"
+    );
+    let err = load(&format!("{cc}dpop = \"yes\"")).unwrap_err();
+    assert!(err.contains("dpop"), "{err}");
+}
