@@ -120,10 +120,22 @@ client_auth = "private_key_jwt"
 body = "json"
 private_key = "${{file:client.key}}"
 key_id = "audit-k"
+[providers.dpop]
+type = "oauth2"
+grant = "client_credentials"
+token_url = "{std_token}"
+client_id = "{CLIENT_ID}"
+client_secret = "${{STD_SECRET}}"
+client_auth = "basic"
+dpop = true
 [[routes]]
 prefix = "/gcp/"
 upstream = "{google}/"
 provider = "gcp"
+[[routes]]
+prefix = "/dpop/"
+upstream = "{echo}/"
+provider = "dpop"
 [[routes]]
 prefix = "/pkjwt/"
 upstream = "{echo}/"
@@ -301,6 +313,14 @@ provider = "aws"
             bodies.push_str(&body);
         }
     }
+    // DPoP proofs are secrets too (whoever holds one can replay it for a
+    // moment): the one the upstream got is looked for below.
+    assert_eq!(get("/dpop/a", true).await.0, 200);
+    let proof = echo
+        .last()
+        .header("dpop")
+        .expect("a DPoP proof")
+        .to_string();
     rips.expire_all();
     one.expire_all();
     assert_eq!(get("/rips/b", true).await.0, 200);
@@ -418,6 +438,7 @@ provider = "aws"
         assertions.len() > 3,
         "the refused private_key_jwt requests were recorded"
     );
+    assertions.push(proof);
     // Of an assertion, the header is the same every time (alg, kid); its
     // claims and signature are not: no run of 32 of their characters may
     // show (provider text is cut at 200 characters, so a whole assertion
