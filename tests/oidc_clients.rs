@@ -418,3 +418,77 @@ provider = "op"
     assert!(out.contains("discovery op: FAILED"), "{out}");
     assert!(out.contains("/.well-known/openid-configuration"), "{out}");
 }
+
+/// DPoP (RFC 9449) against oidc-provider: a client that must get
+/// DPoP-bound tokens, a token endpoint and a resource server that both
+/// demand nonces. The provider checks the proof on the token request and
+/// binds the token (`cnf.jkt`); the resource server checks every proof
+/// (signature, `htm`, `htu`, `iat`, `jti` not seen, `ath`) and that its key
+/// is the one the token is bound to.
+#[tokio::test]
+async fn dpop_bound_tokens_with_the_nonces_of_both_servers() {
+    let Some(op) = OidcServer::start(&OidcConfig {
+        dpop_nonce: true,
+        rs_dpop_nonce: true,
+        ..OidcConfig::with_clients([Client::new("bound", "client_secret_basic")
+            .secret(SECRET)
+            .dpop_bound()])
+    }) else {
+        return;
+    };
+    let auth = format!("client_secret = \"{SECRET}\"\nclient_auth = \"basic\"\ndpop = true");
+    let config = format!(
+        "[store]\nkind = \"memory\"\n{}",
+        provider_block("bound", &op, &auth)
+    );
+    let proxy = start_proxy_in(&config, tempfile::tempdir().unwrap()).await;
+    let (status, body) = get_through(&proxy, "/bound/things?page=2").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["scheme"], "DPoP", "{body}");
+    let jkt = body["jkt"].as_str().expect("a verified proof").to_string();
+    let grants = op.grants().await;
+    let errors: Vec<_> = grants.iter().map(|g| g.error.as_deref()).collect();
+    assert_eq!(errors, [Some("use_dpop_nonce"), None], "{grants:?}");
+    assert_eq!(grants[1].dpop_jkt.as_deref(), Some(jkt.as_str()), "cnf.jkt");
+
+    // The resource server's new nonce: one more request with it, the body
+    // sent again.
+    op.rotate_rs_nonce().await;
+    let resp = client()
+        .post(proxy.url("/bound/things"))
+        .body("payload")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let (status, _) = get_through(&proxy, "/bound/again").await;
+    assert_eq!(status, 200);
+    let seen = op.requests().await;
+    let outcomes: Vec<_> = seen
+        .iter()
+        .map(|r| (r.method.as_str(), r.error.is_some()))
+        .collect();
+    assert_eq!(
+        outcomes,
+        [
+            ("GET", true),
+            ("GET", false),
+            ("POST", true),
+            ("POST", false),
+            ("GET", false)
+        ],
+        "{seen:?}"
+    );
+    assert!(seen
+        .iter()
+        .all(|r| r.error.is_none() || r.error.as_deref().unwrap().contains("nonce")));
+    assert!(seen
+        .iter()
+        .filter(|r| r.error.is_none())
+        .all(|r| r.jkt.as_deref() == Some(jkt.as_str())));
+    assert_eq!(
+        op.grants().await.len(),
+        2,
+        "no token request after the first"
+    );
+}
