@@ -473,3 +473,87 @@ fn dpop_config_that_cannot_work_is_refused_with_the_fix() {
     let err = load(&format!("{cc}dpop = \"yes\"")).unwrap_err();
     assert!(err.contains("dpop"), "{err}");
 }
+
+/// A token endpoint that repeats the DPoP proof it got in its error text:
+/// what the proxy shows (the client's error answer, status) has none of
+/// it. Only the token client knows that proof, so it cuts it out itself.
+#[tokio::test]
+async fn a_token_endpoint_repeating_the_proof_does_not_get_it_shown() {
+    let sent: Arc<Mutex<Vec<String>>> = Arc::default();
+    let record = sent.clone();
+    let app = Router::new().route(
+        "/token",
+        post(move |headers: HeaderMap| {
+            let record = record.clone();
+            async move {
+                let proof = headers["dpop"].to_str().unwrap().to_string();
+                record.lock().unwrap().push(proof.clone());
+                // The claims and signature (the header alone would fill
+                // what is shown of provider text).
+                let tail = proof.split_once('.').unwrap().1;
+                let body = json!({"error": "invalid_dpop_proof", "error_description": format!("proof {tail} refused")});
+                (StatusCode::BAD_REQUEST, Json(body))
+            }
+        }),
+    );
+    let addr = serve(app).await;
+    let base = format!("http://{addr}");
+    let state = tempfile::tempdir().unwrap();
+    let proxy = start_proxy(&config(&base, &base, &state.path().join("t.json"))).await;
+    let (status, body) = call(&proxy, "GET", "/api/x", "").await;
+    assert_eq!(status, 502, "{body}");
+    let status_text = client()
+        .get(proxy.url("/_authproxy/status"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(status_text.contains("invalid_dpop_proof"), "{status_text}");
+    let shown = format!("{body} {status_text}");
+    let proofs = sent.lock().unwrap().clone();
+    assert!(!proofs.is_empty());
+    for proof in proofs {
+        // The header (the public JWK) is the same each time; the claims
+        // and the signature are not.
+        let (_, rest) = proof.split_once('.').unwrap();
+        for start in (0..rest.len() - 16).step_by(4) {
+            assert!(!shown.contains(&rest[start..start + 16]), "{shown}");
+        }
+    }
+}
+
+/// A nonce demand to a request whose body was not kept (larger than
+/// `max_replay_body`) goes back to the client as it is: it is not about
+/// the token, so no renewal; the next request carries the nonce.
+#[tokio::test]
+async fn a_nonce_demand_without_a_kept_body_is_returned_without_a_renewal() {
+    let tokens = Tokens::default();
+    let auth = Server::start("as-n", &tokens).await;
+    let api = Server::start("rs-n", &tokens).await;
+    let state = tempfile::tempdir().unwrap();
+    let cfg = format!(
+        "[server]\nmax_replay_body = \"16B\"\n{}",
+        config(&auth.base(), &api.base(), &state.path().join("t.json"))
+    );
+    let proxy = start_proxy(&cfg).await;
+    let big = "x".repeat(100);
+    let resp = client()
+        .post(proxy.url("/api/upload"))
+        .body(big.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+    assert!(resp.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .contains("use_dpop_nonce"));
+    assert_eq!(outcomes(&api.api_log()), ["nonce"]);
+    assert_eq!(outcomes(&auth.token_log()), ["nonce", "ok"], "no renewal");
+    let (status, body) = call(&proxy, "POST", "/api/upload", &big).await;
+    assert_eq!((status, body["body"].as_str()), (200, Some(big.as_str())));
+    assert_eq!(outcomes(&api.api_log()), ["nonce", "ok"]);
+    assert_eq!(auth.token_log().len(), 2);
+}

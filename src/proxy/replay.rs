@@ -70,6 +70,14 @@ impl Forward<'_> {
             token.note_accepted();
             return Ok(self.finish(response));
         }
+        if provider.dpop().is_some() && asks_for_nonce(response.headers().get_all(WWW_AUTHENTICATE))
+        {
+            // A nonce demand the retry could not meet (the body was not
+            // kept, or the nonce was refused again) is not about the
+            // token: renewing would not help. The next request carries
+            // the nonce.
+            return Ok(self.finish(response));
+        }
         let trigger = if response.headers().contains_key(X_API_REVOKED) {
             Trigger::XApiRevoked
         } else if response.headers().contains_key(X_API_EXPIRED) {
