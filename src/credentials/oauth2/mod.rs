@@ -4,12 +4,16 @@
 //!
 //! Split by concern: the token in use ([`state`]), single-flight renewal
 //! and hand-off to the store ([`renew`]), what `/_authproxy/status`
-//! shows ([`status`]), stored records in an older form ([`upgrade`]), and
+//! shows ([`status`]), stored records in an older form ([`upgrade`]), the
+//! DPoP key and proofs ([`dpop`]), the token request a provider makes and
+//! whose tokens they are ([`request`]), and
 //! the secrets a token endpoint's text is scrubbed of before anyone sees it
 //! ([`scrub`]), and the endpoints of an `issuer` ([`discover`]).
 
 mod discover;
+mod dpop;
 mod renew;
+mod request;
 mod scrub;
 mod state;
 mod status;
@@ -26,14 +30,14 @@ use crate::clock::unix_now;
 use crate::config::{Grant, OAuth2Config};
 use crate::oauth::token::jwt_exp;
 use crate::oauth::{
-    self, DiscoveryError, Dpop, DpopKey, Metadata, TlsSettings, TokenClient, TokenError,
-    TokenRequest, TokenSet,
+    self, DiscoveryError, Dpop, DpopKey, Metadata, TlsSettings, TokenClient, TokenError, TokenSet,
 };
 use crate::secret::Secret;
 use crate::store::{Identity, Owner, OwnerMatch, RenewalLease, StoredToken, TokenStore};
 use crate::telemetry::metrics::Metrics;
 
 use renew::Failure;
+use request::{identity_of, token_request};
 pub use scrub::configured_secrets;
 pub use state::TokenState;
 pub use status::RenewalStats;
@@ -245,49 +249,6 @@ impl OAuthProvider {
 
     pub fn current(&self) -> Option<Arc<TokenState>> {
         self.current.load_full()
-    }
-
-    /// DPoP (`dpop = true`): the key and the servers' nonces.
-    pub fn dpop(&self) -> Option<&Dpop> {
-        self.dpop.as_ref()
-    }
-
-    /// A DPoP proof for a request with `token` to `htu` (no query) on
-    /// `origin`, signed with the key `token` is bound to; `None` without
-    /// DPoP.
-    pub fn dpop_proof(
-        &self,
-        token: &TokenState,
-        htm: &str,
-        origin: &str,
-        htu: &str,
-    ) -> Option<HeaderValue> {
-        let dpop = self.dpop.as_ref()?;
-        let (key, ath) = token.dpop.as_ref()?;
-        Some(dpop.proof_with(key, htm, origin, htu, Some(ath), unix_now()))
-    }
-
-    /// The DPoP key as a store record keeps it.
-    fn dpop_key_record(&self) -> Option<Secret> {
-        self.dpop.as_ref().map(|d| d.key().stored().clone())
-    }
-
-    /// Takes the key of a stored record (its tokens are bound to it). A
-    /// record without one, or one that does not read, keeps ours.
-    fn adopt_dpop_key(&self, stored: Option<&Secret>) {
-        let (Some(dpop), Some(stored)) = (&self.dpop, stored) else {
-            return;
-        };
-        match DpopKey::from_stored(stored) {
-            Ok(key) => {
-                if key != dpop.key() {
-                    dpop.set_key(key);
-                }
-            }
-            Err(e) => {
-                tracing::warn!(provider = %self.name, error = %e, "ignoring the stored DPoP key; a new one is used")
-            }
-        }
     }
 
     fn make_state(
@@ -524,94 +485,4 @@ pub fn client_for(cfg: &OAuth2Config, shared: &TokenClient) -> Result<TokenClien
         extra_roots: &cfg.tls.extra_roots,
         identity_pem: cfg.tls.identity.as_ref().map(|i| i.pem()),
     })
-}
-
-/// The token request for the refresh grant with `refresh`, else for the
-/// provider's primary grant, at `token_url`.
-fn token_request<'a>(
-    cfg: &'a OAuth2Config,
-    token_url: &'a Url,
-    refresh: Option<&'a Secret>,
-    dpop: Option<&'a Dpop>,
-) -> Result<TokenRequest<'a>, TokenError> {
-    let grant = match (refresh, cfg.grant) {
-        (Some(token), _) => oauth::Grant::Refresh(token),
-        (None, Grant::Password) => oauth::Grant::Password {
-            username: cfg
-                .username
-                .as_ref()
-                .ok_or(TokenError::NotConfigured("password grant without username"))?,
-            password: cfg
-                .password
-                .as_ref()
-                .ok_or(TokenError::NotConfigured("password grant without password"))?,
-        },
-        (None, Grant::ClientCredentials) => oauth::Grant::ClientCredentials,
-        (None, Grant::JwtBearer) => oauth::Grant::JwtBearer(cfg.jwt_bearer.as_ref().ok_or(
-            TokenError::NotConfigured("jwt_bearer grant without its assertion key"),
-        )?),
-        (None, Grant::RefreshToken) => {
-            return Err(TokenError::NotConfigured(
-                "grant = \"refresh_token\" has no primary grant; it needs a refresh token",
-            ))
-        }
-        (None, Grant::Implicit) => {
-            return Err(TokenError::NotConfigured(
-                "implicit grant tokens come from a browser login, not the token endpoint",
-            ))
-        }
-    };
-    Ok(TokenRequest {
-        token_url,
-        grant,
-        client_id: cfg.client_id.as_ref(),
-        client_secret: cfg.client_secret.as_ref(),
-        client_auth: cfg.client_auth,
-        assertion_signer: cfg.client_assertion.as_ref(),
-        assertion_audience: cfg.assertion_audience.as_deref(),
-        body: cfg.body,
-        scope: cfg.scope.as_deref(),
-        extra: &cfg.extra,
-        timeout: cfg.token_timeout,
-        dpop,
-    })
-}
-
-/// Covers everything that decides whose tokens these are: if any of it
-/// changes in the config, stored tokens are not used. (The order and the
-/// fields are those of every version so far: records written by older
-/// versions are recognised.)
-fn identity_of(cfg: &OAuth2Config) -> Identity {
-    fn opt(s: &Option<Secret>) -> &str {
-        s.as_ref().map(Secret::expose).unwrap_or("")
-    }
-    // A discovered token endpoint is named by its issuer (known before
-    // discovery); configs without one give what older versions gave.
-    let token_url = match (&cfg.token_url, &cfg.issuer) {
-        (Some(url), _) => url.to_string(),
-        (None, Some(issuer)) => format!("issuer:{issuer}"),
-        (None, None) => String::new(),
-    };
-    let mut parts = vec![
-        cfg.grant.as_str(),
-        &token_url,
-        opt(&cfg.client_id),
-        opt(&cfg.username),
-        opt(&cfg.password),
-        cfg.scope.as_deref().unwrap_or(""),
-        opt(&cfg.seed_refresh_token),
-        opt(&cfg.seed_access_token),
-    ];
-    // Tokens bound to a DPoP key are not Bearer tokens (and the other way
-    // round); only added when set, so older records stay recognised.
-    if cfg.dpop {
-        parts.push("dpop");
-    }
-    // Whom a JWT-bearer token is for (a grant older versions did not have).
-    if let Some(assertion) = &cfg.jwt_bearer {
-        parts.push(assertion.issuer.expose());
-        parts.push(opt(&assertion.subject));
-        parts.push(assertion.scope.as_deref().unwrap_or(""));
-    }
-    Identity::of(&parts)
 }
