@@ -44,7 +44,8 @@ RUN_SECONDS = int(os.environ.get("BENCH_SECONDS") or RUN_SECONDS)
 #   close      clients sending `Connection: close` (a connection per request)
 #   routes     1,000 routes in the config
 #   footprint  start-to-ready over 20 starts (idle and peak RSS come with any group)
-#   dpop, tunnel  placeholders: skipped with a message until the features exist
+#   dpop       the oauth2 row with `dpop = true` (a proof per request)
+#   tunnel     placeholder: skipped with a message until the feature exists
 ROW_GROUPS = ("base", "tls", "close", "routes", "footprint", "dpop", "tunnel")
 ROWS = [g.strip() for g in (os.environ.get("BENCH_ROWS") or ",".join(ROW_GROUPS)).split(",") if g.strip()]
 for _g in ROWS:
@@ -464,10 +465,23 @@ prefix = "/s/"
 upstream = "http://127.0.0.1:{P['up']}/"
 provider = "static"
 
+[providers.dp]
+type = "oauth2"
+grant = "client_credentials"
+token_url = "http://127.0.0.1:{P['token']}/token"
+client_id = "bench"
+client_secret = "bench-secret"
+dpop = true
+
 [[routes]]
 prefix = "/o/"
 upstream = "http://127.0.0.1:{P['up']}/"
 provider = "cc"
+
+[[routes]]
+prefix = "/d/"
+upstream = "http://127.0.0.1:{P['up']}/"
+provider = "dp"
 
 [[routes]]
 prefix = "/sink/"
@@ -584,6 +598,7 @@ backend be
       return 200 "ok\\n";
     }}
     location = /auth {{ return 200 "$http_authorization"; }}
+    location = /dpop {{ return 200 "$http_authorization $http_dpop"; }}
     location = /tls-protocol {{ return 200 "$ssl_protocol"; }}
 """
         up = self.nginx_conf(
@@ -790,32 +805,27 @@ backend be
             out.append(Scenario("routes64", "routes", f"{ROUTES:,} routes, the last one: small GET (100 B), 64 connections",
                                 "/small", 64, many,
                                 baseline={name: ("small64", one) for name, one in zip(many, (ap1, ngx, hap))}))
-        out += self.dpop_rows() + self.tunnel_rows()
+        out += self.dpop_rows(oauth_name) + self.tunnel_rows()
         chosen = [s for s in out if s.group in ROWS]
         # A row compared with another one brings that one along.
         wanted = {sid for s in chosen for sid, _ in s.baseline.values()}
         return [s for s in out if s in chosen or s.sid in wanted]
 
-    def dpop_rows(self):
-        """Placeholder: the OAuth path with DPoP on (one proof per request).
-
-        TODO(issue 15, `dpop = true`): needs, once the feature exists:
-        - the token mock (`mock_provider standard`) answering `token_type:
-          DPoP` and checking the proof on the token request (RFC 9449 §5);
-        - an authproxy provider `[providers.dpop] type = "oauth2", grant =
-          "client_credentials", token_url = <mock>, client_id, client_secret,
-          dpop = true` and a route `/d/` -> the plain upstream;
-        - the upstream nginx echoing `DPoP` next to `Authorization` so the
-          check sees a proof per request (`location = /dpop { return 200
-          "$http_authorization $http_dpop"; }`).
-        nginx and HAProxy cannot sign a proof per request without scripting
-        (njs / Lua), so the row compares against their static-header rows
-        and against authproxy's own cached-token oauth2 row: the difference
-        is the price of one ES256 signature per request."""
-        if "dpop" in ROWS:
-            log("skipped: 'OAuth path with DPoP on' - needs `dpop = true` (issue 15), not built yet")  # TODO(issue 15)
-            self.notes.append("Row 'OAuth path with DPoP on' skipped: the feature does not exist yet (issue 15).")
-        return []
+    def dpop_rows(self, oauth_name):
+        """The OAuth path with DPoP on (`dpop = true`, RFC 9449): the same
+        client_credentials token from `mock_provider standard` (it ignores
+        the proof and answers `token_type: Bearer`, so the upstream sees
+        `Bearer at-…` plus a `DPoP` header), a new proof signed per
+        request. nginx and HAProxy cannot sign a proof per request without
+        scripting (njs / Lua): the row is compared with authproxy's own
+        cached-token oauth2 row, and the difference is the price of one
+        ES256 signature per request. The check asks the upstream's `/dpop`
+        (`$http_authorization $http_dpop`) that a proof arrived."""
+        P, A = self.port, self.ap
+        name = "authproxy oauth2 client_credentials + DPoP (a proof per request), default runtime"
+        dp = Sys(P["ap"], "/d", A["ap"], auth="Bearer at-", auth_is_prefix=True)
+        return [Scenario("dpop64", "dpop", "OAuth path with DPoP on: small GET (100 B), 64 connections",
+                         "/small", 64, {name: dp}, baseline={name: ("small64", oauth_name)})]
 
     def tunnel_rows(self):
         """Placeholder: requests inside a forward-proxy tunnel.
@@ -852,6 +862,11 @@ backend be
                 want = (s.auth or "").encode()
                 if st != 200 or not (body.startswith(want) if s.auth_is_prefix else body == want):
                     problems.append(f"{sc.title} / {name}: /auth -> {st} {body[:80]!r}")
+                if sc.group == "dpop":
+                    # A proof (a compact JWS, `eyJ…`) next to the token.
+                    st, body = http_get(s.port, s.prefix + "/dpop", tls_ca=ca)
+                    if st != 200 or b" eyJ" not in body:
+                        problems.append(f"{sc.title} / {name}: /dpop -> {st} {body[:80]!r} (no DPoP proof)")
                 if sc.group == "tls":
                     # Every proxy speaks the same TLS version to the upstream.
                     st, body = http_get(s.port, s.prefix + "/tls-protocol", tls_ca=ca)

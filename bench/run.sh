@@ -8,8 +8,9 @@
 # Row groups (BENCH_ROWS, comma-separated; default all): base (the four
 # scenarios below plus the oauth2 / RUST_LOG=warn rows and 1 GiB streaming),
 # tls (HTTPS upstream), close (Connection: close), routes (1,000 routes),
-# footprint (start-to-ready over 20 starts), dpop and tunnel (placeholders
-# that say they are skipped until those features exist). BENCH_SECONDS and
+# footprint (start-to-ready over 20 starts), dpop (the oauth2 row with a
+# DPoP proof per request), tunnel (a placeholder that says it is skipped
+# until that feature exists). BENCH_SECONDS and
 # BENCH_REPS override the 5 s x 3 runs. Only a full default run writes
 # bench/results.md; any other run writes /tmp/authproxy-bench-results.md
 # (BENCH_OUT=FILE chooses).
