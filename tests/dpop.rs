@@ -557,3 +557,40 @@ async fn a_nonce_demand_without_a_kept_body_is_returned_without_a_renewal() {
     assert_eq!(outcomes(&api.api_log()), ["nonce", "ok"]);
     assert_eq!(auth.token_log().len(), 2);
 }
+
+/// Two replicas sharing a Redis store: the token one replica got is bound
+/// to its key, and the other replica, taking that token from the store,
+/// takes the key with it (its proofs verify against the token's `cnf.jkt`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_sharing_a_redis_store_share_the_key_with_the_token() {
+    let Some(redis) = support::redis_server::RedisServer::start() else {
+        return;
+    };
+    let tokens = Tokens::default();
+    let auth = Server::start("as-r", &tokens).await;
+    let api = Server::start("rs-r", &tokens).await;
+    let cfg = config(&auth.base(), &api.base(), std::path::Path::new("unused")).replace(
+        "[store]\nkind = \"file\"\npath = \"unused\"",
+        &format!("[store]\nkind = \"redis\"\nurl = \"{}\"", redis.url()),
+    );
+    assert!(cfg.contains("redis://"), "{cfg}");
+    let a = start_proxy(&cfg).await;
+    let b = start_proxy(&cfg).await;
+    let (status, _) = call(&a, "GET", "/api/a", "").await;
+    assert_eq!(status, 200);
+    let (status, body) = call(&b, "GET", "/api/b", "").await;
+    assert_eq!(status, 200, "{body} {:?}", api.api_log());
+    let issued: Vec<Event> = auth
+        .token_log()
+        .into_iter()
+        .filter(|e| e.outcome == "ok")
+        .collect();
+    assert_eq!(
+        issued.len(),
+        1,
+        "one token for both: {:?}",
+        auth.token_log()
+    );
+    let last = api.api_log().last().cloned().unwrap();
+    assert_eq!(last.jkt, issued[0].jkt, "{:?}", api.api_log());
+}
