@@ -51,4 +51,12 @@ impl OAuthProvider {
             }
         }
     }
+
+    /// A token endpoint that ignores DPoP answers `token_type` `Bearer`:
+    /// the token works, but is not bound to the key. Said once per token.
+    pub(super) fn note_token_type(&self, token_type: Option<&str>) {
+        if self.dpop.is_some() && !token_type.is_some_and(|t| t.eq_ignore_ascii_case("dpop")) {
+            tracing::warn!(provider = %self.name, token_type = token_type.unwrap_or("none"), "dpop = true, but the token endpoint issued a token that is not DPoP-bound (RFC 9449 §5); it is used as it is");
+        }
+    }
 }

@@ -317,6 +317,7 @@ impl OAuthProvider {
         lease: Option<&mut Box<dyn RenewalLease>>,
         trigger: Trigger,
     ) -> Arc<TokenState> {
+        self.note_token_type(set.token_type.as_deref());
         let mut record = StoredToken::new(&set, &self.identity);
         record.dpop_key = self.dpop_key_record();
         let saved = match lease {
