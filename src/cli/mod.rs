@@ -1,9 +1,11 @@
 //! The command line: `run` (default), `check [--probe]`, `demo`, `health`,
+//! `login`,
 //! one file each.
 
 mod check;
 mod demo;
 mod health;
+mod login;
 mod run;
 
 use std::path::{Path, PathBuf};
@@ -63,6 +65,14 @@ pub enum Command {
         #[arg(long)]
         url: Option<String>,
     },
+    /// Log in to a provider: print the login URL (authorization_code), or start the
+    /// device flow on the running proxy, print the code and wait (device_code; exit 0 logged in, 1 not)
+    Login {
+        provider: String,
+        /// The running proxy [default: from the config's listen address]
+        #[arg(long)]
+        url: Option<String>,
+    },
 }
 
 /// Entry point used by `main`.
@@ -102,6 +112,9 @@ pub fn main() -> ExitCode {
         Command::Demo { listen } => runtime.block_on(demo::demo(&listen, cli.log_format)),
         Command::Health { url } => {
             runtime.block_on(health::health(url, &config_path, cli.log_format))
+        }
+        Command::Login { provider, url } => {
+            runtime.block_on(login::login(&provider, url, &config_path))
         }
     }
 }

@@ -186,6 +186,7 @@ raw_provider! {
     "client_cert" => client_cert: String,
     "client_key" => client_key: String,
     "ca_file" => ca_file: String,
+    "device_authorization_url" => device_authorization_url: String,
 }
 
 #[derive(Default, Deserialize)]

@@ -6,9 +6,11 @@
 //! and hand-off to the store ([`renew`]), what `/_authproxy/status`
 //! shows ([`status`]), stored records in an older form ([`upgrade`]), and
 //! the secrets a token endpoint's text is scrubbed of before anyone sees it
-//! ([`scrub`]), and the endpoints of an `issuer` ([`discover`]).
+//! ([`scrub`]), the endpoints of an `issuer` ([`discover`]), and the logins
+//! of a person (authorization code exchange, device flow: [`login`]).
 
 mod discover;
+mod login;
 mod renew;
 mod scrub;
 mod state;
@@ -16,7 +18,7 @@ mod status;
 mod upgrade;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use arc_swap::ArcSwapOption;
 use http::{HeaderName, HeaderValue};
@@ -33,6 +35,7 @@ use crate::store::{Identity, Owner, OwnerMatch, RenewalLease, StoredToken, Token
 use crate::telemetry::metrics::Metrics;
 
 use renew::Failure;
+pub use login::{DeviceFlowState, DevicePrompt};
 pub use scrub::configured_secrets;
 pub use state::TokenState;
 pub use status::RenewalStats;
@@ -86,9 +89,14 @@ pub enum CredentialError {
     /// The grant was refused or no grant is left to try (log in again).
     #[error("{0}")]
     Reauthentication(String),
-    /// Implicit grant without a usable token.
+    /// A grant that needs a person's login (implicit, authorization code,
+    /// device code) has no usable token; `device` is the device flow the
+    /// person is to complete.
     #[error("no token; log in at {login_url}")]
-    LoginRequired { login_url: String },
+    LoginRequired {
+        login_url: String,
+        device: Option<Box<DevicePrompt>>,
+    },
     /// Waited too long for another request's renewal.
     #[error("timed out after {0:.0}s waiting for the token renewal in progress")]
     WaitTimeout(f64),
@@ -135,6 +143,12 @@ pub struct OAuthProvider {
     stats: Mutex<RenewalStats>,
     /// The secrets of the whole config, scrubbed from provider text too.
     other_secrets: Mutex<Arc<Vec<Secret>>>,
+    /// This provider, for the tasks it starts (a device flow's polling).
+    me: OnceLock<Weak<OAuthProvider>>,
+    /// The device flow in progress or last finished.
+    device: Mutex<DeviceFlowState>,
+    /// One device flow start at a time.
+    device_start: tokio::sync::Mutex<()>,
 }
 
 impl OAuthProvider {
@@ -169,6 +183,9 @@ impl OAuthProvider {
             failure: Mutex::new(None),
             stats: Mutex::new(RenewalStats::default()),
             other_secrets: Mutex::default(),
+            me: OnceLock::new(),
+            device: Mutex::new(DeviceFlowState::Idle),
+            device_start: tokio::sync::Mutex::new(()),
             cfg,
         };
         let key = provider.store.fingerprint_key();
@@ -301,12 +318,15 @@ impl OAuthProvider {
             if t.fresh(now, self.cfg.refresh_before) {
                 return Ok((t.clone(), None));
             }
-            if self.cfg.grant == Grant::Implicit && t.usable(now) {
+            if self.cfg.grant.needs_login() && !t.has_refresh() && t.usable(now) {
                 return Ok((t.clone(), None));
             }
         }
-        if self.cfg.grant == Grant::Implicit {
-            return Err(self.login_required());
+        // Without a refresh token a login grant has nothing to renew with.
+        if self.cfg.grant.needs_login()
+            && !self.current.load_full().is_some_and(|c| c.has_refresh())
+        {
+            return Err(self.login_required_now().await);
         }
         let trigger = match &current {
             Some(t) if t.usable(now) => Trigger::Proactive,
@@ -348,9 +368,10 @@ impl OAuthProvider {
         self.renew(trigger, Some(used)).await
     }
 
-    fn login_required(&self) -> CredentialError {
+    pub(super) fn login_required(&self) -> CredentialError {
         CredentialError::LoginRequired {
             login_url: self.login_url.clone(),
+            device: self.device_prompt().map(Box::new),
         }
     }
 
@@ -500,9 +521,23 @@ fn token_request<'a>(
                 "implicit grant tokens come from a browser login, not the token endpoint",
             ))
         }
+        (None, Grant::AuthorizationCode | Grant::DeviceCode) => {
+            return Err(TokenError::NotConfigured(
+                "the first token of this grant comes from a person's login",
+            ))
+        }
     };
-    Ok(TokenRequest {
-        token_url,
+    Ok(request_for(cfg, token_url, grant))
+}
+
+/// A request of `grant` at `url` with the provider's client authentication.
+pub(super) fn request_for<'a>(
+    cfg: &'a OAuth2Config,
+    url: &'a Url,
+    grant: oauth::Grant<'a>,
+) -> TokenRequest<'a> {
+    TokenRequest {
+        token_url: url,
         grant,
         client_id: cfg.client_id.as_ref(),
         client_secret: cfg.client_secret.as_ref(),
@@ -513,7 +548,7 @@ fn token_request<'a>(
         scope: cfg.scope.as_deref(),
         extra: &cfg.extra,
         timeout: cfg.token_timeout,
-    })
+    }
 }
 
 /// Covers everything that decides whose tokens these are: if any of it

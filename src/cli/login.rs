@@ -1,0 +1,150 @@
+//! `authproxy login <provider>`: for an authorization-code (or implicit)
+//! provider, prints the login URL (a person opens it; nothing is opened by
+//! itself); for a device-code provider, starts the device flow on the
+//! running proxy, prints the verification URI and the user code, and
+//! waits: exit 0 when logged in, 1 when refused, expired or failed.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::{load, say};
+use crate::config::{Config, Grant, ProviderKind};
+use crate::secret::Secret;
+
+/// Between two looks at the proxy's status while a person logs in.
+const STATUS_POLL: Duration = Duration::from_secs(1);
+
+pub(super) async fn login(provider: &str, url: Option<String>, config_path: &std::path::Path) -> ExitCode {
+    let config = match load(config_path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let grant = match config.providers.get(provider).map(|p| &p.kind) {
+        Some(ProviderKind::OAuth2(o)) => o.grant,
+        Some(ProviderKind::Static(_)) => {
+            eprintln!("authproxy login: provider {provider} is a static provider; there is nothing to log in to");
+            return ExitCode::FAILURE;
+        }
+        None => {
+            eprintln!("authproxy login: no provider named {provider} in {}", config_path.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    let base = url.unwrap_or_else(|| base_url(&config));
+    let base = base.trim_end_matches('/');
+    match grant {
+        Grant::AuthorizationCode | Grant::Implicit => {
+            say!("Open this URL in a browser on this machine to log in to {provider}:");
+            say!("  {base}/_authproxy/login/{provider}");
+            ExitCode::SUCCESS
+        }
+        Grant::DeviceCode => device(provider, base, config.server.inbound_token.as_ref()).await,
+        g => {
+            eprintln!(
+                "authproxy login: provider {provider} uses grant = \"{}\", which needs no login",
+                g.as_str()
+            );
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The proxy's address from `server.listen` (a wildcard address is
+/// reached on loopback).
+fn base_url(config: &Config) -> String {
+    let listen = config.server.listen;
+    let host = match listen.ip() {
+        ip if ip.is_unspecified() && ip.is_ipv6() => "[::1]".to_string(),
+        ip if ip.is_unspecified() => "127.0.0.1".to_string(),
+        std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+        ip => ip.to_string(),
+    };
+    format!("http://{host}:{}", listen.port())
+}
+
+async fn device(provider: &str, base: &str, inbound_token: Option<&Secret>) -> ExitCode {
+    // The proxy's own endpoints: never through a proxy of the environment.
+    let client = match reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(60))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("authproxy login: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let auth = |req: reqwest::RequestBuilder| match inbound_token {
+        Some(t) => req.header(
+            reqwest::header::PROXY_AUTHORIZATION,
+            format!("Bearer {}", t.expose()),
+        ),
+        None => req,
+    };
+    let started = auth(client.post(format!("{base}/_authproxy/device/{provider}")))
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .body("{}")
+        .send()
+        .await;
+    let started: Value = match started {
+        Ok(r) => {
+            let ok = r.status().is_success();
+            let body = r.json().await.unwrap_or(Value::Null);
+            if !ok {
+                eprintln!(
+                    "authproxy login: the proxy refused: {}",
+                    body["message"].as_str().unwrap_or("no reason given")
+                );
+                return ExitCode::FAILURE;
+            }
+            body
+        }
+        Err(e) => {
+            eprintln!("authproxy login: cannot reach the proxy at {base}: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let text = |k: &str| started[k].as_str().unwrap_or("").to_string();
+    say!("To log in to {provider}, open");
+    say!("  {}", text("verification_uri"));
+    say!("and enter the code");
+    say!("  {}", text("user_code"));
+    if let Some(complete) = started["verification_uri_complete"].as_str() {
+        say!("(or open {complete})");
+    }
+    let expires_in = started["expires_in"].as_u64().unwrap_or(600);
+    say!("Waiting for the login (the code expires in {expires_in} s)…");
+
+    // Bounded: the proxy gives the flow up when the code expires.
+    let rounds = (expires_in + 60) / STATUS_POLL.as_secs();
+    for _ in 0..rounds {
+        tokio::time::sleep(STATUS_POLL).await;
+        let Ok(r) = auth(client.get(format!("{base}/_authproxy/status"))).send().await else {
+            continue;
+        };
+        let Ok(status) = r.json::<Value>().await else {
+            continue;
+        };
+        let flow = &status["providers"][provider]["device_login"];
+        match flow["state"].as_str() {
+            Some("ok") => {
+                say!("Logged in: authproxy holds a token for {provider}.");
+                return ExitCode::SUCCESS;
+            }
+            Some("pending") | None => {}
+            Some(outcome) => {
+                eprintln!(
+                    "authproxy login: not logged in ({outcome}): {}",
+                    flow["message"].as_str().unwrap_or("")
+                );
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    eprintln!("authproxy login: gave up waiting for {provider}");
+    ExitCode::FAILURE
+}
