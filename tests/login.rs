@@ -57,7 +57,7 @@ async fn status_until(
 async fn authorization_code_with_pkce_end_to_end() {
     let config = OidcConfig {
         ttl: Ttl {
-            access_token: Some(30),
+            access_token: Some(2),
             ..Ttl::default()
         },
         rotate_refresh_token: true,
@@ -71,8 +71,8 @@ async fn authorization_code_with_pkce_end_to_end() {
     let Some(op) = OidcServer::start(&config) else {
         return;
     };
-    // refresh_before beyond the token's life: every request renews, so the
-    // renewal is seen without waiting for an expiry.
+    // A 2 s token is renewed in its second second (the renewal window is at
+    // most half the lifetime).
     let proxy = start_proxy(&format!(
         r#"
 [store]
@@ -104,7 +104,10 @@ provider = "op"
     assert_eq!(body["error"], "login_required");
     let login_url = proxy.url("/_authproxy/login/op");
     assert_eq!(body["login_url"], login_url.as_str(), "{body}");
-    assert_eq!(provider_status(&proxy, "op").await["state"], "login_required");
+    assert_eq!(
+        provider_status(&proxy, "op").await["state"],
+        "login_required"
+    );
 
     // The login page: 302 to the authorize endpoint with PKCE S256.
     let resp = client().get(&login_url).send().await.unwrap();
@@ -127,7 +130,8 @@ provider = "op"
     let browser = Browser::new(&op);
     let back = browser.authorize(&location, "alice").await;
     assert!(
-        back.as_str().starts_with(&proxy.url("/_authproxy/callback/op")),
+        back.as_str()
+            .starts_with(&proxy.url("/_authproxy/callback/op")),
         "{back}"
     );
     // A forged state is refused and spends nothing.
@@ -162,18 +166,29 @@ provider = "op"
         .iter()
         .find(|g| g.grant_type.as_deref() == Some("authorization_code"))
         .expect("a code exchange");
-    assert_eq!(code_grant.client_auth_method.as_deref(), Some("client_secret_basic"));
+    assert_eq!(
+        code_grant.client_auth_method.as_deref(),
+        Some("client_secret_basic")
+    );
     assert!(code_grant.error.is_none(), "{:?}", code_grant.error);
-    // Renewed with the (rotating) refresh token.
-    let (status, _) = get(&proxy, "/api/me").await;
-    assert_eq!(status, 200);
-    let refreshes = op
-        .grants()
-        .await
-        .iter()
-        .filter(|g| g.grant_type.as_deref() == Some("refresh_token") && g.error.is_none())
-        .count();
-    assert!(refreshes >= 1, "no refresh grant: {:?}", op.grants().await.len());
+    // Renewed with the (rotating) refresh token: requests go on until the
+    // proxy has renewed twice, every one answered 200.
+    let mut refreshes = 0;
+    for _ in 0..100 {
+        let (status, me) = get(&proxy, "/api/me").await;
+        assert_eq!(status, 200, "{me}");
+        refreshes = op
+            .grants()
+            .await
+            .iter()
+            .filter(|g| g.grant_type.as_deref() == Some("refresh_token") && g.error.is_none())
+            .count();
+        if refreshes >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(refreshes >= 2, "refresh grants: {refreshes}");
     let s = provider_status(&proxy, "op").await;
     assert_eq!(s["has_refresh_token"], true, "{s}");
 
@@ -197,12 +212,28 @@ provider = "op"
         .await
         .unwrap();
     assert!(resp.status().is_success(), "{}", resp.status());
-    let (status, body) = get(&proxy, "/api/me").await;
-    assert_eq!((status, body["error"].as_str()), (503, Some("login_required")), "{body}");
+    // The access token (a JWT, not revocable) serves until its renewal.
+    let mut last = (0, Value::Null);
+    for _ in 0..100 {
+        last = get(&proxy, "/api/me").await;
+        if last.0 != 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (status, body) = last;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (503, Some("login_required")),
+        "{body}"
+    );
     assert_eq!(body["login_url"], login_url.as_str());
     let s = provider_status(&proxy, "op").await;
     assert_eq!(s["state"], "login_required", "{s}");
-    assert!(s["login_url"].as_str().unwrap().ends_with("/_authproxy/login/op"));
+    assert!(s["login_url"]
+        .as_str()
+        .unwrap()
+        .ends_with("/_authproxy/login/op"));
 
     let metrics = client()
         .get(proxy.url("/_authproxy/metrics"))
@@ -258,8 +289,16 @@ provider = "op"
     .await;
 
     let (status, body) = get(&proxy, "/api/me").await;
-    assert_eq!((status, body["error"].as_str()), (503, Some("login_required")), "{body}");
-    assert_eq!(body["verification_uri"], op.url("/device").as_str(), "{body}");
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (503, Some("login_required")),
+        "{body}"
+    );
+    assert_eq!(
+        body["verification_uri"],
+        op.url("/device").as_str(),
+        "{body}"
+    );
     let user_code = body["user_code"].as_str().unwrap().to_string();
     assert!(body["expires_in"].as_u64().unwrap() > 0);
     // A second request names the same flow (one per provider at a time).
@@ -276,7 +315,10 @@ provider = "op"
     status_until(&proxy, "op", 300, |s| s["device_login"]["state"] == "ok").await;
     let (status, me) = get(&proxy, "/api/me").await;
     assert_eq!(status, 200, "{me}");
-    assert_eq!((me["sub"].as_str(), me["client_id"].as_str()), (Some("bob"), Some("tv")));
+    assert_eq!(
+        (me["sub"].as_str(), me["client_id"].as_str()),
+        (Some("bob"), Some("tv"))
+    );
     let s = provider_status(&proxy, "op").await;
     assert_eq!(s["state"], "ok", "{s}");
     assert_eq!(s["has_refresh_token"], true, "{s}");
@@ -327,10 +369,18 @@ async fn start_device(proxy: &support::Proxy) -> Value {
 #[tokio::test]
 async fn device_flow_polls_at_the_interval_and_slows_down() {
     let mock = DeviceMock::start(1).await;
-    mock.script(&[Answer::Pending, Answer::Pending, Answer::SlowDown, Answer::Tokens]);
+    mock.script(&[
+        Answer::Pending,
+        Answer::Pending,
+        Answer::SlowDown,
+        Answer::Tokens,
+    ]);
     let proxy = start_proxy(&device_config(&mock, "")).await;
     let started = start_device(&proxy).await;
-    assert_eq!(started["verification_uri"], "https://device.example/activate");
+    assert_eq!(
+        started["verification_uri"],
+        "https://device.example/activate"
+    );
     assert_eq!(started["user_code"], mock.user_code().as_str());
 
     status_until(&proxy, "dev", 300, |s| s["device_login"]["state"] == "ok").await;
@@ -338,7 +388,12 @@ async fn device_flow_polls_at_the_interval_and_slows_down() {
     let answers: Vec<Answer> = polls.iter().map(|(_, a)| *a).collect();
     assert_eq!(
         answers,
-        [Answer::Pending, Answer::Pending, Answer::SlowDown, Answer::Tokens],
+        [
+            Answer::Pending,
+            Answer::Pending,
+            Answer::SlowDown,
+            Answer::Tokens
+        ],
         "a poll came sooner than the interval"
     );
     let gap = polls[3].0.duration_since(polls[2].0);
@@ -365,7 +420,11 @@ async fn device_flow_stops_on_access_denied_and_on_expired_token() {
         // A request now does not start a new flow at once (the outcome
         // stays visible); it is told to log in.
         let (status, body) = get(&proxy, "/api/x").await;
-        assert_eq!((status, body["error"].as_str()), (503, Some("login_required")), "{body}");
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (503, Some("login_required")),
+            "{body}"
+        );
         assert_eq!(mock.flows(), 1);
         let metrics = client()
             .get(proxy.url("/_authproxy/metrics"))
@@ -406,13 +465,24 @@ async fn device_start_is_refused_to_browsers() {
 async fn login_command_runs_the_device_flow() {
     let mock = DeviceMock::start(1).await;
     let token = "inbound-token-for-the-login-test-0123456789";
-    let proxy = start_proxy(&device_config(&mock, &format!("inbound_token = \"{token}\""))).await;
+    let proxy = start_proxy(&device_config(
+        &mock,
+        &format!("inbound_token = \"{token}\""),
+    ))
+    .await;
     let config = proxy.dir.path().join("authproxy.toml");
     let url = proxy.url("");
     let run = |config: std::path::PathBuf, url: String| {
         tokio::task::spawn_blocking(move || {
             run_cli(
-                &["login", "dev", "--config", config.to_str().unwrap(), "--url", &url],
+                &[
+                    "login",
+                    "dev",
+                    "--config",
+                    config.to_str().unwrap(),
+                    "--url",
+                    &url,
+                ],
                 &[],
                 std::path::Path::new("/"),
             )

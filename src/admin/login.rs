@@ -244,7 +244,12 @@ impl PendingLogins {
 
     /// A fresh random state for `provider`, kept with the PKCE verifier
     /// (authorization code) and the redirect URI.
-    pub fn begin_with(&self, provider: &str, verifier: Option<Secret>, redirect_uri: &str) -> String {
+    pub fn begin_with(
+        &self,
+        provider: &str,
+        verifier: Option<Secret>,
+        redirect_uri: &str,
+    ) -> String {
         let bytes: [u8; 24] = rand::rng().random();
         let state: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
         let mut states = self.states.lock().unwrap();
@@ -296,7 +301,12 @@ async fn code_callback(admin: &Admin, p: &OAuthProvider, name: &str, uri: &Uri) 
     let q: CodeCallback = match serde_urlencoded::from_str(uri.query().unwrap_or("")) {
         Ok(q) => q,
         Err(_) => {
-            return result_page(StatusCode::BAD_REQUEST, name, false, "The callback's query is malformed.".into());
+            return result_page(
+                StatusCode::BAD_REQUEST,
+                name,
+                false,
+                "The callback's query is malformed.".into(),
+            );
         }
     };
     // The state is spent whatever the outcome: a refused login is started again.
@@ -309,7 +319,9 @@ async fn code_callback(admin: &Admin, p: &OAuthProvider, name: &str, uri: &Uri) 
             StatusCode::BAD_REQUEST,
             name,
             false,
-            format!("Unknown, used or expired login state: start again at /_authproxy/login/{name}."),
+            format!(
+                "Unknown, used or expired login state: start again at /_authproxy/login/{name}."
+            ),
         );
     };
     if let Some(error) = q.error {
@@ -322,11 +334,19 @@ async fn code_callback(admin: &Admin, p: &OAuthProvider, name: &str, uri: &Uri) 
             StatusCode::BAD_REQUEST,
             name,
             false,
-            format!("The provider refused the login: {}{detail}.", crate::text::sanitize(&error, 64)),
+            format!(
+                "The provider refused the login: {}{detail}.",
+                crate::text::sanitize(&error, 64)
+            ),
         );
     }
     let (Some(code), Some(verifier)) = (q.code, start.verifier) else {
-        return result_page(StatusCode::BAD_REQUEST, name, false, "No code in the callback.".into());
+        return result_page(
+            StatusCode::BAD_REQUEST,
+            name,
+            false,
+            "No code in the callback.".into(),
+        );
     };
     match p
         .exchange_code(&Secret::new(code), &verifier, &start.redirect_uri)

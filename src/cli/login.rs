@@ -16,7 +16,11 @@ use crate::secret::Secret;
 /// Between two looks at the proxy's status while a person logs in.
 const STATUS_POLL: Duration = Duration::from_secs(1);
 
-pub(super) async fn login(provider: &str, url: Option<String>, config_path: &std::path::Path) -> ExitCode {
+pub(super) async fn login(
+    provider: &str,
+    url: Option<String>,
+    config_path: &std::path::Path,
+) -> ExitCode {
     let config = match load(config_path) {
         Ok(c) => c,
         Err(code) => return code,
@@ -28,7 +32,10 @@ pub(super) async fn login(provider: &str, url: Option<String>, config_path: &std
             return ExitCode::FAILURE;
         }
         None => {
-            eprintln!("authproxy login: no provider named {provider} in {}", config_path.display());
+            eprintln!(
+                "authproxy login: no provider named {provider} in {}",
+                config_path.display()
+            );
             return ExitCode::FAILURE;
         }
     };
@@ -123,7 +130,10 @@ async fn device(provider: &str, base: &str, inbound_token: Option<&Secret>) -> E
     let rounds = (expires_in + 60) / STATUS_POLL.as_secs();
     for _ in 0..rounds {
         tokio::time::sleep(STATUS_POLL).await;
-        let Ok(r) = auth(client.get(format!("{base}/_authproxy/status"))).send().await else {
+        let Ok(r) = auth(client.get(format!("{base}/_authproxy/status")))
+            .send()
+            .await
+        else {
             continue;
         };
         let Ok(status) = r.json::<Value>().await else {

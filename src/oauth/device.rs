@@ -123,15 +123,16 @@ fn uri(s: &str, name: &str) -> Result<Url, TokenError> {
 
 /// Parses and checks a device authorization answer (a 2xx body).
 pub fn parse_device_answer(body: &[u8]) -> Result<DeviceAuthorization, TokenError> {
-    let raw: RawAnswer =
-        serde_json::from_slice(body).map_err(|_| bad("not a JSON object"))?;
-    let device_code = text(&raw.device_code, "device_code")?
-        .ok_or_else(|| bad("no `device_code`"))?;
+    let raw: RawAnswer = serde_json::from_slice(body).map_err(|_| bad("not a JSON object"))?;
+    let device_code =
+        text(&raw.device_code, "device_code")?.ok_or_else(|| bad("no `device_code`"))?;
     if device_code.is_empty()
         || device_code.len() > MAX_DEVICE_CODE
         || device_code.chars().any(char::is_control)
     {
-        return Err(bad("`device_code` is empty, too long or holds control characters"));
+        return Err(bad(
+            "`device_code` is empty, too long or holds control characters",
+        ));
     }
     let user_code = text(&raw.user_code, "user_code")?.ok_or_else(|| bad("no `user_code`"))?;
     shown_text(user_code, "user_code", MAX_USER_CODE)?;
@@ -143,12 +144,10 @@ pub fn parse_device_answer(body: &[u8]) -> Result<DeviceAuthorization, TokenErro
         (None, Some(u)) => uri(u, "verification_url")?,
         (None, None) => return Err(bad("no `verification_uri`")),
     };
-    let verification_uri_complete = text(
-        &raw.verification_uri_complete,
-        "verification_uri_complete",
-    )?
-    .map(|u| uri(u, "verification_uri_complete"))
-    .transpose()?;
+    let verification_uri_complete =
+        text(&raw.verification_uri_complete, "verification_uri_complete")?
+            .map(|u| uri(u, "verification_uri_complete"))
+            .transpose()?;
     let expires_in = seconds(&raw.expires_in, "expires_in")?
         .unwrap_or(DEFAULT_EXPIRES_IN)
         .min(MAX_EXPIRES_IN);

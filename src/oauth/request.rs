@@ -237,7 +237,10 @@ pub(super) fn grant_fields(
     }
     // The code and the device code carry the scope the user granted
     // (RFC 6749 §4.1.3, RFC 8628 §3.4 have no `scope`).
-    let scoped = !matches!(r.grant, Grant::AuthorizationCode { .. } | Grant::DeviceCode(_));
+    let scoped = !matches!(
+        r.grant,
+        Grant::AuthorizationCode { .. } | Grant::DeviceCode(_)
+    );
     if let (Some(scope), true) = (r.scope, scoped) {
         push("scope", &Secret::new(scope));
     }

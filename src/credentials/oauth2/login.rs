@@ -187,7 +187,10 @@ impl OAuthProvider {
         };
         tracing::info!(provider = %self.name, verification_uri = %prompt.verification_uri, user_code = %prompt.user_code, expires_in = auth.expires_in, "device login started: the user is to enter the code at the verification URI");
         *self.device.lock().unwrap() = DeviceFlowState::Pending(prompt.clone());
-        match (self.me.get().cloned(), tokio::runtime::Handle::try_current()) {
+        match (
+            self.me.get().cloned(),
+            tokio::runtime::Handle::try_current(),
+        ) {
             (Some(me), Ok(handle)) => {
                 handle.spawn(poll_device(me, auth, token_url));
             }
@@ -199,7 +202,10 @@ impl OAuthProvider {
     /// One poll with the device code.
     async fn poll_once(&self, token_url: &Url, device_code: &Secret) -> Poll {
         let request = request_for(&self.cfg, token_url, oauth::Grant::DeviceCode(device_code));
-        let result = self.client.request(&request, &|r| self.observe("device_code", r)).await;
+        let result = self
+            .client
+            .request(&request, &|r| self.observe("device_code", r))
+            .await;
         let e = match result {
             Ok(set) => return Poll::Tokens(set),
             Err(e) => {

@@ -34,8 +34,8 @@ use crate::secret::Secret;
 use crate::store::{Identity, Owner, OwnerMatch, RenewalLease, StoredToken, TokenStore};
 use crate::telemetry::metrics::Metrics;
 
-use renew::Failure;
 pub use login::{DeviceFlowState, DevicePrompt};
+use renew::Failure;
 pub use scrub::configured_secrets;
 pub use state::TokenState;
 pub use status::RenewalStats;

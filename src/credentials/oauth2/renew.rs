@@ -92,8 +92,7 @@ impl OAuthProvider {
             let nothing_left = matches!(
                 f.error,
                 CredentialError::Reauthentication(_) | CredentialError::LoginRequired { .. }
-            )
-                && !self.cfg.grant.has_primary()
+            ) && !self.cfg.grant.has_primary()
                 && !cur.as_ref().is_some_and(|c| c.has_refresh());
             if Instant::now() < f.until || nothing_left {
                 return usable_fallback().ok_or_else(|| f.error.clone());

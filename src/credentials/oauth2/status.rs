@@ -46,7 +46,9 @@ impl OAuthProvider {
             // A login grant with nothing to renew with, or whose refresh
             // token was refused.
             _ if login => "login_required",
-            ref c if self.cfg.grant.needs_login() && !c.as_ref().is_some_and(|c| c.has_refresh()) => {
+            ref c
+                if self.cfg.grant.needs_login() && !c.as_ref().is_some_and(|c| c.has_refresh()) =>
+            {
                 "login_required"
             }
             _ if failed => "error",

@@ -16,10 +16,10 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use axum::body::Bytes;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::body::Bytes;
 use axum::{Json, Router};
 use http::{HeaderMap, StatusCode};
 use serde_json::json;
@@ -149,10 +149,7 @@ fn oauth_error(code: &str) -> Response {
         .into_response()
 }
 
-async fn device_authorization(
-    State(inner): State<Arc<Mutex<Inner>>>,
-    body: Bytes,
-) -> Response {
+async fn device_authorization(State(inner): State<Arc<Mutex<Inner>>>, body: Bytes) -> Response {
     let form = form(&body);
     if form.get("client_id").map(String::as_str) != Some(DEVICE_CLIENT_ID) {
         return (
@@ -192,10 +189,7 @@ fn issue(s: &mut Inner) -> Response {
     .into_response()
 }
 
-async fn token(
-    State(inner): State<Arc<Mutex<Inner>>>,
-    body: Bytes,
-) -> Response {
+async fn token(State(inner): State<Arc<Mutex<Inner>>>, body: Bytes) -> Response {
     let form = form(&body);
     let mut s = inner.lock().unwrap();
     if form.get("client_id").map(String::as_str) != Some(DEVICE_CLIENT_ID) {
@@ -263,6 +257,10 @@ async fn api(State(inner): State<Arc<Mutex<Inner>>>, headers: HeaderMap) -> Resp
         Some(t) if !s.access_token.is_empty() && t == s.access_token => {
             Json(json!({"ok": true, "user": "device-user"})).into_response()
         }
-        _ => (StatusCode::UNAUTHORIZED, Json(json!({"error": "invalid_token"}))).into_response(),
+        _ => (
+            StatusCode::UNAUTHORIZED,
+            Json(json!({"error": "invalid_token"})),
+        )
+            .into_response(),
     }
 }
