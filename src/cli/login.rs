@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::{load, say};
-use crate::config::{Config, Grant, ProviderKind};
+use crate::config::{Config, ProviderKind};
 use crate::secret::Secret;
 
 /// Between two looks at the proxy's status while a person logs in.
@@ -21,41 +21,75 @@ pub(super) async fn login(
     url: Option<String>,
     config_path: &std::path::Path,
 ) -> ExitCode {
-    let config = match load(config_path) {
-        Ok(c) => c,
-        Err(code) => return code,
+    // With --url and no config file (`authproxy demo`), the running proxy
+    // says which grant the provider has.
+    let config = match (load(config_path), &url) {
+        (Ok(c), _) => Some(c),
+        (Err(_), Some(_)) if !config_path.exists() => None,
+        (Err(code), _) => return code,
     };
-    let grant = match config.providers.get(provider).map(|p| &p.kind) {
-        Some(ProviderKind::OAuth2(o)) => o.grant,
-        Some(ProviderKind::Static(_)) => {
-            eprintln!("authproxy login: provider {provider} is a static provider; there is nothing to log in to");
-            return ExitCode::FAILURE;
-        }
-        None => {
-            eprintln!(
-                "authproxy login: no provider named {provider} in {}",
-                config_path.display()
-            );
-            return ExitCode::FAILURE;
-        }
-    };
-    let base = url.unwrap_or_else(|| base_url(&config));
+    let base = url.unwrap_or_else(|| config.as_ref().map(base_url).unwrap_or_default());
     let base = base.trim_end_matches('/');
-    match grant {
-        Grant::AuthorizationCode | Grant::Implicit => {
+    let inbound_token = config.as_ref().and_then(|c| c.server.inbound_token.clone());
+    let grant = match &config {
+        Some(config) => match config.providers.get(provider).map(|p| &p.kind) {
+            Some(ProviderKind::OAuth2(o)) => o.grant.as_str().to_string(),
+            Some(ProviderKind::Static(_)) => {
+                eprintln!("authproxy login: provider {provider} is a static provider; there is nothing to log in to");
+                return ExitCode::FAILURE;
+            }
+            None => {
+                eprintln!(
+                    "authproxy login: no provider named {provider} in {}",
+                    config_path.display()
+                );
+                return ExitCode::FAILURE;
+            }
+        },
+        None => {
+            match grant_from_proxy(base, provider).await {
+                Some(g) => g,
+                None => {
+                    eprintln!("authproxy login: the proxy at {base} has no oauth2 provider named {provider}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+    };
+    match grant.as_str() {
+        "authorization_code" | "implicit" => {
             say!("Open this URL in a browser on this machine to log in to {provider}:");
             say!("  {base}/_authproxy/login/{provider}");
             ExitCode::SUCCESS
         }
-        Grant::DeviceCode => device(provider, base, config.server.inbound_token.as_ref()).await,
+        "device_code" => device(provider, base, inbound_token.as_ref()).await,
         g => {
             eprintln!(
-                "authproxy login: provider {provider} uses grant = \"{}\", which needs no login",
-                g.as_str()
+                "authproxy login: provider {provider} uses grant = \"{g}\", which needs no login"
             );
             ExitCode::FAILURE
         }
     }
+}
+
+/// The provider's grant as the running proxy's status shows it.
+async fn grant_from_proxy(base: &str, provider: &str) -> Option<String> {
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .ok()?;
+    let status: Value = client
+        .get(format!("{base}/_authproxy/status"))
+        .send()
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()?;
+    status["providers"][provider]["grant"]
+        .as_str()
+        .map(str::to_string)
 }
 
 /// The proxy's address from `server.listen` (a wildcard address is
