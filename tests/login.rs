@@ -161,6 +161,12 @@ provider = "op"
     assert_eq!(status, 200, "{me}");
     assert_eq!(me["sub"], "alice");
     assert_eq!(me["client_id"], "web");
+    let resp = client()
+        .get(proxy.url("/_authproxy/ready"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "ready once logged in");
     let grants = op.grants().await;
     let code_grant = grants
         .iter()

@@ -52,6 +52,7 @@ pub fn router(app: Arc<AppState>) -> Router {
     Router::new()
         .route("/_authproxy/health", get(status::health))
         .route("/_authproxy/status", get(status::status))
+        .route("/_authproxy/ready", get(status::ready))
         .route("/_authproxy/metrics", get(status::metrics))
         .route(
             "/_authproxy/login/{provider}",

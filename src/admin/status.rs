@@ -17,6 +17,31 @@ pub(super) async fn health() -> Json<Value> {
     Json(json!({"status": "ok"}))
 }
 
+/// `200 {"status":"ready"}` when every provider can inject now (state
+/// `ok` or `expiring`); else `503` with the state of those that cannot
+/// (`login_required` until someone logs in, `error`).
+pub(super) async fn ready(State(admin): State<Arc<Admin>>) -> Response {
+    let runtime = admin.app.runtime();
+    let mut waiting = Map::new();
+    for (name, credential) in &runtime.credentials {
+        if let Credential::OAuth2(p) = credential.as_ref() {
+            let state = p.state();
+            if !matches!(state, "ok" | "expiring") {
+                waiting.insert(name.clone(), Value::String(state.into()));
+            }
+        }
+    }
+    if waiting.is_empty() {
+        Json(json!({"status": "ready"})).into_response()
+    } else {
+        (
+            http::StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "not_ready", "providers": waiting})),
+        )
+            .into_response()
+    }
+}
+
 /// Per provider: type, grant, state, expiry, renewal figures, last error.
 /// Built field by field from non-secret data only.
 pub(super) async fn status(State(admin): State<Arc<Admin>>) -> Json<Value> {

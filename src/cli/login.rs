@@ -20,13 +20,17 @@ pub(super) async fn login(
     provider: &str,
     url: Option<String>,
     config_path: &std::path::Path,
+    format: crate::telemetry::LogFormat,
 ) -> ExitCode {
     // With --url and no config file (`authproxy demo`), the running proxy
     // says which grant the provider has.
-    let config = match (load(config_path), &url) {
-        (Ok(c), _) => Some(c),
-        (Err(_), Some(_)) if !config_path.exists() => None,
-        (Err(code), _) => return code,
+    let config = if url.is_some() && !config_path.exists() {
+        None
+    } else {
+        match load(config_path, format) {
+            Ok(c) => Some(c),
+            Err(code) => return code,
+        }
     };
     let base = url.unwrap_or_else(|| config.as_ref().map(base_url).unwrap_or_default());
     let base = base.trim_end_matches('/');
@@ -34,8 +38,8 @@ pub(super) async fn login(
     let grant = match &config {
         Some(config) => match config.providers.get(provider).map(|p| &p.kind) {
             Some(ProviderKind::OAuth2(o)) => o.grant.as_str().to_string(),
-            Some(ProviderKind::Static(_)) => {
-                eprintln!("authproxy login: provider {provider} is a static provider; there is nothing to log in to");
+            Some(_) => {
+                eprintln!("authproxy login: provider {provider} is not an oauth2 provider; there is nothing to log in to");
                 return ExitCode::FAILURE;
             }
             None => {

@@ -114,7 +114,7 @@ pub fn main() -> ExitCode {
             runtime.block_on(health::health(url, &config_path, cli.log_format))
         }
         Command::Login { provider, url } => {
-            runtime.block_on(login::login(&provider, url, &config_path))
+            runtime.block_on(login::login(&provider, url, &config_path, cli.log_format))
         }
     }
 }

@@ -20,7 +20,7 @@ use crate::error::ProxyError;
 /// What a local endpoint does, which decides which clients it takes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LocalKind {
-    /// Says nothing secret (`health`; `ready` to come): any client,
+    /// Says nothing secret (`health`, `ready`): any client,
     /// browsers included. (Of these, only `health` needs no inbound token.)
     ReadOnly,
     /// Operators' and scrapers' reads (`status`, `metrics`): the inbound
@@ -43,6 +43,7 @@ pub enum LocalKind {
 /// not listed is [`LocalKind::StateChanging`], the strictest kind.
 const LOCAL_ENDPOINTS: &[(&str, LocalKind)] = &[
     ("health", LocalKind::ReadOnly),
+    ("ready", LocalKind::ReadOnly),
     ("status", LocalKind::OperatorRead),
     ("metrics", LocalKind::OperatorRead),
     ("login/", LocalKind::LoginFlow),
