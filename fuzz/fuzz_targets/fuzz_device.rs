@@ -27,7 +27,9 @@ fuzz_target!(|data: &[u8]| {
         Ok(a) => {
             no_controls("user_code", &a.user_code);
             assert!(!a.user_code.is_empty() && a.user_code.len() <= 64);
-            for u in std::iter::once(&a.verification_uri).chain(a.verification_uri_complete.as_ref()) {
+            for u in
+                std::iter::once(&a.verification_uri).chain(a.verification_uri_complete.as_ref())
+            {
                 assert!(matches!(u.scheme(), "http" | "https"), "{u}");
                 assert!(u.host().is_some(), "{u}");
                 no_controls("verification_uri", u.as_str());
