@@ -496,8 +496,36 @@ async fn login_command_runs_the_device_flow() {
     };
 
     mock.approve_after(Duration::from_secs(2));
+    let ready = |config: std::path::PathBuf, url: String| {
+        tokio::task::spawn_blocking(move || {
+            run_cli(
+                &[
+                    "health",
+                    "--ready",
+                    "--config",
+                    config.to_str().unwrap(),
+                    "--url",
+                    &url,
+                ],
+                &[],
+                std::path::Path::new("/"),
+            )
+            .0
+        })
+    };
+    let ready_url = proxy.url("/_authproxy/ready");
+    assert_eq!(
+        ready(config.clone(), ready_url.clone()).await.unwrap(),
+        1,
+        "not ready before the login"
+    );
     let (code, out, err) = run(config.clone(), url.clone()).await.unwrap();
     assert_eq!(code, 0, "{out}\n{err}");
+    assert_eq!(
+        ready(config.clone(), ready_url).await.unwrap(),
+        0,
+        "ready once logged in"
+    );
     assert!(out.contains("https://device.example/activate"), "{out}");
     assert!(out.contains(&mock.user_code()), "{out}");
     assert!(out.contains("Logged in"), "{out}");

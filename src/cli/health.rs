@@ -1,5 +1,6 @@
 //! `authproxy health`: exit 0 if the proxy answers its health endpoint
-//! (for container health checks).
+//! (for container health checks); with `--ready`, its ready endpoint
+//! (every provider can inject now: no login pending, no failed renewal).
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -9,13 +10,23 @@ use super::say;
 use crate::config::Config;
 use crate::telemetry::{report_error, LogFormat};
 
-pub(super) async fn health(url: Option<String>, config_path: &Path, format: LogFormat) -> ExitCode {
+pub(super) async fn health(
+    url: Option<String>,
+    ready: bool,
+    config_path: &Path,
+    format: LogFormat,
+) -> ExitCode {
+    let config = Config::load(config_path).ok();
+    let endpoint = if ready { "ready" } else { "health" };
     let url = url.unwrap_or_else(|| {
-        let port = Config::load(config_path)
-            .map(|c| c.server.listen.port())
-            .unwrap_or(8080);
-        format!("http://127.0.0.1:{port}/_authproxy/health")
+        let port = config.as_ref().map_or(8080, |c| c.server.listen.port());
+        format!("http://127.0.0.1:{port}/_authproxy/{endpoint}")
     });
+    // Only `health` is open without the inbound token.
+    let token = config
+        .as_ref()
+        .and_then(|c| c.server.inbound_token.as_ref())
+        .filter(|_| ready);
     // The proxy's own endpoint: never through a proxy of the environment.
     let client = match reqwest::Client::builder()
         .no_proxy()
@@ -29,7 +40,14 @@ pub(super) async fn health(url: Option<String>, config_path: &Path, format: LogF
             return ExitCode::FAILURE;
         }
     };
-    match client.get(&url).send().await {
+    let mut request = client.get(&url);
+    if let Some(token) = token {
+        request = request.header(
+            reqwest::header::PROXY_AUTHORIZATION,
+            format!("Bearer {}", token.expose()),
+        );
+    }
+    match request.send().await {
         Ok(r) if r.status().is_success() => {
             say!("ok: {url}");
             ExitCode::SUCCESS

@@ -64,6 +64,9 @@ pub enum Command {
         /// [default: derived from the config's listen address, else http://127.0.0.1:8080/_authproxy/health]
         #[arg(long)]
         url: Option<String>,
+        /// Ask /_authproxy/ready instead: exit 0 only when every provider can inject now
+        #[arg(long)]
+        ready: bool,
     },
     /// Log in to a provider: print the login URL (authorization_code), or start the
     /// device flow on the running proxy, print the code and wait (device_code; exit 0 logged in, 1 not)
@@ -110,8 +113,8 @@ pub fn main() -> ExitCode {
             runtime.block_on(check::check(&config_path, probe, cli.log_format))
         }
         Command::Demo { listen } => runtime.block_on(demo::demo(&listen, cli.log_format)),
-        Command::Health { url } => {
-            runtime.block_on(health::health(url, &config_path, cli.log_format))
+        Command::Health { url, ready } => {
+            runtime.block_on(health::health(url, ready, &config_path, cli.log_format))
         }
         Command::Login { provider, url } => {
             runtime.block_on(login::login(&provider, url, &config_path, cli.log_format))
