@@ -266,7 +266,7 @@ impl IntoResponse for ProxyError {
                 }
             }
         }
-        let mut response = (status, axum::Json(body)).into_response();
+        let mut response = crate::http::body::json(status, &body);
         if matches!(self, ProxyError::RequestTimeout { .. }) {
             // The rest of the body is never read: the connection cannot
             // carry another request (hyper drops this header on HTTP/2,

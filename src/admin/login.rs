@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode, Uri, Version};
 use rand::Rng;
 use serde::Deserialize;
@@ -211,7 +210,10 @@ pub(super) async fn callback_post(
         .await
         .map_err(ProxyError::rejected_token)?;
     tracing::info!(provider = %name, "login completed; token stored");
-    Ok(Json(json!({"status": "ok", "provider": name})).into_response())
+    Ok(crate::http::body::json(
+        http::StatusCode::OK,
+        &json!({"status": "ok", "provider": name}),
+    ))
 }
 
 /// How long a login may take between the redirect and the callback.

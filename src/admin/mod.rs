@@ -10,15 +10,16 @@
 //! guard applies them before a request gets here. A new endpoint adds its
 //! route below and its kind there.
 //!
-//! Health, status and metrics in [`status`]; the browser login flow of
-//! implicit-grant and authorization-code providers in [`login`]; the
-//! device flow's start in [`device`]; tokens pasted by hand in
-//! [`tokens`]. The router is handed to the per-request dispatcher ready
+//! Health, readiness, status and metrics in [`status`]; reload in
+//! [`reload`]; the browser login flow of implicit-grant and
+//! authorization-code providers in [`login`]; the device flow's start in
+//! [`device`]; tokens pasted by hand in [`tokens`]. The router is handed to the per-request dispatcher ready
 //! made ([`crate::app::serve`]), which is why this module may read the
 //! app state while `app` knows nothing of it.
 
 mod device;
 mod login;
+mod reload;
 mod status;
 mod tokens;
 
@@ -51,8 +52,9 @@ pub fn router(app: Arc<AppState>) -> Router {
     });
     Router::new()
         .route("/_authproxy/health", get(status::health))
-        .route("/_authproxy/status", get(status::status))
         .route("/_authproxy/ready", get(status::ready))
+        .route("/_authproxy/reload", post(reload::reload))
+        .route("/_authproxy/status", get(status::status))
         .route("/_authproxy/metrics", get(status::metrics))
         .route(
             "/_authproxy/login/{provider}",

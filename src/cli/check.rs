@@ -1,5 +1,7 @@
 //! `authproxy check [--probe]`: validate config and secrets, print the
-//! route table; with `--probe` run each primary grant once.
+//! route table; with `--probe` run each primary grant once. Exit 0 good,
+//! 64 the config has errors, 1 a probe failed or the token store cannot
+//! be used (as `run` would exit).
 
 use std::collections::BTreeMap;
 use std::path::Path;

@@ -62,6 +62,8 @@ pub struct ServerConfig {
     pub max_connections: Option<usize>,
     /// All replay buffers together hold at most this many bytes.
     pub max_buffered_bytes: u64,
+    /// Reload when the config file or a `${file:}` it reads changes.
+    pub watch_config: bool,
     /// `egress_proxy` and `no_proxy`: which proxy outbound connections use.
     pub egress: EgressConfig,
 }

@@ -28,7 +28,7 @@ pub enum LocalKind {
     /// sends); browsers only for an address the user typed (`Sec-Fetch-Site:
     /// none` with `Sec-Fetch-Mode: navigate`), never a page's request.
     OperatorRead,
-    /// Changes state (pasted tokens): no request that carries `Origin` or
+    /// Changes state (pasted tokens, reload): no request that carries `Origin` or
     /// Fetch Metadata. Also every path under `/_authproxy/` not listed.
     StateChanging,
     /// The browser login (`login`, `callback`): top-level navigations, and
@@ -44,6 +44,7 @@ pub enum LocalKind {
 const LOCAL_ENDPOINTS: &[(&str, LocalKind)] = &[
     ("health", LocalKind::ReadOnly),
     ("ready", LocalKind::ReadOnly),
+    ("reload", LocalKind::StateChanging),
     ("status", LocalKind::OperatorRead),
     ("metrics", LocalKind::OperatorRead),
     ("login/", LocalKind::LoginFlow),
