@@ -102,7 +102,9 @@ pub(super) async fn status(State(admin): State<Arc<Admin>>) -> Response {
                         "message": stats.last_error_message,
                     })),
                     "store_error": stats.store_error,
-                    "login_url": (p.config().grant == Grant::Implicit).then(|| p.login_url()),
+                    "login_url": matches!(p.config().grant, Grant::Implicit | Grant::AuthorizationCode).then(|| p.login_url()),
+                    // Device code: the flow pending (until when) or how the last one ended.
+                    "device_login": (p.config().grant == Grant::DeviceCode).then(|| p.device_state().to_json()),
                     // Endpoints found at the issuer (explicit keys win).
                     "discovered": p.config().issuer.as_ref().map(|issuer| {
                         let found = p.discovered();

@@ -284,7 +284,7 @@ pub(super) async fn check(path: &Path, probe: bool, format: LogFormat) -> ExitCo
                 if o.grant == crate::config::Grant::RefreshToken {
                     "a single-use refresh token"
                 } else {
-                    "a browser login"
+                    "a person's login"
                 }
             );
             continue;

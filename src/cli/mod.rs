@@ -1,12 +1,14 @@
 //! The command line: `run` (default), `check [--probe]`, `demo`, `health`,
-//! `reload`, `completions`, one file each (and a hidden `man` for the
-//! packages). `health` and `reload` talk to a running proxy ([`local`]).
+//! `login`, `reload`, `completions`, one file each (and a hidden `man` for
+//! the packages). `health`, `login` and `reload` talk to a running proxy
+//! ([`local`]).
 
 mod check;
 mod completions;
 mod demo;
 mod health;
 mod local;
+mod login;
 mod reload;
 mod run;
 
@@ -127,6 +129,19 @@ pub enum Command {
         #[arg(long)]
         ready: bool,
     },
+    /// Log in to a provider: print the login URL (authorization_code), or start the
+    /// device flow on the running proxy, print the code and wait (device_code; exit 0 logged in, 1 not)
+    Login {
+        /// The provider's name in the config
+        provider: String,
+        #[command(flatten)]
+        config: ConfigArg,
+        #[command(flatten)]
+        log: LogArg,
+        /// The running proxy [default: from the config's listen address]
+        #[arg(long, value_name = "URL")]
+        url: Option<String>,
+    },
     /// Ask the running proxy to reload its config (what SIGHUP does), and say how it went
     #[command(
         after_help = "The proxy is found at the listen address of the config; its inbound_token, if set, \
@@ -240,6 +255,20 @@ pub fn main() -> ExitCode {
         Command::Check { config, log, probe } => {
             let path = config_path(config.config, top_config);
             runtime.block_on(check::check(&path, probe, log_format(log.log_format)))
+        }
+        Command::Login {
+            provider,
+            config,
+            log,
+            url,
+        } => {
+            let path = config_path(config.config, top_config);
+            runtime.block_on(login::login(
+                &provider,
+                url,
+                &path,
+                log_format(log.log_format),
+            ))
         }
         Command::Demo { listen, log } => {
             ignored("--config", top_config.is_some(), "demo");

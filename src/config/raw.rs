@@ -190,6 +190,7 @@ raw_provider! {
     "client_key" => client_key: String,
     "ca_file" => ca_file: String,
     "dpop" => dpop: bool,
+    "device_authorization_url" => device_authorization_url: String,
 }
 
 #[derive(Default, Deserialize, JsonSchema)]

@@ -50,6 +50,7 @@ const LOCAL_ENDPOINTS: &[(&str, LocalKind)] = &[
     ("login/", LocalKind::LoginFlow),
     ("callback/", LocalKind::LoginFlow),
     ("tokens/", LocalKind::StateChanging),
+    ("device/", LocalKind::StateChanging),
 ];
 
 /// The one local endpoint that needs no inbound token (liveness probes).

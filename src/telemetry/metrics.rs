@@ -46,6 +46,14 @@ pub struct ReauthLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LoginLabels {
+    pub provider: String,
+    pub grant: String,
+    /// `ok`, `denied`, `expired`, `error`.
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ProviderLabels {
     pub provider: String,
 }
@@ -81,6 +89,7 @@ pub struct Metrics {
     pub upstream_latency: Family<RouteLabels, Histogram>,
     pub token_requests: Family<TokenLabels, Counter>,
     pub reauthentications: Family<ReauthLabels, Counter>,
+    pub logins: Family<LoginLabels, Counter>,
     pub replays: Family<ProviderLabels, Counter>,
     /// Requests refused by a route's `allow` policy.
     pub policy_denied: Family<RouteLabels, Counter>,
@@ -118,6 +127,7 @@ impl Default for Metrics {
         let reauthentications = Family::<ReauthLabels, Counter>::default();
         let replays = Family::<ProviderLabels, Counter>::default();
         let policy_denied = Family::<RouteLabels, Counter>::default();
+        let logins = Family::<LoginLabels, Counter>::default();
         let store_write_failures = Counter::default();
         registry.register(
             "requests",
@@ -138,6 +148,11 @@ impl Default for Metrics {
             "reauthentications",
             "Token renewals started, by provider and reason (initial, proactive, expired, x_api_expired, x_api_revoked, unauthorized)",
             reauthentications.clone(),
+        );
+        registry.register(
+            "logins",
+            "Finished user logins (authorization code, device code), by provider, grant and outcome (ok, denied, expired, error)",
+            logins.clone(),
         );
         registry.register(
             "replays",
@@ -245,6 +260,7 @@ impl Default for Metrics {
             upstream_latency,
             token_requests,
             reauthentications,
+            logins,
             replays,
             policy_denied,
             store_write_failures,

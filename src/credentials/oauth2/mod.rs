@@ -8,10 +8,13 @@
 //! DPoP key and proofs ([`dpop`]), the token request a provider makes and
 //! whose tokens they are ([`request`]), and
 //! the secrets a token endpoint's text is scrubbed of before anyone sees it
-//! ([`scrub`]), and the endpoints of an `issuer` ([`discover`]).
+//! ([`scrub`]), the endpoints of an `issuer` ([`discover`]), and the logins
+//! of a person (authorization code exchange, device flow: [`login`]).
 
 mod discover;
 mod dpop;
+mod grants;
+mod login;
 mod renew;
 mod request;
 mod scrub;
@@ -20,7 +23,7 @@ mod status;
 mod upgrade;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use arc_swap::ArcSwapOption;
 use http::{HeaderName, HeaderValue};
@@ -30,14 +33,16 @@ use crate::clock::unix_now;
 use crate::config::{Grant, OAuth2Config};
 use crate::oauth::token::jwt_exp;
 use crate::oauth::{
-    self, DiscoveryError, Dpop, DpopKey, Metadata, TlsSettings, TokenClient, TokenError, TokenSet,
+    DiscoveryError, Dpop, DpopKey, Metadata, TlsSettings, TokenClient, TokenError, TokenSet,
 };
 use crate::secret::Secret;
 use crate::store::{Identity, Owner, OwnerMatch, RenewalLease, StoredToken, TokenStore};
 use crate::telemetry::metrics::Metrics;
 
+use grants::{request_for, token_request};
+pub use login::{DeviceFlowState, DevicePrompt};
 use renew::Failure;
-use request::{identity_of, token_request};
+use request::identity_of;
 pub use scrub::configured_secrets;
 pub use state::TokenState;
 pub use status::RenewalStats;
@@ -91,9 +96,14 @@ pub enum CredentialError {
     /// The grant was refused or no grant is left to try (log in again).
     #[error("{0}")]
     Reauthentication(String),
-    /// Implicit grant without a usable token.
+    /// A grant that needs a person's login (implicit, authorization code,
+    /// device code) has no usable token; `device` is the device flow the
+    /// person is to complete.
     #[error("no token; log in at {login_url}")]
-    LoginRequired { login_url: String },
+    LoginRequired {
+        login_url: String,
+        device: Option<Box<DevicePrompt>>,
+    },
     /// Waited too long for another request's renewal.
     #[error("timed out after {0:.0}s waiting for the token renewal in progress")]
     WaitTimeout(f64),
@@ -142,6 +152,12 @@ pub struct OAuthProvider {
     other_secrets: Mutex<Arc<Vec<Secret>>>,
     /// `dpop = true`: the key tokens are bound to, and servers' nonces.
     dpop: Option<Dpop>,
+    /// This provider, for the tasks it starts (a device flow's polling).
+    me: OnceLock<Weak<OAuthProvider>>,
+    /// The device flow in progress or last finished.
+    device: Mutex<DeviceFlowState>,
+    /// One device flow start at a time.
+    device_start: tokio::sync::Mutex<()>,
 }
 
 impl OAuthProvider {
@@ -177,6 +193,9 @@ impl OAuthProvider {
             stats: Mutex::new(RenewalStats::default()),
             other_secrets: Mutex::default(),
             dpop: cfg.dpop.then(|| Dpop::new(DpopKey::generate())),
+            me: OnceLock::new(),
+            device: Mutex::new(DeviceFlowState::Idle),
+            device_start: tokio::sync::Mutex::new(()),
             cfg,
         };
         let key = provider.store.fingerprint_key();
@@ -286,7 +305,7 @@ impl OAuthProvider {
         // Bound to the key of now: a key taken from the store later does
         // not change what this token's proofs are signed with.
         let dpop = match (&self.dpop, &access) {
-            (Some(d), Some((a, _))) => Some((d.key(), oauth::dpop::ath(a.expose()))),
+            (Some(d), Some((a, _))) => Some((d.key(), crate::oauth::dpop::ath(a.expose()))),
             _ => None,
         };
         TokenState {
@@ -318,12 +337,15 @@ impl OAuthProvider {
             if t.fresh(now, self.cfg.refresh_before) {
                 return Ok((t.clone(), None));
             }
-            if self.cfg.grant == Grant::Implicit && t.usable(now) {
+            if self.cfg.grant.needs_login() && !t.has_refresh() && t.usable(now) {
                 return Ok((t.clone(), None));
             }
         }
-        if self.cfg.grant == Grant::Implicit {
-            return Err(self.login_required());
+        // Without a refresh token a login grant has nothing to renew with.
+        if self.cfg.grant.needs_login()
+            && !self.current.load_full().is_some_and(|c| c.has_refresh())
+        {
+            return Err(self.login_required_now().await);
         }
         let trigger = match &current {
             Some(t) if t.usable(now) => Trigger::Proactive,
@@ -365,9 +387,10 @@ impl OAuthProvider {
         self.renew(trigger, Some(used)).await
     }
 
-    fn login_required(&self) -> CredentialError {
+    pub(super) fn login_required(&self) -> CredentialError {
         CredentialError::LoginRequired {
             login_url: self.login_url.clone(),
+            device: self.device_prompt().map(Box::new),
         }
     }
 
