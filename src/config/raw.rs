@@ -40,6 +40,17 @@ pub struct RawConfig {
     pub providers: BTreeMap<String, RawProvider>,
     #[serde(default)]
     pub routes: Vec<RawRoute>,
+    #[serde(default)]
+    pub forward_proxy: RawForwardProxy,
+}
+
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawForwardProxy {
+    pub enabled: Option<bool>,
+    pub ca_cert: Option<String>,
+    pub ca_key: Option<String>,
+    pub tunnel: Option<Vec<String>>,
 }
 
 #[derive(Default, Deserialize, JsonSchema)]
@@ -206,6 +217,7 @@ pub struct RawRoute {
     pub allow: Option<Vec<String>>,
     pub client_cert: Option<String>,
     pub client_key: Option<String>,
+    pub host: Option<String>,
 }
 
 keys_only_debug!(RawRoute {
@@ -220,4 +232,5 @@ keys_only_debug!(RawRoute {
     allow,
     client_cert,
     client_key,
+    host,
 });

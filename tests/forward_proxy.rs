@@ -1,0 +1,500 @@
+//! Forward-proxy mode: real clients (curl, Python `requests`) given only
+//! the proxy's address and the generated CA, against loopback mocks
+//! standing in for `api.example.test`; the refusals that keep the proxy
+//! from being an open relay.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use futures_util::FutureExt;
+use support::egress_proxy::TlsEcho;
+use support::oidc::TestPki;
+use support::providers::{MockProvider, Style, CLIENT_ID, PASSWORD, USERNAME};
+use support::{start_proxy, Echo, Proxy};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const KEY: &str = "upstream-key-SECRET";
+
+/// A host route for `api.example.test` injecting a static key, its
+/// upstream `echo` (plain http on loopback); `extra` goes into
+/// `[forward_proxy]`, `server` into `[server]`.
+fn config(echo: &Echo, server: &str, extra: &str) -> String {
+    format!(
+        "[server]\n{server}\n\
+         [store]\nkind = \"memory\"\n\
+         [forward_proxy]\nenabled = true\nca_cert = \"state/ca.pem\"\nca_key = \"state/ca.key\"\n{extra}\n\
+         [providers.key]\ntype = \"static\"\nheaders = {{ X-Api-Key = \"{KEY}\" }}\n\
+         [[routes]]\nhost = \"api.example.test\"\nupstream = \"{}/v1/\"\nprovider = \"key\"\n\
+         [[routes]]\nprefix = \"/plain/\"\nupstream = \"{}/plain/\"\n",
+        echo.url(),
+        echo.url(),
+    )
+}
+
+fn ca_path(proxy: &Proxy) -> std::path::PathBuf {
+    proxy.dir.path().join("state/ca.pem")
+}
+
+/// What curl printed: the body, then the status and HTTP version of the
+/// last answer (`-w`), and its exit code.
+struct Curl {
+    code: i32,
+    body: String,
+    status: String,
+    version: String,
+    stderr: String,
+}
+
+async fn curl(args: &[&str]) -> Curl {
+    let out = tokio::process::Command::new("curl")
+        .args([
+            "-sS",
+            "--max-time",
+            "60",
+            "-w",
+            "\n%{http_code} %{http_version}",
+        ])
+        .args(args)
+        .env_remove("HTTPS_PROXY")
+        .env_remove("https_proxy")
+        .env_remove("HTTP_PROXY")
+        .env_remove("http_proxy")
+        .env_remove("NO_PROXY")
+        .env_remove("no_proxy")
+        .env_remove("ALL_PROXY")
+        .output()
+        .await
+        .expect("curl runs");
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let (body, last) = stdout.rsplit_once('\n').unwrap_or(("", &stdout));
+    let (status, version) = last.split_once(' ').unwrap_or((last, ""));
+    Curl {
+        code: out.status.code().unwrap_or(-1),
+        body: body.to_string(),
+        status: status.to_string(),
+        version: version.to_string(),
+        stderr: String::from_utf8_lossy(&out.stderr).to_string(),
+    }
+}
+
+fn has_curl() -> bool {
+    support::require_tool(
+        "curl",
+        std::process::Command::new("curl")
+            .arg("--version")
+            .output()
+            .is_ok(),
+        "apt-get install curl",
+    )
+}
+
+/// Curl through the proxy, trusting its CA.
+async fn curl_via(proxy: &Proxy, url: &str, more: &[&str]) -> Curl {
+    let proxy_url = format!("http://{}", proxy.addr);
+    let ca = ca_path(proxy);
+    let mut args = vec!["--proxy", &proxy_url, "--cacert", ca.to_str().unwrap()];
+    args.extend_from_slice(more);
+    args.push(url);
+    curl(&args).await
+}
+
+/// Sends `head` on a new connection and reads one answer (head and
+/// `content-length` body).
+async fn raw(addr: SocketAddr, head: &str) -> String {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(head.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    loop {
+        let mut chunk = [0u8; 4096];
+        let n = s.read(&mut chunk).await.unwrap();
+        buf.extend_from_slice(&chunk[..n]);
+        let text = String::from_utf8_lossy(&buf).to_string();
+        if let Some(end) = text.find("\r\n\r\n") {
+            let length = text[..end]
+                .lines()
+                .find_map(|l| {
+                    let (k, v) = l.split_once(':')?;
+                    k.eq_ignore_ascii_case("content-length")
+                        .then(|| v.trim().parse::<usize>().ok())?
+                })
+                .unwrap_or(0);
+            if buf.len() >= end + 4 + length || n == 0 {
+                return text;
+            }
+        } else if n == 0 {
+            return text;
+        }
+    }
+}
+
+#[tokio::test]
+async fn curl_gets_the_credential_injected_inside_a_connect_tunnel() {
+    if !has_curl() {
+        return;
+    }
+    let echo = Echo::start().await;
+    let proxy = start_proxy(&config(&echo, "", "")).await;
+    let c = curl_via(
+        &proxy,
+        "https://api.example.test/things?page=2",
+        &[
+            "-H",
+            "X-Api-Key: the-client-own",
+            "-H",
+            "Authorization: Bearer client",
+        ],
+    )
+    .await;
+    assert_eq!(
+        (c.code, c.status.as_str()),
+        (0, "200"),
+        "{} {}",
+        c.body,
+        c.stderr
+    );
+    let rec = echo.last();
+    assert_eq!(rec.path, "/v1/things");
+    assert_eq!(rec.query.as_deref(), Some("page=2"));
+    assert_eq!(rec.header("x-api-key"), Some(KEY), "replaced, not merged");
+    assert_eq!(rec.headers["x-api-key"].len(), 1);
+    assert_eq!(
+        rec.header("authorization"),
+        None,
+        "client Authorization dropped"
+    );
+    // The local endpoints are not reachable through a tunnel: the path
+    // goes to the host's upstream like any other.
+    let c = curl_via(&proxy, "https://api.example.test/_authproxy/status", &[]).await;
+    assert_eq!(c.status, "200", "{}", c.body);
+    assert_eq!(echo.last().path, "/v1/_authproxy/status");
+}
+
+#[tokio::test]
+async fn python_requests_with_https_proxy_and_the_ca_bundle() {
+    let found = std::process::Command::new("python3")
+        .args(["-c", "import requests"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !support::require_tool("python3-requests", found, "pip install requests") {
+        return;
+    }
+    let echo = Echo::start().await;
+    let proxy = start_proxy(&config(&echo, "", "")).await;
+    let script = "import requests\n\
+                  r = requests.get('https://api.example.test/py/ok', timeout=60)\n\
+                  print(r.status_code)\n";
+    let out = tokio::process::Command::new("python3")
+        .args(["-c", script])
+        .env("HTTPS_PROXY", format!("http://{}", proxy.addr))
+        .env("REQUESTS_CA_BUNDLE", ca_path(&proxy))
+        .env_remove("NO_PROXY")
+        .env_remove("no_proxy")
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        stdout.trim(),
+        "200",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rec = echo.last();
+    assert_eq!(rec.path, "/v1/py/ok");
+    assert_eq!(rec.header("x-api-key"), Some(KEY));
+}
+
+#[tokio::test]
+async fn http2_inside_the_tunnel_and_many_requests_on_one_handshake() {
+    if !has_curl() {
+        return;
+    }
+    let echo = Echo::start().await;
+    let proxy = start_proxy(&config(&echo, "", "")).await;
+    let c = curl_via(&proxy, "https://api.example.test/h2", &["--http2"]).await;
+    assert_eq!(
+        (c.status.as_str(), c.version.as_str()),
+        ("200", "2"),
+        "{}",
+        c.stderr
+    );
+    assert_eq!(echo.last().header("x-api-key"), Some(KEY));
+    // Three URLs, one curl: one CONNECT and one TLS handshake, the
+    // requests one after another inside (curl -v says "Re-using").
+    let c = curl_via(
+        &proxy,
+        "https://api.example.test/one",
+        &[
+            "-v",
+            "--http1.1",
+            "https://api.example.test/two",
+            "https://api.example.test/three",
+        ],
+    )
+    .await;
+    assert_eq!(c.status, "200", "{}", c.stderr);
+    assert_eq!(
+        c.stderr.matches("CONNECT api.example.test:443").count(),
+        1,
+        "{}",
+        c.stderr
+    );
+    let paths: Vec<String> = echo
+        .requests
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|r| r.path.clone())
+        .collect();
+    // curl_via puts its own URL last.
+    assert_eq!(paths, ["/v1/h2", "/v1/two", "/v1/three", "/v1/one"]);
+    assert_eq!(echo.count(), 4);
+}
+
+#[tokio::test]
+async fn hosts_without_a_host_route_are_refused_and_nothing_is_connected() {
+    if !has_curl() {
+        return;
+    }
+    let echo = Echo::start().await;
+    // A listener that must see no connection.
+    let bystander = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = bystander.local_addr().unwrap().port();
+    let proxy = start_proxy(&config(&echo, "", "tunnel = [\"*.example.org\"]")).await;
+    for target in [
+        format!("127.0.0.1:{port}"),
+        "other.example.test:443".into(),
+        "example.org:443".into(),
+    ] {
+        let answer = raw(
+            proxy.addr,
+            &format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n"),
+        )
+        .await;
+        assert!(answer.starts_with("HTTP/1.1 403"), "{target}: {answer}");
+        assert!(answer.contains("\"error\":\"forbidden_host\""), "{answer}");
+    }
+    // Absolute form too, to an unknown host and to the bystander.
+    let answer = raw(
+        proxy.addr,
+        &format!("GET http://127.0.0.1:{port}/x HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n"),
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
+    assert!(
+        bystander.accept().now_or_never().is_none(),
+        "the proxy connected to a host it refused"
+    );
+    // curl sees the refusal as a failed CONNECT.
+    let c = curl_via(&proxy, "https://other.example.test/", &[]).await;
+    assert_ne!(c.code, 0);
+    assert!(c.stderr.contains("403"), "{}", c.stderr);
+    // A malformed target is a bad request, not a connection.
+    let answer = raw(
+        proxy.addr,
+        "CONNECT api.example.test HTTP/1.1\r\nHost: x\r\n\r\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    // Requests to the listen address never reach host routes.
+    let answer = raw(
+        proxy.addr,
+        "GET /things HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 404"), "{answer}");
+    assert_eq!(echo.count(), 0);
+}
+
+#[tokio::test]
+async fn tunnel_hosts_are_spliced_blind_with_the_upstream_certificate() {
+    if !has_curl() {
+        return;
+    }
+    let pki = TestPki::new();
+    let (cert, key) = pki.issue(
+        "127.0.0.1",
+        &["subjectAltName=IP:127.0.0.1", "extendedKeyUsage=serverAuth"],
+    );
+    let upstream = TlsEcho::start(&cert, &key).await;
+    let echo = Echo::start().await;
+    let proxy = start_proxy(&config(&echo, "", "tunnel = [\"127.0.0.1:*\"]")).await;
+    let dir = tempfile::tempdir().unwrap();
+    let upstream_ca = dir.path().join("upstream-ca.pem");
+    std::fs::write(&upstream_ca, &pki.ca_pem).unwrap();
+    let url = format!("https://127.0.0.1:{}/blind", upstream.addr.port());
+    // Trusting only the upstream's own CA: the certificate is the
+    // upstream's, not one of authproxy's.
+    let proxy_url = format!("http://{}", proxy.addr);
+    let c = curl(&[
+        "--proxy",
+        &proxy_url,
+        "--cacert",
+        upstream_ca.to_str().unwrap(),
+        "-H",
+        "X-Api-Key: client-own",
+        &url,
+    ])
+    .await;
+    assert_eq!((c.code, c.status.as_str()), (0, "200"), "{}", c.stderr);
+    let rec = upstream.last();
+    assert_eq!(rec.path, "/blind");
+    assert_eq!(
+        rec.header("x-api-key"),
+        Some("client-own"),
+        "no credential in a blind tunnel"
+    );
+    // Trusting only authproxy's CA, the same URL fails verification.
+    let c = curl_via(&proxy, &url, &[]).await;
+    assert_ne!(c.code, 0, "{}", c.body);
+    assert_eq!(echo.count(), 0);
+}
+
+#[tokio::test]
+async fn inbound_token_is_needed_on_connect() {
+    if !has_curl() {
+        return;
+    }
+    let echo = Echo::start().await;
+    let token = "inbound-SECRET-token";
+    let proxy = start_proxy(&config(&echo, &format!("inbound_token = \"{token}\""), "")).await;
+    let answer = raw(
+        proxy.addr,
+        "CONNECT api.example.test:443 HTTP/1.1\r\nHost: api.example.test:443\r\n\r\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 407"), "{answer}");
+    assert!(
+        answer
+            .to_ascii_lowercase()
+            .contains("proxy-authenticate: basic"),
+        "{answer}"
+    );
+    let answer = raw(
+        proxy.addr,
+        "CONNECT api.example.test:443 HTTP/1.1\r\nHost: api.example.test:443\r\nProxy-Authorization: Bearer wrong\r\n\r\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 407"), "{answer}");
+    let c = curl_via(&proxy, "https://api.example.test/no", &[]).await;
+    assert_ne!(c.code, 0, "{}", c.body);
+    assert_eq!(echo.count(), 0);
+    // The token as the proxy password (Basic), as HTTPS_PROXY URLs carry it.
+    let c = curl_via(
+        &proxy,
+        "https://api.example.test/basic",
+        &["--proxy-user", &format!("any:{token}")],
+    )
+    .await;
+    assert_eq!(c.status, "200", "{}", c.stderr);
+    // And as Bearer.
+    let bearer = format!("Proxy-Authorization: Bearer {token}");
+    let c = curl_via(
+        &proxy,
+        "https://api.example.test/bearer",
+        &["--proxy-header", &bearer],
+    )
+    .await;
+    assert_eq!(c.status, "200", "{}", c.stderr);
+    let rec = echo.last();
+    assert_eq!(rec.path, "/v1/bearer");
+    assert_eq!(rec.header("proxy-authorization"), None);
+    assert_eq!(rec.header("x-api-key"), Some(KEY));
+}
+
+#[tokio::test]
+async fn absolute_form_http_to_a_host_route_goes_to_the_route() {
+    if !has_curl() {
+        return;
+    }
+    let echo = Echo::start().await;
+    let proxy = start_proxy(&config(&echo, "", "")).await;
+    let c = curl_via(&proxy, "http://api.example.test/plain-http?q=1", &[]).await;
+    assert_eq!(c.status, "200", "{} {}", c.body, c.stderr);
+    let rec = echo.last();
+    assert_eq!(rec.path, "/v1/plain-http");
+    assert_eq!(rec.header("x-api-key"), Some(KEY));
+}
+
+#[tokio::test]
+async fn a_request_for_another_host_inside_a_tunnel_is_misdirected() {
+    if !has_curl() {
+        return;
+    }
+    let echo = Echo::start().await;
+    let proxy = start_proxy(&config(&echo, "", "")).await;
+    let c = curl_via(
+        &proxy,
+        "https://api.example.test/x",
+        &["-H", "Host: other.example.test"],
+    )
+    .await;
+    assert_eq!(c.status, "421", "{}", c.body);
+    assert!(c.body.contains("forbidden_host"), "{}", c.body);
+    assert_eq!(echo.count(), 0);
+}
+
+#[tokio::test]
+async fn expired_token_is_renewed_and_the_request_replayed_inside_the_tunnel() {
+    if !has_curl() {
+        return;
+    }
+    let mock = MockProvider::start(Style::Rips).await;
+    let config = format!(
+        "[store]\nkind = \"memory\"\n\
+         [forward_proxy]\nenabled = true\nca_cert = \"ca.pem\"\nca_key = \"ca.key\"\n\
+         [providers.rips]\ntype = \"oauth2\"\ngrant = \"password\"\ntoken_url = \"{}\"\nbody = \"json\"\n\
+         client_id = \"{CLIENT_ID}\"\nusername = \"{USERNAME}\"\npassword = \"{PASSWORD}\"\n\
+         [[routes]]\nhost = \"api.rips.test\"\nupstream = \"{}/api/\"\nprovider = \"rips\"\n",
+        mock.token_url(),
+        mock.base(),
+    );
+    let proxy = start_proxy(&config).await;
+    let ca = proxy.dir.path().join("ca.pem");
+    let proxy_url = format!("http://{}", proxy.addr);
+    let get = |path: &'static str| {
+        let (ca, proxy_url) = (ca.clone(), proxy_url.clone());
+        async move {
+            curl(&[
+                "--proxy",
+                &proxy_url,
+                "--cacert",
+                ca.to_str().unwrap(),
+                &format!("https://api.rips.test{path}"),
+            ])
+            .await
+        }
+    };
+    assert_eq!(get("/a").await.status, "200");
+    mock.expire_all();
+    let c = get("/b").await;
+    assert_eq!(
+        c.status, "200",
+        "the client never sees the expiry: {}",
+        c.body
+    );
+    let statuses: Vec<u16> = mock.api_hits().iter().map(|h| h.status).collect();
+    assert_eq!(statuses, vec![200, 401, 200], "one 401 then one replay");
+    assert_eq!(mock.token_requests().len(), 2);
+}
+
+#[tokio::test]
+async fn disabled_forward_proxy_keeps_refusing_connect() {
+    let echo = Echo::start().await;
+    let proxy = start_proxy(&format!(
+        "[store]\nkind = \"memory\"\n[[routes]]\nprefix = \"/p/\"\nupstream = \"{}/\"\n",
+        echo.url()
+    ))
+    .await;
+    let answer = raw(
+        proxy.addr,
+        &format!("CONNECT {0} HTTP/1.1\r\nHost: {0}\r\n\r\n", echo.addr),
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(answer.contains("bad_request"), "{answer}");
+    assert!(!Path::new(&proxy.dir.path().join("state/ca.pem")).exists());
+    assert_eq!(echo.count(), 0);
+}
