@@ -498,3 +498,44 @@ async fn disabled_forward_proxy_keeps_refusing_connect() {
     assert!(!Path::new(&proxy.dir.path().join("state/ca.pem")).exists());
     assert_eq!(echo.count(), 0);
 }
+
+#[test]
+fn ca_prints_the_certificate_and_check_lists_host_routes() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("authproxy.toml"),
+        "[store]\nkind = \"file\"\npath = \"state/tokens.json\"\n\
+         [forward_proxy]\nenabled = true\ntunnel = [\"*.example.org\"]\n\
+         [[routes]]\nhost = \"api.example.test\"\n\
+         [[routes]]\nprefix = \"/p/\"\nupstream = \"http://127.0.0.1:9/\"\n",
+    )
+    .unwrap();
+    let (code, stdout, stderr) =
+        support::run_cli(&["check", "--config", "authproxy.toml"], &[], dir.path());
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("api.example.test/"), "{stdout}");
+    assert!(stdout.contains("https://api.example.test/"), "{stdout}");
+    assert!(stdout.contains("made on first start"), "{stdout}");
+    assert!(
+        stdout.contains("tunnelled blind: *.example.org"),
+        "{stdout}"
+    );
+    let (code, stdout, stderr) =
+        support::run_cli(&["ca", "--config", "authproxy.toml"], &[], dir.path());
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.starts_with("-----BEGIN CERTIFICATE-----"),
+        "{stdout}"
+    );
+    assert!(stderr.trim_end().ends_with("state/ca.pem"), "{stderr}");
+    assert!(!stdout.contains("PRIVATE KEY") && !stderr.contains("PRIVATE KEY"));
+    let key = dir.path().join("state/ca.key");
+    assert_eq!(
+        std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    // The same CA the next time.
+    let (_, again, _) = support::run_cli(&["ca", "--config", "authproxy.toml"], &[], dir.path());
+    assert_eq!(again, stdout);
+}

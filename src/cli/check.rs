@@ -161,7 +161,7 @@ pub(super) async fn check(path: &Path, probe: bool, format: LogFormat) -> ExitCo
     say!();
     say!(
         "{:<24} {:<44} {:<16} CREDENTIAL",
-        "PREFIX",
+        "ROUTE",
         "UPSTREAM",
         "PROVIDER"
     );
@@ -172,9 +172,16 @@ pub(super) async fn check(path: &Path, probe: bool, format: LogFormat) -> ExitCo
             .and_then(|p| config.providers.get(p))
             .map(|p| p.kind.label())
             .unwrap_or_else(|| "pass-through".into());
+        // Prefix routes by their prefix, host routes (forward-proxy
+        // mode) by host (and port, when not 443) and prefix.
+        let route = match &r.host {
+            None => r.prefix.as_str().to_string(),
+            Some(h) if h.port == 443 => format!("{}{}", h.host, r.prefix.as_str()),
+            Some(h) => format!("{h}{}", r.prefix.as_str()),
+        };
         say!(
             "{:<24} {:<44} {:<16} {}{}{}{}",
-            r.prefix.as_str(),
+            route,
             r.upstream.as_str(),
             r.provider.as_deref().unwrap_or("-"),
             kind,
@@ -196,6 +203,23 @@ pub(super) async fn check(path: &Path, probe: bool, format: LogFormat) -> ExitCo
                 "",
                 policy.entries().collect::<Vec<_>>().join(", ")
             );
+        }
+    }
+    let fp = &config.forward_proxy;
+    if fp.enabled {
+        say!();
+        say!(
+            "forward proxy: on; CA {} ({})",
+            fp.ca_cert.display(),
+            if fp.ca_cert.exists() {
+                "exists"
+            } else {
+                "made on first start"
+            }
+        );
+        if !fp.tunnel.is_empty() {
+            let tunnel: Vec<&str> = fp.tunnel.iter().map(|t| t.as_str()).collect();
+            say!("tunnelled blind: {}", tunnel.join(", "));
         }
     }
     let egress = &config.server.egress;
