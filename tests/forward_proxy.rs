@@ -539,3 +539,123 @@ fn ca_prints_the_certificate_and_check_lists_host_routes() {
     let (_, again, _) = support::run_cli(&["ca", "--config", "authproxy.toml"], &[], dir.path());
     assert_eq!(again, stdout);
 }
+
+/// Node's own https client over a `CONNECT` tunnel it opens with `http`
+/// (what proxy agents do), trusting only authproxy's CA.
+const NODE_CLIENT: &str = r#"
+const http = require('http'), https = require('https'), tls = require('tls'), fs = require('fs');
+const proxy = new URL(process.env.HTTPS_PROXY);
+const ca = fs.readFileSync(process.env.AUTHPROXY_CA);
+const connect = http.request({ host: proxy.hostname, port: proxy.port, method: 'CONNECT', path: 'api.example.test:443' });
+connect.on('connect', (res, socket) => {
+  if (res.statusCode !== 200) { console.log('CONNECT ' + res.statusCode); process.exit(1); }
+  const agent = new https.Agent({ keepAlive: false });
+  agent.createConnection = () => tls.connect({ socket, servername: 'api.example.test', ca });
+  const req = https.request({ host: 'api.example.test', path: '/node/ok', agent }, (r) => { console.log(r.statusCode); r.resume(); r.on('end', () => process.exit(0)); });
+  req.on('error', (e) => { console.log('error ' + e.message); process.exit(1); });
+  req.end();
+});
+connect.on('error', (e) => { console.log('error ' + e.message); process.exit(1); });
+connect.end();
+"#;
+
+#[tokio::test]
+async fn node_https_through_a_connect_tunnel() {
+    let found = std::process::Command::new("node")
+        .arg("--version")
+        .output()
+        .is_ok();
+    if !support::require_tool("node", found, "apt-get install nodejs") {
+        return;
+    }
+    let echo = Echo::start().await;
+    let proxy = start_proxy(&config(&echo, "", "")).await;
+    let out = tokio::process::Command::new("node")
+        .args(["-e", NODE_CLIENT])
+        .env("HTTPS_PROXY", format!("http://{}", proxy.addr))
+        .env("AUTHPROXY_CA", ca_path(&proxy))
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        stdout.trim(),
+        "200",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rec = echo.last();
+    assert_eq!(rec.path, "/v1/node/ok");
+    assert_eq!(rec.header("x-api-key"), Some(KEY));
+}
+
+/// Java's `HttpClient` with a `ProxySelector` and a trust store holding
+/// only authproxy's CA; HTTP/2 by default, so h2 inside the tunnel.
+const JAVA_CLIENT: &str = r#"
+import java.io.FileInputStream;
+import java.net.InetSocketAddress;
+import java.net.ProxySelector;
+import java.net.URI;
+import java.net.http.HttpClient;
+import java.net.http.HttpRequest;
+import java.net.http.HttpResponse;
+import java.security.KeyStore;
+import java.security.cert.CertificateFactory;
+import javax.net.ssl.SSLContext;
+import javax.net.ssl.TrustManagerFactory;
+
+public class Client {
+    public static void main(String[] a) throws Exception {
+        KeyStore trust = KeyStore.getInstance(KeyStore.getDefaultType());
+        trust.load(null, null);
+        try (FileInputStream in = new FileInputStream(a[2])) {
+            trust.setCertificateEntry("authproxy", CertificateFactory.getInstance("X.509").generateCertificate(in));
+        }
+        TrustManagerFactory tmf = TrustManagerFactory.getInstance(TrustManagerFactory.getDefaultAlgorithm());
+        tmf.init(trust);
+        SSLContext tls = SSLContext.getInstance("TLS");
+        tls.init(null, tmf.getTrustManagers(), null);
+        HttpClient client = HttpClient.newBuilder()
+            .proxy(ProxySelector.of(new InetSocketAddress(a[0], Integer.parseInt(a[1]))))
+            .sslContext(tls)
+            .build();
+        HttpResponse<String> r = client.send(HttpRequest.newBuilder(URI.create(a[3])).build(), HttpResponse.BodyHandlers.ofString());
+        System.out.println(r.statusCode() + " " + r.version());
+    }
+}
+"#;
+
+#[tokio::test]
+async fn java_http_client_with_a_proxy_selector() {
+    let found = std::process::Command::new("java")
+        .arg("-version")
+        .output()
+        .is_ok();
+    if !support::require_tool("java", found, "apt-get install openjdk-17-jdk-headless") {
+        return;
+    }
+    let echo = Echo::start().await;
+    let proxy = start_proxy(&config(&echo, "", "")).await;
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("Client.java");
+    std::fs::write(&source, JAVA_CLIENT).unwrap();
+    let out = tokio::process::Command::new("java")
+        .arg(&source)
+        .arg("127.0.0.1")
+        .arg(proxy.addr.port().to_string())
+        .arg(ca_path(&proxy))
+        .arg("https://api.example.test/java/ok")
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        stdout.trim(),
+        "200 HTTP_2",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rec = echo.last();
+    assert_eq!(rec.path, "/v1/java/ok");
+    assert_eq!(rec.header("x-api-key"), Some(KEY));
+}
