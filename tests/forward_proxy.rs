@@ -378,6 +378,13 @@ async fn inbound_token_is_needed_on_connect() {
     )
     .await;
     assert!(answer.starts_with("HTTP/1.1 407"), "{answer}");
+    // Absolute form too.
+    let answer = raw(
+        proxy.addr,
+        "GET http://api.example.test/abs HTTP/1.1\r\nHost: api.example.test\r\n\r\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 407"), "{answer}");
     let c = curl_via(&proxy, "https://api.example.test/no", &[]).await;
     assert_ne!(c.code, 0, "{}", c.body);
     assert_eq!(echo.count(), 0);

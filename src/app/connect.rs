@@ -131,6 +131,14 @@ async fn plan(
     req: &Request<Incoming>,
 ) -> Result<(Arc<Authority>, Plan), ProxyError> {
     security::check_proxy_authorization(&runtime.config.server, req.headers())?;
+    if req.version() >= Version::HTTP_2 {
+        // A tunnel would take one stream of a connection whose other
+        // streams are still HTTP (and its head deadline with it); proxy
+        // clients speak HTTP/1.1 to their proxy.
+        return Err(ProxyError::BadRequest(
+            "CONNECT over HTTP/2 is not supported; send it over HTTP/1.1".into(),
+        ));
+    }
     let text = req.uri().authority().map(|a| a.as_str()).unwrap_or("");
     let target = Authority::parse_connect(text).map_err(|problem| {
         ProxyError::BadRequest(format!(
