@@ -666,3 +666,76 @@ async fn java_http_client_with_a_proxy_selector() {
     assert_eq!(rec.path, "/v1/java/ok");
     assert_eq!(rec.header("x-api-key"), Some(KEY));
 }
+
+/// The leaf a tunnel presents, as `openssl s_client -proxy` sees it:
+/// SAN the host, ECDSA P-256, issued by the local CA, valid a day, and
+/// verified against the CA alone.
+#[tokio::test]
+async fn the_leaf_certificate_names_the_host_and_lives_a_day() {
+    let echo = Echo::start().await;
+    let proxy = start_proxy(&config(&echo, "", "")).await;
+    let ca = ca_path(&proxy);
+    let mut s_client = tokio::process::Command::new("openssl")
+        .args(["s_client", "-proxy"])
+        .arg(proxy.addr.to_string())
+        .args([
+            "-connect",
+            "api.example.test:443",
+            "-servername",
+            "api.example.test",
+        ])
+        .arg("-CAfile")
+        .arg(&ca)
+        .args(["-verify_return_error", "-showcerts"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("openssl runs");
+    let mut pem = String::new();
+    s_client
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut pem)
+        .await
+        .unwrap();
+    assert!(s_client.wait().await.unwrap().success(), "{pem}");
+    assert!(pem.contains("Verify return code: 0 (ok)"), "{pem}");
+    let leaf = &pem[pem.find("-----BEGIN CERTIFICATE-----").unwrap()
+        ..pem.find("-----END CERTIFICATE-----").unwrap() + 25];
+    let mut x509 = tokio::process::Command::new("openssl")
+        .args(["x509", "-noout", "-text", "-dates"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    x509.stdin
+        .take()
+        .unwrap()
+        .write_all(leaf.as_bytes())
+        .await
+        .unwrap();
+    let text = String::from_utf8(x509.wait_with_output().await.unwrap().stdout).unwrap();
+    assert!(text.contains("DNS:api.example.test"), "{text}");
+    assert!(
+        text.contains("prime256v1") || text.contains("P-256"),
+        "{text}"
+    );
+    assert!(text.contains("Issuer: CN = authproxy local CA"), "{text}");
+    assert!(text.contains("TLS Web Server Authentication"), "{text}");
+    let date = |key: &str| {
+        let line = text.lines().find(|l| l.starts_with(key)).unwrap();
+        let out = std::process::Command::new("date")
+            .args(["-u", "+%s", "-d", &line[key.len()..]])
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .trim()
+            .parse::<i64>()
+            .unwrap()
+    };
+    // 24 h valid, plus the hour it is backdated for clocks behind ours.
+    assert_eq!(date("notAfter=") - date("notBefore="), 25 * 3600, "{text}");
+}
