@@ -164,6 +164,10 @@ async fn curl_gets_the_credential_injected_inside_a_connect_tunnel() {
         None,
         "client Authorization dropped"
     );
+    assert!(
+        rec.header("x-request-id").is_some(),
+        "request ids as on prefix routes"
+    );
     // The local endpoints are not reachable through a tunnel: the path
     // goes to the host's upstream like any other.
     let c = curl_via(&proxy, "https://api.example.test/_authproxy/status", &[]).await;
