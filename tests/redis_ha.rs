@@ -10,13 +10,16 @@
 
 mod support;
 
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use authproxy::config::{RedisTarget, SentinelConfig};
 use authproxy::secret::Secret;
 use authproxy::store::{Owner, RedisOptions, RedisStore, StoreError, StoredToken, TokenStore};
+use support::providers::{MockProvider, Style, CLIENT_ID};
 use support::redis_server::RedisServer;
+use support::{client, ProxyProcess};
 
 const MASTER: &str = "mymaster";
 
@@ -61,6 +64,10 @@ fn poll(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
 
 impl Ha {
     fn start() -> Option<Ha> {
+        Self::start_with_replicas(1)
+    }
+
+    fn start_with_replicas(n: usize) -> Option<Ha> {
         let found = Command::new("redis-sentinel")
             .arg("--version")
             .stdout(Stdio::null())
@@ -75,43 +82,57 @@ impl Ha {
             return None;
         }
         let primary = RedisServer::start()?;
-        let replica = RedisServer::start_args(&replicaof(primary.port))?;
+        let port = primary.port;
+        let mut nodes = vec![primary];
+        for _ in 0..n {
+            nodes.push(RedisServer::start_args(&replicaof(port))?);
+        }
         let conf = format!(
             "sentinel monitor {MASTER} 127.0.0.1 {port} 2\n\
              sentinel down-after-milliseconds {MASTER} 1000\n\
              sentinel failover-timeout {MASTER} 2000\n\
-             sentinel parallel-syncs {MASTER} 1",
-            port = primary.port
+             sentinel parallel-syncs {MASTER} 1"
         );
         let sentinels = (0..3)
             .map(|_| RedisServer::start_sentinel(&conf))
             .collect::<Option<Vec<_>>>()?;
-        let ha = Ha {
-            nodes: vec![primary, replica],
-            sentinels,
-        };
-        let first = ha.nodes[0].port;
-        ha.wait_ready(first);
+        let ha = Ha { nodes, sentinels };
+        ha.wait_ready();
         Some(ha)
     }
 
-    /// The primary the sentinels name (the first that answers).
-    fn named_primary(&self) -> Option<u16> {
-        self.sentinels.iter().find_map(|s| {
-            let addr: Option<(String, String)> = sync_query(
+    /// The primary every sentinel names, if they agree and that node says
+    /// it is a primary.
+    fn agreed_primary(&self) -> Option<u16> {
+        let mut named = self.sentinels.iter().map(|s| {
+            let addr: Option<Option<(String, String)>> = sync_query(
                 s.port,
                 redis::cmd("SENTINEL")
                     .arg("get-master-addr-by-name")
                     .arg(MASTER),
-            )?;
-            addr?.1.parse().ok()
-        })
+            );
+            addr.flatten()
+                .and_then(|(_, port)| port.parse::<u16>().ok())
+        });
+        let first = named.next().flatten()?;
+        if !named.all(|p| p == Some(first)) {
+            return None;
+        }
+        let info: String = sync_query(first, redis::cmd("INFO").arg("replication"))?;
+        (info_field(&info, "role").as_deref() == Some("master")).then_some(first)
     }
 
-    /// Until every sentinel names `primary` and knows the replica and the
-    /// other sentinels, and the replica is in sync (bounded: 30 s).
-    fn wait_ready(&self, primary: u16) {
-        let ok = poll(Duration::from_secs(30), || {
+    /// Until every sentinel names the same primary, knows the replicas and
+    /// the other sentinels, and every replica is in sync with it (bounded:
+    /// 60 s). Answers that primary. A spontaneous failover meanwhile (a
+    /// loaded machine can miss `down-after-milliseconds`) is waited out.
+    fn wait_ready(&self) -> u16 {
+        let replicas = self.nodes.len() - 1;
+        let mut ready = None;
+        let ok = poll(Duration::from_secs(60), || {
+            let Some(primary) = self.agreed_primary() else {
+                return false;
+            };
             let sentinels_agree = self.sentinels.iter().all(|s| {
                 let fields: Option<Vec<String>> =
                     sync_query(s.port, redis::cmd("SENTINEL").arg("master").arg(MASTER));
@@ -123,48 +144,75 @@ impl Ha {
                         .map(|kv| kv[1].clone())
                         .unwrap_or_default()
                 };
-                get("port") == primary.to_string()
-                    && get("num-slaves") != "0"
+                get("num-slaves") != "0"
                     && get("num-other-sentinels") == "2"
                     && !get("flags").contains("down")
             });
             let info: Option<String> = sync_query(primary, redis::cmd("INFO").arg("replication"));
             let synced = info.is_some_and(|i| {
-                info_field(&i, "role").as_deref() == Some("master")
-                    && info_field(&i, "slave0").is_some_and(|s| s.contains("state=online"))
+                (0..replicas).all(|k| {
+                    info_field(&i, &format!("slave{k}")).is_some_and(|s| s.contains("state=online"))
+                })
             });
-            sentinels_agree && synced
+            if sentinels_agree && synced {
+                ready = Some(primary);
+            }
+            ready.is_some()
         });
-        assert!(
-            ok,
-            "sentinels and replica not ready around primary {primary}: {}",
-            self.logs()
-        );
+        assert!(ok, "sentinels and replicas not ready: {}", self.logs());
+        ready.unwrap()
     }
 
     fn node(&mut self, port: u16) -> &mut RedisServer {
         self.nodes.iter_mut().find(|n| n.port == port).unwrap()
     }
 
-    /// `kill -9` of the primary; waits (bounded: 30 s) for the sentinels
-    /// to name another one, and answers its port and the time that took.
-    fn kill_primary(&mut self) -> (u16, u16, Duration) {
-        let old = self.named_primary().expect("a primary");
+    /// `kill -9` of the primary (the one all sentinels name, in sync):
+    /// (its port, the kill time).
+    fn kill_primary_nowait(&mut self) -> (u16, Instant) {
+        let old = self.wait_ready();
         let killed_at = Instant::now();
         self.node(old).kill();
+        (old, killed_at)
+    }
+
+    /// Waits (bounded: 30 s) until the sentinels agree on a primary other
+    /// than `old`: (its port, time since the kill).
+    fn finish_failover(&self, old: u16, killed_at: Instant) -> (u16, Duration) {
         let mut new = None;
         let ok = poll(Duration::from_secs(30), || {
-            new = self.named_primary().filter(|p| *p != old);
+            new = self.agreed_primary().filter(|p| *p != old);
             new.is_some()
         });
         assert!(ok, "no failover within 30 s: {}", self.logs());
-        (old, new.unwrap(), killed_at.elapsed())
+        (new.unwrap(), killed_at.elapsed())
     }
 
-    /// The killed node back, as a replica of the new primary, in sync.
-    fn rejoin(&mut self, old: u16, new: u16) {
-        self.node(old).restart_with(Some(replicaof(new)));
-        self.wait_ready(new);
+    /// `kill -9` of the primary; waits for the failover: (old, new, time).
+    fn kill_primary(&mut self) -> (u16, u16, Duration) {
+        let (old, killed_at) = self.kill_primary_nowait();
+        let (new, took) = self.finish_failover(old, killed_at);
+        (old, new, took)
+    }
+
+    /// The killed node back, as a replica of the primary now, in sync.
+    fn rejoin(&mut self, old: u16) -> u16 {
+        let primary = self
+            .agreed_primary()
+            .unwrap_or_else(|| self.wait_ready_without(old));
+        self.node(old).restart_with(Some(replicaof(primary)));
+        self.wait_ready()
+    }
+
+    /// The primary the sentinels agree on while `down` is still down.
+    fn wait_ready_without(&self, down: u16) -> u16 {
+        let mut found = None;
+        let ok = poll(Duration::from_secs(30), || {
+            found = self.agreed_primary().filter(|p| *p != down);
+            found.is_some()
+        });
+        assert!(ok, "no primary: {}", self.logs());
+        found.unwrap()
     }
 
     fn sentinel_config(&self) -> SentinelConfig {
@@ -248,8 +296,8 @@ async fn fencing_survives_a_failover_and_the_store_follows_the_primary() {
     a.save("p", token("t1")).await.unwrap();
 
     let mut lease_a = a.lease("p").await.unwrap().unwrap();
-    let (old, new, _) = ha.kill_primary();
-    ha.rejoin(old, new);
+    let (old, _, _) = ha.kill_primary();
+    let new = ha.rejoin(old);
 
     // b renews on the new primary once a's lock there has run out (the
     // sentinels take over 1 s to call the primary down; the lock lives
@@ -335,4 +383,288 @@ async fn unacknowledged_write_fails_closed_until_the_replica_has_it() {
     assert!(on_replica.contains("\"t2\""), "{on_replica}");
     let lease = store.lease("p").await.unwrap().unwrap();
     lease.release().await;
+}
+
+fn proxy_config(ha: &Ha, token_url: &str, api: &str) -> String {
+    let sentinels: Vec<String> = ha
+        .sentinels
+        .iter()
+        .map(|s| format!("\"127.0.0.1:{}\"", s.port))
+        .collect();
+    format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+
+[store]
+kind = "redis"
+sentinels = [{sentinels}]
+master_name = "{MASTER}"
+replica_timeout = "1s"
+
+[providers.one]
+type = "oauth2"
+grant = "refresh_token"
+token_url = "{token_url}"
+body = "json"
+client_id = "{CLIENT_ID}"
+refresh_token = "seed-S"
+
+[[routes]]
+prefix = "/one/"
+upstream = "{api}/api/"
+provider = "one"
+"#,
+        sentinels = sentinels.join(", ")
+    )
+}
+
+/// `n` concurrent requests spread over the proxies; their statuses (0:
+/// no answer at all).
+async fn storm(proxies: &[ProxyProcess], n: usize, tag: &str) -> Vec<u16> {
+    let c = client();
+    let requests = (0..n).map(|i| {
+        let url = proxies[i % proxies.len()].url(&format!("/one/{tag}/{i}"));
+        let c = c.clone();
+        tokio::spawn(async move {
+            c.get(url)
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+                .unwrap_or(0)
+        })
+    });
+    let mut statuses = Vec::new();
+    for r in futures_util::future::join_all(requests).await {
+        statuses.push(r.unwrap());
+    }
+    statuses
+}
+
+fn write_config(dir: &Path, text: &str) -> std::path::PathBuf {
+    let path = dir.join("authproxy.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn percentile(sorted: &[Duration], p: usize) -> Duration {
+    sorted[(sorted.len() * p / 100).min(sorted.len() - 1)]
+}
+
+/// Three proxy processes on one single-use rotating chain (the OneCloud
+/// mock with reuse detection), behind Sentinel (a primary, two replicas,
+/// three sentinels). Ten times: every access token expires, a refresh
+/// storm starts, and the primary is killed with `kill -9` — at the moment
+/// the refresh request reaches the provider (its answer then arrives
+/// while no primary answers), before the storm, or right after the
+/// provider answered. Each time: every request is answered 200 or a
+/// clean 502, exactly one refresh per expiry across the three proxies,
+/// no refresh token is ever sent twice, and the chain goes on on the new
+/// primary. Prints the failover time the clients saw (kill until every
+/// proxy serves again) and the requests that failed meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refresh_storms_through_ten_failovers_keep_one_chain() {
+    let Some(mut ha) = Ha::start_with_replicas(2) else {
+        return;
+    };
+    let mock = MockProvider::start(Style::OneCloud).await;
+    mock.issue_seed("seed-S");
+    mock.set(|s| s.token_delay = Duration::from_millis(300));
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        &proxy_config(&ha, &mock.token_url(), &mock.base()),
+    );
+    let proxies: Vec<ProxyProcess> = (0..3).map(|_| ProxyProcess::start(&config, &[])).collect();
+    let statuses = storm(&proxies, 60, "cold").await;
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    assert_eq!(mock.token_request_count(), 1);
+
+    const ROUNDS: usize = 10;
+    let test_deadline = Instant::now() + Duration::from_secs(600);
+    let mut seen_by_clients = Vec::new();
+    let mut sentinel_switch = Vec::new();
+    // The storms, and the probes that follow every 9 requests until all
+    // three proxies serve again.
+    let (mut storm_failed, mut storm_answered) = (0usize, 0usize);
+    let (mut failed, mut answered) = (0usize, 0usize);
+    for round in 0..ROUNDS {
+        assert!(Instant::now() < test_deadline, "over 10 minutes");
+        mock.expire_all();
+        let before = mock.token_request_count();
+        let hits_before = mock.state.lock().unwrap().token_hits;
+        let (kill_at, old, new, switch) = match round % 3 {
+            // Before the storm: it meets a dead primary.
+            1 => {
+                let (old, kill_at) = ha.kill_primary_nowait();
+                let statuses = storm(&proxies, 60, &format!("r{round}")).await;
+                let (new, took) = ha.finish_failover(old, kill_at);
+                check_statuses(&statuses, &mut storm_failed, &mut storm_answered);
+                (kill_at, old, new, took)
+            }
+            kind => {
+                let tag = format!("r{round}");
+                let storm_task = {
+                    let urls: Vec<String> = (0..60)
+                        .map(|i| proxies[i % 3].url(&format!("/one/{tag}/{i}")))
+                        .collect();
+                    tokio::spawn(async move {
+                        let c = client();
+                        let all = urls.into_iter().map(|u| {
+                            let c = c.clone();
+                            async move {
+                                c.get(u)
+                                    .send()
+                                    .await
+                                    .map(|r| r.status().as_u16())
+                                    .unwrap_or(0)
+                            }
+                        });
+                        futures_util::future::join_all(all).await
+                    })
+                };
+                // 0: the refresh request has reached the provider (its
+                // answer comes 300 ms later); 2: the provider answered.
+                let reached_deadline = Instant::now() + Duration::from_secs(20);
+                let reached = loop {
+                    let reached = {
+                        let s = mock.state.lock().unwrap();
+                        if kind == 0 {
+                            s.token_hits > hits_before
+                        } else {
+                            s.token_requests.len() > before
+                        }
+                    };
+                    if reached || Instant::now() > reached_deadline {
+                        break reached;
+                    }
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                };
+                assert!(reached, "round {round}: no refresh request");
+                let (old, kill_at) = ha.kill_primary_nowait();
+                let statuses = storm_task.await.unwrap();
+                let (new, took) = ha.finish_failover(old, kill_at);
+                check_statuses(&statuses, &mut storm_failed, &mut storm_answered);
+                (kill_at, old, new, took)
+            }
+        };
+        sentinel_switch.push(switch);
+        // Every proxy serves again: the chain goes on on the new primary.
+        let mut probe = 0;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            probe += 1;
+            let statuses = storm(&proxies, 9, &format!("r{round}p{probe}")).await;
+            let ok = statuses.iter().all(|s| *s == 200);
+            check_statuses(&statuses, &mut failed, &mut answered);
+            if ok {
+                seen_by_clients.push(kill_at.elapsed());
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "round {round}: proxies do not serve again on primary {new}: {statuses:?}\n{}",
+                proxies
+                    .iter()
+                    .map(|p| p.log())
+                    .collect::<Vec<_>>()
+                    .join("\n----\n")
+            );
+        }
+        assert!(
+            !mock.reuse_detected(),
+            "round {round}: a spent refresh token was sent again"
+        );
+        assert_eq!(
+            mock.token_request_count() - before,
+            1,
+            "round {round}: one refresh per expiry: {:?}",
+            mock.token_requests()
+        );
+        ha.rejoin(old);
+    }
+    assert!(mock.token_requests().iter().all(|r| r.status == 200));
+    assert_eq!(mock.token_request_count(), ROUNDS + 1);
+    // The window this is about was hit: a token answer that arrived while
+    // no primary answered, kept in memory and written after the failover.
+    let unwritten = proxies
+        .iter()
+        .map(|p| p.log().matches("TOKEN STORE WRITE FAILED").count())
+        .sum::<usize>();
+    assert!(unwritten >= 1, "no write ever met a dead primary");
+    seen_by_clients.sort();
+    sentinel_switch.sort();
+    eprintln!(
+        "{ROUNDS} failovers: sentinels switched after p50 {:?} / max {:?}; clients served again after p50 {:?} / max {:?}; storms: {storm_failed} of {storm_answered} requests answered 502, probes after them: {failed} of {answered}; none unanswered; {unwritten} token writes met a dead primary",
+        percentile(&sentinel_switch, 50),
+        sentinel_switch.last().unwrap(),
+        percentile(&seen_by_clients, 50),
+        seen_by_clients.last().unwrap(),
+    );
+}
+
+/// Every status is 200 or 502; counts the 502s.
+fn check_statuses(statuses: &[u16], failed: &mut usize, answered: &mut usize) {
+    assert!(
+        statuses.iter().all(|s| *s == 200 || *s == 502),
+        "{statuses:?}"
+    );
+    *answered += statuses.len();
+    *failed += statuses.iter().filter(|s| **s == 502).count();
+}
+
+/// `check --probe` asks every sentinel and the primary and reports what it
+/// sees — the primary, its replica, the other sentinels — and writes
+/// nothing (the primary holds no key afterwards).
+#[test]
+fn check_probe_reports_the_topology_without_writing() {
+    let Some(ha) = Ha::start() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let sentinels: Vec<String> = ha
+        .sentinels
+        .iter()
+        .map(|s| format!("\"127.0.0.1:{}\"", s.port))
+        .collect();
+    let config = write_config(
+        dir.path(),
+        &format!(
+            "[store]\nkind = \"redis\"\nsentinels = [{}]\nmaster_name = \"{MASTER}\"\n\
+             [providers.s]\ntype = \"static\"\nheaders = {{ Authorization = \"Token x\" }}\n\
+             [[routes]]\nprefix = \"/s/\"\nupstream = \"http://127.0.0.1:9/\"\nprovider = \"s\"\n",
+            sentinels.join(", ")
+        ),
+    );
+    let out = Command::new(support::binary())
+        .args(["check", "--probe", "--config", config.to_str().unwrap()])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let primary = ha.wait_ready();
+    assert!(
+        stdout.contains(&format!("primary (checked with ROLE): 127.0.0.1:{primary}")),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("role master, 1 connected replica(s)"),
+        "{stdout}"
+    );
+    let replica = ha.nodes.iter().find(|n| n.port != primary).unwrap().port;
+    assert!(stdout.contains(&format!("port={replica}")), "{stdout}");
+    for s in &ha.sentinels {
+        assert!(
+            stdout.contains(&format!(
+                "sentinel 127.0.0.1:{}: primary 127.0.0.1:{primary}, 1 replica(s), 2 other sentinel(s), quorum 2",
+                s.port
+            )),
+            "{stdout}"
+        );
+    }
+    let keys: u64 = sync_query(primary, &mut redis::cmd("DBSIZE")).unwrap();
+    assert_eq!(keys, 0, "the probe wrote to the primary");
 }
