@@ -121,3 +121,5 @@ fn span_hint(text: &str, span: Option<std::ops::Range<usize>>) -> String {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_redis;

@@ -30,9 +30,19 @@
 //! Here the store itself (opening, the [`TokenStore`] side); the Lua
 //! scripts in [`scripts`], the local cache and reading records in
 //! [`cache`], the change feed in [`feed`], the renewal lock in [`lease`],
-//! the store-wide keys in [`keys`], names and URLs in [`names`].
+//! the store-wide keys in [`keys`], names and URLs in [`names`], the
+//! connection to the primary in [`conn`], Sentinel, `WAIT` and the probe
+//! in [`topology`].
+//!
+//! High availability: behind Redis Sentinel the primary is asked of the
+//! sentinels and asked again after every failed command. Every write (and
+//! the taking of the lock) is followed by `WAIT` for `store.min_replicas`
+//! on the same connection; a write they did not acknowledge is kept in
+//! memory and written again, and until then no renewal of that provider
+//! starts here and the lease that wrote it is held.
 
 mod cache;
+mod conn;
 mod feed;
 mod keys;
 mod lease;
@@ -41,14 +51,11 @@ mod scripts;
 mod topology;
 
 use std::collections::{BTreeSet, HashMap};
-use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use ::redis::aio::ConnectionManager;
-use ::redis::aio::ConnectionManagerConfig;
-use ::redis::{Client, RedisResult};
+use ::redis::Client;
 use futures_util::future::BoxFuture;
 use tokio::sync::broadcast;
 
@@ -56,6 +63,7 @@ use super::{FingerprintKey, RenewalLease, StoreError, StoredToken, TokenStore};
 use crate::config::{RedisTarget, RedisTimings, SentinelConfig};
 use crate::secret::{Secret, SecretKey};
 use cache::Cached;
+use conn::{connection_manager, Primary};
 use keys::Keys;
 use names::{describe_url, glob_escape, scrub};
 use scripts::SAVE;
@@ -105,17 +113,6 @@ impl From<&RedisTimings> for RedisOptions {
 
 pub struct RedisStore {
     shared: Arc<Shared>,
-}
-
-/// The node written to: its client and a connection that reconnects by
-/// itself (replaced when it is stuck on a non-I/O error, or when the
-/// sentinels name another primary).
-#[derive(Clone)]
-struct Primary {
-    client: Client,
-    conn: ConnectionManager,
-    /// `host:port`, for messages.
-    addr: String,
 }
 
 struct Shared {
@@ -280,19 +277,6 @@ impl RedisStore {
     }
 }
 
-fn connection_manager(client: &Client, opts: &RedisOptions) -> RedisResult<ConnectionManager> {
-    // Few, quick reconnect attempts per command: when Redis is down a
-    // renewal should be refused within seconds, not after a long backoff.
-    // A write's answer comes after its `WAIT` for the replicas.
-    let config = ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(opts.op_timeout))
-        .set_response_timeout(Some(opts.op_timeout + opts.replica_timeout))
-        .set_number_of_retries(1)
-        .set_min_delay(Duration::from_millis(50))
-        .set_max_delay(Duration::from_millis(500));
-    ConnectionManager::new_lazy_with_config(client.clone(), config)
-}
-
 fn random_owner() -> String {
     format!("{:032x}", rand::random::<u128>())
 }
@@ -322,107 +306,6 @@ impl Shared {
             if self.tls { " tls" } else { "" },
             self.prefix
         )
-    }
-
-    /// The primary's client, once known.
-    fn client(&self) -> Option<Client> {
-        self.primary
-            .lock()
-            .unwrap()
-            .as_ref()
-            .map(|p| p.client.clone())
-    }
-
-    fn unavailable(&self, e: &dyn std::fmt::Display) -> StoreError {
-        StoreError::Unavailable(format!(
-            "redis {} unreachable: {}",
-            self.endpoint,
-            scrub(e, &self.redact)
-        ))
-    }
-
-    /// Runs one operation on the shared connection, bounded in time, and
-    /// keeps the health state up to date.
-    async fn call<T, F, Fut>(&self, op: F) -> Result<T, StoreError>
-    where
-        F: FnOnce(ConnectionManager) -> Fut,
-        Fut: Future<Output = RedisResult<T>>,
-    {
-        let mut conn = self
-            .primary
-            .lock()
-            .unwrap()
-            .as_ref()
-            .map(|p| p.conn.clone());
-        if conn.is_none() {
-            // Behind Sentinel, before any primary was found.
-            if let Err(e) = self.follow_primary(false).await {
-                return Err(self.command_failed(&e));
-            }
-            conn = self
-                .primary
-                .lock()
-                .unwrap()
-                .as_ref()
-                .map(|p| p.conn.clone());
-        }
-        let Some(conn) = conn else {
-            return Err(self.command_failed(&"no primary known"));
-        };
-        // The manager's own timeouts fire first (and make it reconnect);
-        // this outer bound only catches what they do not cover.
-        let bound =
-            (self.opts.op_timeout + self.opts.replica_timeout) * 2 + Duration::from_millis(500);
-        let result = tokio::time::timeout(bound, op(conn)).await;
-        match result {
-            Ok(Ok(v)) => {
-                if self.command_error.lock().unwrap().take().is_some() {
-                    tracing::info!(store = %self.describe(), "redis answers again");
-                }
-                Ok(v)
-            }
-            Ok(Err(e)) => {
-                if self.sentinels.is_some() {
-                    // Dead primary, or one demoted to a replica
-                    // (READONLY): the sentinels know where to go next.
-                    if let Err(why) = self.follow_primary(!e.is_io_error()).await {
-                        tracing::debug!(error = %why, "no other primary yet");
-                    }
-                } else if !e.is_io_error() {
-                    // The manager reconnects on I/O errors only; anything
-                    // else (TLS, auth during a reconnect) could leave it
-                    // stuck, so start over with a fresh one.
-                    let fresh = self
-                        .primary
-                        .lock()
-                        .unwrap()
-                        .as_ref()
-                        .and_then(|p| connection_manager(&p.client, &self.opts).ok());
-                    if let Some(fresh) = fresh {
-                        if let Some(p) = self.primary.lock().unwrap().as_mut() {
-                            p.conn = fresh;
-                        }
-                    }
-                }
-                Err(self.command_failed(&e))
-            }
-            Err(_) => {
-                if self.sentinels.is_some() {
-                    let _ = self.follow_primary(true).await;
-                }
-                Err(self.command_failed(&format!("no answer within {bound:.0?}")))
-            }
-        }
-    }
-
-    fn command_failed(&self, e: &dyn std::fmt::Display) -> StoreError {
-        let err = self.unavailable(e);
-        let mut slot = self.command_error.lock().unwrap();
-        if slot.is_none() {
-            tracing::error!(store = %self.describe(), error = %err, "redis command failed");
-        }
-        *slot = Some(err.to_string());
-        err
     }
 }
 

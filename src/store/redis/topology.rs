@@ -8,7 +8,8 @@ use std::time::Duration;
 use ::redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType};
 use ::redis::{Client, Cmd, ConnectionAddr, FromRedisValue, RedisResult, TlsMode};
 
-use super::{connection_manager, scrub, Primary, Shared};
+use super::conn::{connection_manager, Primary};
+use super::{scrub, Shared};
 use crate::config::{RedisTarget, SentinelConfig};
 use crate::store::StoreError;
 
