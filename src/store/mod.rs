@@ -181,6 +181,17 @@ pub enum StoreError {
     NotDurable(String),
 }
 
+impl StoreError {
+    /// The `outcome` label of a refresh this error refused to start
+    /// (`authproxy_token_requests_total`).
+    pub fn refusal_outcome(&self) -> &'static str {
+        match self {
+            StoreError::NotDurable(_) => "refused_store_not_durable",
+            _ => "refused_store_unavailable",
+        }
+    }
+}
+
 /// A cross-replica renewal lease, from stores shared by several proxies.
 /// While it is held no other replica renews the provider's token; the store
 /// keeps it alive (extends it) until it is released or dropped.

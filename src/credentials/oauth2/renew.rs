@@ -16,7 +16,7 @@ use crate::clock::unix_now;
 use crate::config::Grant;
 use crate::oauth::{TokenError, TokenSet};
 use crate::secret::Secret;
-use crate::store::{OwnerMatch, RenewalLease, StoreError, StoredToken};
+use crate::store::{OwnerMatch, RenewalLease, StoredToken};
 use crate::telemetry::metrics::{ReauthLabels, TokenLabels};
 
 /// A failed renewal remembered so waiters and the next few requests get the
@@ -123,11 +123,7 @@ impl OAuthProvider {
                     .get_or_create(&TokenLabels {
                         provider: self.name.clone(),
                         grant: "refresh_token".to_string(),
-                        outcome: match e {
-                            StoreError::NotDurable(_) => "refused_store_not_durable",
-                            _ => "refused_store_unavailable",
-                        }
-                        .to_string(),
+                        outcome: e.refusal_outcome().to_string(),
                     })
                     .inc();
                 self.record_failure(trigger, &error, TRANSIENT_COOLDOWN);
