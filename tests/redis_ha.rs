@@ -668,3 +668,115 @@ fn check_probe_reports_the_topology_without_writing() {
     let keys: u64 = sync_query(primary, &mut redis::cmd("DBSIZE")).unwrap();
     assert_eq!(keys, 0, "the probe wrote to the primary");
 }
+
+async fn get_text(url: String) -> (u16, String) {
+    match client().get(url).send().await {
+        Ok(r) => {
+            let status = r.status().as_u16();
+            (status, r.text().await.unwrap_or_default())
+        }
+        Err(e) => (0, e.to_string()),
+    }
+}
+
+/// One proxy, a primary and a replica (`store.url`, `min_replicas` left
+/// to its default). The replica is stopped while a refresh is in flight:
+/// the new token is used, status and metrics say the store is not
+/// durable, and the next expiry starts no refresh (502, counted as
+/// `refused_store_not_durable`) — until the replica is back, has the
+/// token, and the chain goes on without a reuse.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_fails_closed_while_the_replica_does_not_acknowledge() {
+    let Some(primary) = RedisServer::start() else {
+        return;
+    };
+    let Some(replica) = RedisServer::start_args(&replicaof(primary.port)) else {
+        return;
+    };
+    let ok = poll(Duration::from_secs(30), || {
+        sync_query::<String>(primary.port, redis::cmd("INFO").arg("replication"))
+            .and_then(|i| info_field(&i, "slave0"))
+            .is_some_and(|s| s.contains("state=online"))
+    });
+    assert!(ok, "replica not in sync");
+    let mock = MockProvider::start(Style::OneCloud).await;
+    mock.issue_seed("seed-S");
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+[store]
+kind = "redis"
+url = "{url}"
+replica_timeout = "500ms"
+[providers.one]
+type = "oauth2"
+grant = "refresh_token"
+token_url = "{token_url}"
+body = "json"
+client_id = "{CLIENT_ID}"
+refresh_token = "seed-S"
+[[routes]]
+prefix = "/one/"
+upstream = "{api}/api/"
+provider = "one"
+"#,
+        url = primary.url(),
+        token_url = mock.token_url(),
+        api = mock.base()
+    );
+    let config = write_config(dir.path(), &text);
+    let proxy = ProxyProcess::start(&config, &[]);
+    assert_eq!(get_text(proxy.url("/one/cold")).await.0, 200);
+    assert_eq!(mock.token_request_count(), 1);
+
+    // The replica stops while the refresh request is at the provider.
+    mock.expire_all();
+    mock.set(|s| s.token_delay = Duration::from_millis(300));
+    let hits = mock.state.lock().unwrap().token_hits;
+    let request = tokio::spawn(get_text(proxy.url("/one/during")));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while mock.state.lock().unwrap().token_hits == hits {
+        assert!(Instant::now() < deadline, "no refresh request");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    replica.signal("STOP");
+    assert_eq!(request.await.unwrap().0, 200, "the new token is used");
+    let (_, status) = get_text(proxy.url("/_authproxy/status")).await;
+    assert!(status.contains("not durable"), "{status}");
+    let (_, metrics) = get_text(proxy.url("/_authproxy/metrics")).await;
+    assert!(
+        metrics.contains("authproxy_store_write_failures_total 1"),
+        "{metrics}"
+    );
+
+    // The next expiry: no refresh from a token a failover could take back.
+    mock.expire_all();
+    let (code, body) = get_text(proxy.url("/one/refused")).await;
+    assert_eq!(code, 502, "{body}");
+    assert!(body.contains("not durable"), "{body}");
+    assert_eq!(mock.token_request_count(), 2, "no refresh was started");
+    let (_, metrics) = get_text(proxy.url("/_authproxy/metrics")).await;
+    assert!(
+        metrics.contains("outcome=\"refused_store_not_durable\""),
+        "{metrics}"
+    );
+
+    replica.signal("CONT");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (code, body) = get_text(proxy.url("/one/after")).await;
+        if code == 200 {
+            break;
+        }
+        assert_eq!(code, 502, "{body}");
+        assert!(Instant::now() < deadline, "{body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(mock.token_request_count(), 3);
+    assert!(!mock.reuse_detected());
+    let (_, status) = get_text(proxy.url("/_authproxy/status")).await;
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    assert!(status["store"]["error"].is_null(), "{status}");
+}
