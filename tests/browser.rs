@@ -2,7 +2,7 @@
 //! (login URL → mock authorize endpoint → callback page whose script POSTs
 //! the URL fragment back → the proxy holds the token), and a hostile page
 //! served through a pass-through route, which must not get to use or
-//! replace the credentials.
+//! replace the credentials; and the authorization-code login (PKCE) page.
 
 mod support;
 
@@ -263,5 +263,133 @@ upstream = "http://{pages}/"
     assert_eq!(
         cred.last().header("authorization"),
         Some("Bearer GOOD-ACCESS")
+    );
+}
+
+/// An authorization server that approves at once (a user already logged
+/// in): `/authorize` redirects back with a code bound to the PKCE
+/// challenge and redirect URI it was asked with; `/token` gives a token
+/// only for that code, redirect URI and a verifier whose S256 hash is the
+/// challenge (RFC 7636 §4.6: the receiving side checks the proof).
+fn code_server(issued: Arc<std::sync::Mutex<Vec<String>>>) -> Router {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
+    use sha2::Digest;
+    type Codes = Arc<std::sync::Mutex<Vec<(String, String, String)>>>;
+    let codes: Codes = Arc::default();
+    let at_authorize = codes.clone();
+    Router::new()
+        .route(
+            "/authorize",
+            get(move |q: axum::extract::RawQuery| {
+                let codes = at_authorize.clone();
+                async move {
+                    let q: std::collections::HashMap<String, String> =
+                        url::form_urlencoded::parse(q.0.unwrap_or_default().as_bytes())
+                            .into_owned()
+                            .collect();
+                    assert_eq!(q["response_type"], "code");
+                    assert_eq!(q["code_challenge_method"], "S256");
+                    let code = format!("code-{}", rand::random::<u64>());
+                    codes.lock().unwrap().push((
+                        code.clone(),
+                        q["code_challenge"].clone(),
+                        q["redirect_uri"].clone(),
+                    ));
+                    let mut back = url::Url::parse(&q["redirect_uri"]).unwrap();
+                    back.query_pairs_mut()
+                        .append_pair("code", &code)
+                        .append_pair("state", &q["state"]);
+                    (
+                        http::StatusCode::FOUND,
+                        [(http::header::LOCATION, back.to_string())],
+                    )
+                }
+            }),
+        )
+        .route(
+            "/token",
+            axum::routing::post(move |body: String| {
+                let codes = codes.clone();
+                let issued = issued.clone();
+                async move {
+                    let f: std::collections::HashMap<String, String> =
+                        url::form_urlencoded::parse(body.as_bytes())
+                            .into_owned()
+                            .collect();
+                    let mut codes = codes.lock().unwrap();
+                    let found = codes.iter().position(|(code, challenge, redirect)| {
+                        f.get("code") == Some(code)
+                            && f.get("redirect_uri") == Some(redirect)
+                            && f.get("code_verifier").is_some_and(|v| {
+                                URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(v.as_bytes()))
+                                    == *challenge
+                            })
+                    });
+                    let Some(i) = found.filter(|_| f["grant_type"] == "authorization_code") else {
+                        return (
+                            http::StatusCode::BAD_REQUEST,
+                            axum::Json(serde_json::json!({"error": "invalid_grant"})),
+                        );
+                    };
+                    codes.remove(i);
+                    let token = format!("code-token-{}", rand::random::<u64>());
+                    issued.lock().unwrap().push(token.clone());
+                    (
+                        http::StatusCode::OK,
+                        axum::Json(serde_json::json!({
+                            "access_token": token, "token_type": "Bearer",
+                            "expires_in": 3600, "refresh_token": "r-1"
+                        })),
+                    )
+                }
+            }),
+        )
+}
+
+/// The authorization-code login page end to end in chromium: login URL →
+/// authorize (PKCE S256) → callback (the proxy exchanges the code with the
+/// verifier) → "logged in" page; the proxy then injects the token.
+#[tokio::test]
+async fn authorization_code_login_in_headless_chromium() {
+    let Some(browser) = have_chromium() else {
+        return;
+    };
+    let issued: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+    let server = support::serve(code_server(issued.clone())).await;
+    let echo = Echo::start().await;
+    let proxy = start_proxy(&format!(
+        r#"
+[store]
+kind = "memory"
+[providers.crm]
+type = "oauth2"
+grant = "authorization_code"
+authorize_url = "http://{server}/authorize"
+token_url = "http://{server}/token"
+client_id = "browser-app"
+client_auth = "none"
+scope = "crm.read"
+[[routes]]
+prefix = "/crm/"
+upstream = "{}/"
+provider = "crm"
+"#,
+        echo.url(),
+    ))
+    .await;
+    let (dom, stderr) = dump_dom(&browser, &proxy.url("/_authproxy/login/crm")).await;
+    assert!(
+        dom.contains("data-result=\"ok\""),
+        "the callback did not complete the login:\n{dom}\n{stderr}"
+    );
+    let tokens = issued.lock().unwrap().clone();
+    assert_eq!(tokens.len(), 1, "{tokens:?}");
+    assert!(!dom.contains(tokens[0].as_str()), "the page shows no token");
+    let r = client().get(proxy.url("/crm/deals")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        echo.last().header("authorization"),
+        Some(format!("Bearer {}", tokens[0]).as_str())
     );
 }

@@ -170,8 +170,8 @@ async fn slow_loris_client_is_disconnected() {
         answer,
         "HTTP/1.1 408 Request Timeout\r\nconnection: close\r\n\
          content-type: application/json\r\nx-authproxy-error: request_timeout\r\n\
-         content-length: 98\r\n\r\n\
-         {\"error\":\"request_timeout\",\"message\":\"no complete request head within server.header_read_timeout\"}"
+         content-length: 99\r\n\r\n\
+         {\"error\":\"request_timeout\",\"message\":\"no complete request head within server.header_read_timeout\"}\n"
     );
     assert_eq!(echo.count(), 0);
 }

@@ -1,8 +1,11 @@
-//! The browser login of implicit-grant providers (ReadyCloud style):
+//! The browser login of implicit-grant providers (ReadyCloud style) and of
+//! authorization-code providers (with PKCE S256):
 //! `/_authproxy/login/<provider>` redirects to the provider with a fresh
 //! single-use `state`; the provider sends the browser back to
-//! `/_authproxy/callback/<provider>`, whose page reads the token from the
-//! URL fragment (which never reaches a server by itself) and POSTs it here.
+//! `/_authproxy/callback/<provider>`. Implicit: its page reads the token
+//! from the URL fragment (which never reaches a server by itself) and POSTs
+//! it here. Authorization code: the `code` in the query is exchanged at
+//! once with the PKCE verifier kept beside the `state`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -11,7 +14,6 @@ use std::time::{Duration, Instant};
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode, Uri, Version};
 use rand::Rng;
 use serde::Deserialize;
@@ -29,11 +31,38 @@ fn implicit_provider(app: &AppState, name: &str) -> Result<Arc<OAuthProvider>, P
     let p = oauth_provider(app, name)?;
     if p.config().grant != Grant::Implicit {
         return Err(ProxyError::BadRequest(format!(
-            "provider {name} uses grant = \"{}\"; browser login is only for grant = \"implicit\"",
+            "provider {name} uses grant = \"{}\"; this page is only for grant = \"implicit\"",
             p.config().grant.as_str()
         )));
     }
     Ok(p)
+}
+
+/// A provider with a browser login: implicit or authorization code.
+fn browser_provider(app: &AppState, name: &str) -> Result<Arc<OAuthProvider>, ProxyError> {
+    let p = oauth_provider(app, name)?;
+    match p.config().grant {
+        Grant::Implicit | Grant::AuthorizationCode => Ok(p),
+        Grant::DeviceCode => Err(ProxyError::BadRequest(format!(
+            "provider {name} uses grant = \"device_code\": run `authproxy login {name}` (or POST /_authproxy/device/{name}) and enter the code it prints"
+        ))),
+        g => Err(ProxyError::BadRequest(format!(
+            "provider {name} uses grant = \"{}\"; browser login is only for grant = \"implicit\" or \"authorization_code\"",
+            g.as_str()
+        ))),
+    }
+}
+
+/// A PKCE pair (RFC 7636 §4.1, §4.2): a verifier of 32 random bytes
+/// (43 characters) and its S256 challenge.
+fn pkce_pair() -> (Secret, String) {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
+    use sha2::Digest;
+    let bytes: zeroize::Zeroizing<[u8; 32]> = zeroize::Zeroizing::new(rand::rng().random());
+    let verifier = Secret::new(URL_SAFE_NO_PAD.encode(*bytes));
+    let challenge = URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(verifier.expose().as_bytes()));
+    (verifier, challenge)
 }
 
 /// `http://` and the authority the Host check accepted (on HTTP/2 the
@@ -79,7 +108,7 @@ pub(super) async fn login(
     uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response, ProxyError> {
-    let p = implicit_provider(&admin.app, &name)?;
+    let p = browser_provider(&admin.app, &name)?;
     let cfg = p.config();
     // Configured, or from the issuer's metadata.
     let mut url = p
@@ -93,10 +122,18 @@ pub(super) async fn login(
             own_base(version, &uri, &headers, &admin.app)
         ),
     };
-    let login_state = admin.logins.begin(&name);
+    let code_flow = cfg.grant == Grant::AuthorizationCode;
+    let (verifier, challenge) = match code_flow {
+        true => {
+            let (v, c) = pkce_pair();
+            (Some(v), Some(c))
+        }
+        false => (None, None),
+    };
+    let login_state = admin.logins.begin_with(&name, verifier, &redirect_uri);
     {
         let mut q = url.query_pairs_mut();
-        q.append_pair("response_type", "token");
+        q.append_pair("response_type", if code_flow { "code" } else { "token" });
         if let Some(id) = &cfg.client_id {
             q.append_pair("client_id", id.expose());
         }
@@ -105,6 +142,10 @@ pub(super) async fn login(
         }
         q.append_pair("redirect_uri", &redirect_uri);
         q.append_pair("state", &login_state);
+        if let Some(challenge) = &challenge {
+            q.append_pair("code_challenge", challenge);
+            q.append_pair("code_challenge_method", "S256");
+        }
     }
     tracing::info!(provider = %name, "login started; redirecting to the provider");
     Ok((
@@ -121,8 +162,12 @@ pub(super) async fn login(
 pub(super) async fn callback_get(
     State(admin): State<Arc<Admin>>,
     Path(name): Path<String>,
+    uri: Uri,
 ) -> Result<Response, ProxyError> {
-    implicit_provider(&admin.app, &name)?;
+    let p = browser_provider(&admin.app, &name)?;
+    if p.config().grant == Grant::AuthorizationCode {
+        return Ok(code_callback(&admin, &p, &name, &uri).await);
+    }
     Ok((
         [
             (header::CONTENT_TYPE, "text/html; charset=utf-8"),
@@ -155,7 +200,7 @@ pub(super) async fn callback_post(
 ) -> Result<Response, ProxyError> {
     let p = implicit_provider(&admin.app, &name)?;
     let body: CallbackBody = json_body(&headers, &body)?;
-    if !admin.logins.finish(&name, &body.state) {
+    if admin.logins.finish(&name, &body.state).is_none() {
         return Err(ProxyError::BadRequest(format!(
             "unknown, used or expired login state; start again at /_authproxy/login/{name}"
         )));
@@ -165,7 +210,10 @@ pub(super) async fn callback_post(
         .await
         .map_err(ProxyError::rejected_token)?;
     tracing::info!(provider = %name, "login completed; token stored");
-    Ok(Json(json!({"status": "ok", "provider": name})).into_response())
+    Ok(crate::http::body::json(
+        http::StatusCode::OK,
+        &json!({"status": "ok", "provider": name}),
+    ))
 }
 
 /// How long a login may take between the redirect and the callback.
@@ -173,41 +221,175 @@ const STATE_TTL: Duration = Duration::from_secs(600);
 /// Bound on outstanding logins, so a loop hitting /login cannot grow memory.
 const MAX_PENDING: usize = 256;
 
+/// What a login started with: the provider, when, and for an
+/// authorization-code login the PKCE verifier and the `redirect_uri` the
+/// code was issued for (the token request repeats it, RFC 6749 §4.1.3).
+pub struct LoginStart {
+    provider: String,
+    at: Instant,
+    verifier: Option<Secret>,
+    redirect_uri: String,
+}
+
 /// Outstanding `state` values: single use, tied to one provider, expiring.
 #[derive(Default)]
 pub struct PendingLogins {
-    states: Mutex<HashMap<String, (String, Instant)>>,
+    states: Mutex<HashMap<String, LoginStart>>,
 }
 
 impl PendingLogins {
     /// A fresh random state for `provider`.
+    #[cfg(test)]
     pub fn begin(&self, provider: &str) -> String {
+        self.begin_with(provider, None, "")
+    }
+
+    /// A fresh random state for `provider`, kept with the PKCE verifier
+    /// (authorization code) and the redirect URI.
+    pub fn begin_with(
+        &self,
+        provider: &str,
+        verifier: Option<Secret>,
+        redirect_uri: &str,
+    ) -> String {
         let bytes: [u8; 24] = rand::rng().random();
         let state: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
         let mut states = self.states.lock().unwrap();
         let now = Instant::now();
-        states.retain(|_, (_, at)| now.duration_since(*at) < STATE_TTL);
+        states.retain(|_, s| now.duration_since(s.at) < STATE_TTL);
         if states.len() >= MAX_PENDING {
             if let Some(oldest) = states
                 .iter()
-                .min_by_key(|(_, (_, at))| *at)
+                .min_by_key(|(_, s)| s.at)
                 .map(|(k, _)| k.clone())
             {
                 states.remove(&oldest);
             }
         }
-        states.insert(state.clone(), (provider.to_string(), now));
+        states.insert(
+            state.clone(),
+            LoginStart {
+                provider: provider.to_string(),
+                at: now,
+                verifier,
+                redirect_uri: redirect_uri.to_string(),
+            },
+        );
         state
     }
 
-    /// Consumes `state` if it was issued for `provider` and is still fresh.
-    pub fn finish(&self, provider: &str, state: &str) -> bool {
+    /// Consumes `state` if it was issued for `provider` and is still
+    /// fresh, and returns what the login started with.
+    pub fn finish(&self, provider: &str, state: &str) -> Option<LoginStart> {
         let mut states = self.states.lock().unwrap();
-        match states.remove(state) {
-            Some((p, at)) => p == provider && at.elapsed() < STATE_TTL,
-            None => false,
-        }
+        states
+            .remove(state)
+            .filter(|s| s.provider == provider && s.at.elapsed() < STATE_TTL)
     }
+}
+
+#[derive(Deserialize)]
+struct CodeCallback {
+    code: Option<String>,
+    state: Option<String>,
+    error: Option<String>,
+    error_description: Option<String>,
+}
+
+/// The authorization-code callback: checks and spends the `state`, then
+/// exchanges the code with the verifier kept for it. Answers a short page
+/// (the person reads it; a script reads `data-result`).
+async fn code_callback(admin: &Admin, p: &OAuthProvider, name: &str, uri: &Uri) -> Response {
+    let q: CodeCallback = match serde_urlencoded::from_str(uri.query().unwrap_or("")) {
+        Ok(q) => q,
+        Err(_) => {
+            return result_page(
+                StatusCode::BAD_REQUEST,
+                name,
+                false,
+                "The callback's query is malformed.".into(),
+            );
+        }
+    };
+    // The state is spent whatever the outcome: a refused login is started again.
+    let start = q
+        .state
+        .as_deref()
+        .and_then(|s| admin.logins.finish(name, s));
+    let Some(start) = start else {
+        return result_page(
+            StatusCode::BAD_REQUEST,
+            name,
+            false,
+            format!(
+                "Unknown, used or expired login state: start again at /_authproxy/login/{name}."
+            ),
+        );
+    };
+    if let Some(error) = q.error {
+        let detail = q
+            .error_description
+            .map(|d| format!(" ({})", crate::text::sanitize(&d, 200)))
+            .unwrap_or_default();
+        tracing::warn!(provider = %name, error = %crate::text::sanitize(&error, 64), "the provider refused the login");
+        return result_page(
+            StatusCode::BAD_REQUEST,
+            name,
+            false,
+            format!(
+                "The provider refused the login: {}{detail}.",
+                crate::text::sanitize(&error, 64)
+            ),
+        );
+    }
+    let (Some(code), Some(verifier)) = (q.code, start.verifier) else {
+        return result_page(
+            StatusCode::BAD_REQUEST,
+            name,
+            false,
+            "No code in the callback.".into(),
+        );
+    };
+    match p
+        .exchange_code(&Secret::new(code), &verifier, &start.redirect_uri)
+        .await
+    {
+        Ok(()) => result_page(
+            StatusCode::OK,
+            name,
+            true,
+            format!("Logged in: authproxy now holds a token for {name}. You can close this tab."),
+        ),
+        Err(e) => result_page(
+            StatusCode::BAD_GATEWAY,
+            name,
+            false,
+            format!("The code exchange failed: {e}."),
+        ),
+    }
+}
+
+fn html_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&#39;")
+}
+
+fn result_page(status: StatusCode, provider: &str, ok: bool, text: String) -> Response {
+    let page = format!(
+        "<!doctype html>\n<html lang=\"en\">\n<head><meta charset=\"utf-8\"><title>authproxy: login for {p}</title></head>\n<body data-result=\"{r}\">\n<h1>authproxy: login for {p}</h1>\n<p id=\"msg\">{t}</p>\n</body>\n</html>\n",
+        p = html_escape(provider),
+        r = if ok { "ok" } else { "error" },
+        t = html_escape(&text),
+    );
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        page,
+    )
+        .into_response()
 }
 
 /// The callback page. Its script reads `#access_token=…&state=…`, removes
@@ -267,11 +449,11 @@ mod tests {
         let p = PendingLogins::default();
         let s = p.begin("ready");
         assert_eq!(s.len(), 48);
-        assert!(!p.finish("other", &s), "wrong provider");
+        assert!(p.finish("other", &s).is_none(), "wrong provider");
         let s = p.begin("ready");
-        assert!(p.finish("ready", &s));
-        assert!(!p.finish("ready", &s), "used twice");
-        assert!(!p.finish("ready", "made-up"));
+        assert!(p.finish("ready", &s).is_some());
+        assert!(p.finish("ready", &s).is_none(), "used twice");
+        assert!(p.finish("ready", "made-up").is_none());
     }
 
     #[test]

@@ -10,13 +10,16 @@
 //! guard applies them before a request gets here. A new endpoint adds its
 //! route below and its kind there.
 //!
-//! Health, status and metrics in [`status`]; the browser login flow of
-//! implicit-grant providers in [`login`]; tokens pasted by hand in
-//! [`tokens`]. The router is handed to the per-request dispatcher ready
+//! Health, readiness, status and metrics in [`status`]; reload in
+//! [`reload`]; the browser login flow of implicit-grant and
+//! authorization-code providers in [`login`]; the device flow's start in
+//! [`device`]; tokens pasted by hand in [`tokens`]. The router is handed to the per-request dispatcher ready
 //! made ([`crate::app::serve`]), which is why this module may read the
 //! app state while `app` knows nothing of it.
 
+mod device;
 mod login;
+mod reload;
 mod status;
 mod tokens;
 
@@ -49,6 +52,8 @@ pub fn router(app: Arc<AppState>) -> Router {
     });
     Router::new()
         .route("/_authproxy/health", get(status::health))
+        .route("/_authproxy/ready", get(status::ready))
+        .route("/_authproxy/reload", post(reload::reload))
         .route("/_authproxy/status", get(status::status))
         .route("/_authproxy/metrics", get(status::metrics))
         .route(
@@ -62,6 +67,7 @@ pub fn router(app: Arc<AppState>) -> Router {
                 .layer(map_response(login::page_headers)),
         )
         .route("/_authproxy/tokens/{provider}", post(tokens::paste_token))
+        .route("/_authproxy/device/{provider}", post(device::start))
         .fallback(no_local_endpoint)
         // axum's own 405 has no body; ours is the JSON error (axum still
         // adds the `Allow` header).

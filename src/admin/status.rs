@@ -1,25 +1,61 @@
-//! Health, status and metrics.
+//! Health (liveness), readiness, status and metrics.
 
 use std::sync::Arc;
 
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
-use axum::Json;
-use http::{header, HeaderValue};
+use http::{header, HeaderMap, HeaderValue, StatusCode};
 use serde_json::{json, Map, Value};
 
 use super::Admin;
 use crate::clock::{rfc3339, unix_now};
 use crate::config::{EgressConfig, Grant, ProxyEndpoint};
 use crate::credentials::Credential;
+use crate::http::body::json as json_answer;
+use crate::telemetry::metrics::Format;
 
-pub(super) async fn health() -> Json<Value> {
-    Json(json!({"status": "ok"}))
+/// Liveness: the process answers.
+pub(super) async fn health() -> Response {
+    json_answer(StatusCode::OK, &json!({"status": "ok"}))
+}
+
+/// Readiness: every provider can inject a credential now (state `ok` or
+/// `expiring`; a provider that has no token yet but can get one by
+/// itself counts as `ok`). Otherwise `503` naming each provider that
+/// cannot, with its state.
+pub(super) async fn ready(State(admin): State<Arc<Admin>>) -> Response {
+    let runtime = admin.app.runtime();
+    let mut not_ready = Map::new();
+    for (name, credential) in &runtime.credentials {
+        let state = credential_state(credential);
+        if !matches!(state, "ok" | "expiring") {
+            not_ready.insert(name.clone(), state.into());
+        }
+    }
+    if not_ready.is_empty() {
+        json_answer(StatusCode::OK, &json!({"status": "ready"}))
+    } else {
+        json_answer(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &json!({"status": "not_ready", "providers": not_ready}),
+        )
+    }
+}
+
+fn credential_state(credential: &Credential) -> &'static str {
+    match credential {
+        Credential::OAuth2(p) => p.state(),
+        // Fixed credentials are checked at load: they can always inject.
+        Credential::Static(_)
+        | Credential::Basic(_)
+        | Credential::Query(_)
+        | Credential::AwsSigV4(_) => "ok",
+    }
 }
 
 /// Per provider: type, grant, state, expiry, renewal figures, last error.
 /// Built field by field from non-secret data only.
-pub(super) async fn status(State(admin): State<Arc<Admin>>) -> Json<Value> {
+pub(super) async fn status(State(admin): State<Arc<Admin>>) -> Response {
     let runtime = admin.app.runtime();
     let mut providers = Map::new();
     for (name, credential) in &runtime.credentials {
@@ -66,7 +102,9 @@ pub(super) async fn status(State(admin): State<Arc<Admin>>) -> Json<Value> {
                         "message": stats.last_error_message,
                     })),
                     "store_error": stats.store_error,
-                    "login_url": (p.config().grant == Grant::Implicit).then(|| p.login_url()),
+                    "login_url": matches!(p.config().grant, Grant::Implicit | Grant::AuthorizationCode).then(|| p.login_url()),
+                    // Device code: the flow pending (until when) or how the last one ended.
+                    "device_login": (p.config().grant == Grant::DeviceCode).then(|| p.device_state().to_json()),
                     // Endpoints found at the issuer (explicit keys win).
                     "discovered": p.config().issuer.as_ref().map(|issuer| {
                         let found = p.discovered();
@@ -83,16 +121,19 @@ pub(super) async fn status(State(admin): State<Arc<Admin>>) -> Json<Value> {
         };
         providers.insert(name.clone(), entry);
     }
-    Json(json!({
-        "providers": providers,
-        "store": {
-            "kind": admin.app.store.describe(),
-            "error": admin.app.store.pending_error(),
-            "encrypted": admin.app.store.encrypted(),
-            "warnings": admin.app.store.warnings(),
-        },
-        "egress": egress(&admin.app.egress),
-    }))
+    json_answer(
+        StatusCode::OK,
+        &json!({
+            "providers": providers,
+            "store": {
+                "kind": admin.app.store.describe(),
+                "error": admin.app.store.pending_error(),
+                "encrypted": admin.app.store.encrypted(),
+                "warnings": admin.app.store.warnings(),
+            },
+            "egress": egress(&admin.app.egress),
+        }),
+    )
 }
 
 /// The egress proxy by `http://host:port` only: its credentials never.
@@ -106,13 +147,31 @@ fn egress(egress: &EgressConfig) -> Value {
     })
 }
 
-pub(super) async fn metrics(State(admin): State<Arc<Admin>>) -> Response {
+/// Prometheus text 0.0.4, or OpenMetrics when `Accept` asks for it.
+pub(super) async fn metrics(State(admin): State<Arc<Admin>>, headers: HeaderMap) -> Response {
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    let format = Format::negotiate(accept);
+    let now = unix_now() as i64;
+    let expiry: Vec<(String, i64)> = admin
+        .app
+        .runtime()
+        .credentials
+        .iter()
+        .filter_map(|(name, c)| match c.as_ref() {
+            Credential::OAuth2(p) => p
+                .current()
+                .filter(|t| t.header_value().is_some())
+                .and_then(|t| t.expires_at)
+                .map(|e| (name.clone(), e as i64 - now)),
+            _ => None,
+        })
+        .collect();
     (
         [(
             header::CONTENT_TYPE,
-            HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+            HeaderValue::from_static(format.content_type()),
         )],
-        admin.app.metrics.render(),
+        admin.app.metrics.render(format, &expiry),
     )
         .into_response()
 }

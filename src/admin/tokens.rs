@@ -4,8 +4,7 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::response::Response;
 use http::HeaderMap;
 use serde::Deserialize;
 use serde_json::json;
@@ -43,5 +42,8 @@ pub(super) async fn paste_token(
         .await
         .map_err(ProxyError::rejected_token)?;
     tracing::info!(provider = %name, "token stored by hand");
-    Ok(Json(json!({"status": "ok", "provider": name})).into_response())
+    Ok(crate::http::body::json(
+        http::StatusCode::OK,
+        &json!({"status": "ok", "provider": name}),
+    ))
 }

@@ -1,8 +1,10 @@
 //! The running proxy: what one config builds ([`runtime`]), the state
-//! shared by every request ([`state`]), reload and SIGHUP ([`reload`]),
-//! stop signals ([`signals`]), work besides requests ([`background`]), the
-//! file-descriptor limit at start ([`limits`]), and the per-request
-//! dispatcher every connection serves ([`dispatch`]).
+//! shared by every request ([`state`]), reload and its triggers
+//! ([`reload`]: SIGHUP, the endpoint; [`watch`]: the config files), stop
+//! signals ([`signals`]), the systemd notify protocol ([`systemd`]), work
+//! besides requests ([`background`]), the file-descriptor limit at start
+//! ([`limits`]), and the per-request dispatcher every connection serves
+//! ([`dispatch`]).
 
 mod background;
 pub mod dispatch;
@@ -12,6 +14,8 @@ pub mod reload;
 pub mod runtime;
 pub mod signals;
 pub mod state;
+pub mod systemd;
+pub mod watch;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -42,6 +46,7 @@ pub async fn serve(
         header_read_timeout: server.header_read_timeout,
         drain_timeout: server.drain_timeout,
         max_connections: limits::max_connections(server),
+        counts: state.metrics.connections.clone(),
     };
     // Usually done already (`authproxy run` does it before it says it
     // listens); then this does nothing.

@@ -79,6 +79,7 @@ pub(super) fn build_runtime(
         };
         if let Credential::OAuth2(p) = credential.as_ref() {
             p.set_other_secrets(secrets.clone());
+            p.bind();
             // Discovery at start and on every reload (kept providers too:
             // the issuer may have moved its endpoints).
             p.spawn_discovery();

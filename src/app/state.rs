@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
+use super::reload::Reloads;
 use super::runtime::{build_runtime, Runtime};
 use crate::config::{Config, EgressConfig};
 use crate::credentials::Credential;
@@ -42,6 +43,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// What all replay buffers together may hold (`server.max_buffered_bytes`).
     pub buffers: Arc<BufferBudget>,
+    /// One reload at a time, and the files the running config was read from.
+    pub reloads: Reloads,
 }
 
 impl AppState {
@@ -77,6 +80,7 @@ impl AppState {
             egress,
             metrics,
             buffers,
+            reloads: Reloads::default(),
         }))
     }
 

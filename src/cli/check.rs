@@ -1,5 +1,7 @@
 //! `authproxy check [--probe]`: validate config and secrets, print the
-//! route table; with `--probe` run each primary grant once.
+//! route table; with `--probe` run each primary grant once. Exit 0 good,
+//! 64 the config has errors, 1 a probe failed or the token store cannot
+//! be used (as `run` would exit).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -310,7 +312,7 @@ pub(super) async fn check(path: &Path, probe: bool, format: LogFormat) -> ExitCo
                 if o.grant == crate::config::Grant::RefreshToken {
                     "a single-use refresh token"
                 } else {
-                    "a browser login"
+                    "a person's login"
                 }
             );
             continue;

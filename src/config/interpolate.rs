@@ -8,6 +8,7 @@ use std::path::Path;
 use zeroize::Zeroizing;
 
 use super::error::KeyError;
+use super::sources::{self, Kind, SourceFile};
 
 /// The most a `${file:…}` may hold. Secrets, keys and PEM bundles are far
 /// smaller; a larger file is a mistake (a log, a disk image) and must not
@@ -52,6 +53,18 @@ pub fn interpolate(
     base_dir: &Path,
     substituted: &mut Vec<String>,
 ) -> Result<String, InterpolateError> {
+    interpolate_tracked(input, env, base_dir, substituted, &mut Vec::new())
+}
+
+/// As [`interpolate`], also listing every `${file:…}` it read (or tried
+/// to) in `files`, for the config watch.
+fn interpolate_tracked(
+    input: &str,
+    env: &dyn Env,
+    base_dir: &Path,
+    substituted: &mut Vec<String>,
+    files: &mut Vec<SourceFile>,
+) -> Result<String, InterpolateError> {
     let mut out = String::with_capacity(input.len());
     let mut rest = input;
     while let Some(pos) = rest.find('$') {
@@ -63,7 +76,7 @@ pub fn interpolate(
         } else if let Some(body) = after.strip_prefix("${") {
             let end = body.find('}').ok_or(InterpolateError::Unclosed)?;
             let reference = body[..end].trim();
-            let value = resolve(reference, env, base_dir)?;
+            let value = resolve(reference, env, base_dir, files)?;
             if !value.is_empty() {
                 substituted.push(value.clone());
             }
@@ -78,13 +91,27 @@ pub fn interpolate(
     Ok(out)
 }
 
-fn resolve(reference: &str, env: &dyn Env, base_dir: &Path) -> Result<String, InterpolateError> {
+fn resolve(
+    reference: &str,
+    env: &dyn Env,
+    base_dir: &Path,
+    files: &mut Vec<SourceFile>,
+) -> Result<String, InterpolateError> {
     if reference.is_empty() {
         return Err(InterpolateError::Empty);
     }
     if let Some(path) = reference.strip_prefix("file:") {
         let full = base_dir.join(path.trim());
-        let content = read_bounded(&full).map_err(|reason| InterpolateError::File {
+        let read = read_bounded(&full);
+        sources::add(
+            files,
+            SourceFile::new(
+                Kind::FileRef,
+                &full,
+                read.as_deref().ok().map(|c| c.as_str()),
+            ),
+        );
+        let content = read.map_err(|reason| InterpolateError::File {
             path: full.display().to_string(),
             reason,
         })?;
@@ -134,6 +161,16 @@ fn join_key(parent: &str, key: &str) -> String {
     }
 }
 
+/// What [`interpolate_table`] collects besides the expanded table.
+#[derive(Default)]
+pub struct Expansion {
+    /// Every value substituted, so error messages can be scrubbed of them.
+    pub substituted: Vec<String>,
+    /// Every `${file:…}` read (or tried).
+    pub files: Vec<SourceFile>,
+    pub errors: Vec<KeyError>,
+}
+
 /// Expands `${...}` in every string of `table` (keys named by their dotted
 /// path in errors).
 pub fn interpolate_table(
@@ -141,12 +178,11 @@ pub fn interpolate_table(
     parent: &str,
     env: &dyn Env,
     base_dir: &Path,
-    substituted: &mut Vec<String>,
-    errors: &mut Vec<KeyError>,
+    out: &mut Expansion,
 ) {
     for (key, value) in table.iter_mut() {
         let path = join_key(parent, key);
-        interpolate_value(value, &path, env, base_dir, substituted, errors);
+        interpolate_value(value, &path, env, base_dir, out);
     }
 }
 
@@ -155,24 +191,25 @@ fn interpolate_value(
     path: &str,
     env: &dyn Env,
     base_dir: &Path,
-    substituted: &mut Vec<String>,
-    errors: &mut Vec<KeyError>,
+    out: &mut Expansion,
 ) {
     match value {
-        toml::Value::String(s) => match interpolate(s, env, base_dir, substituted) {
-            Ok(expanded) => *s = expanded,
-            Err(e) => errors.push(KeyError {
-                key: path.to_string(),
-                message: e.to_string(),
-            }),
-        },
+        toml::Value::String(s) => {
+            match interpolate_tracked(s, env, base_dir, &mut out.substituted, &mut out.files) {
+                Ok(expanded) => *s = expanded,
+                Err(e) => out.errors.push(KeyError {
+                    key: path.to_string(),
+                    message: e.to_string(),
+                }),
+            }
+        }
         toml::Value::Array(items) => {
             for (i, item) in items.iter_mut().enumerate() {
                 let p = format!("{path}[{i}]");
-                interpolate_value(item, &p, env, base_dir, substituted, errors);
+                interpolate_value(item, &p, env, base_dir, out);
             }
         }
-        toml::Value::Table(t) => interpolate_table(t, path, env, base_dir, substituted, errors),
+        toml::Value::Table(t) => interpolate_table(t, path, env, base_dir, out),
         _ => {}
     }
 }

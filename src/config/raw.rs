@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 
 /// `Debug` that names the keys a table sets and shows no value. Every
@@ -28,7 +29,7 @@ macro_rules! keys_only_debug {
     };
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
     #[serde(default)]
@@ -41,7 +42,7 @@ pub struct RawConfig {
     pub routes: Vec<RawRoute>,
 }
 
-#[derive(Default, Deserialize)]
+#[derive(Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawServer {
     pub listen: Option<String>,
@@ -61,6 +62,7 @@ pub struct RawServer {
     pub body_read_timeout: Option<String>,
     pub max_connections: Option<usize>,
     pub max_buffered_bytes: Option<String>,
+    pub watch_config: Option<bool>,
     pub egress_proxy: Option<String>,
     pub no_proxy: Option<Vec<String>>,
 }
@@ -83,11 +85,12 @@ keys_only_debug!(RawServer {
     body_read_timeout,
     max_connections,
     max_buffered_bytes,
+    watch_config,
     egress_proxy,
     no_proxy,
 });
 
-#[derive(Default, Deserialize)]
+#[derive(Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawStore {
     pub kind: Option<String>,
@@ -137,7 +140,7 @@ macro_rules! raw_provider {
         /// One flat struct for every provider type: which keys are allowed
         /// depends on `type` and `grant`, and the checker says which key does
         /// not belong (a tagged enum would only say "unknown field").
-        #[derive(Default, Deserialize)]
+        #[derive(Default, Deserialize, JsonSchema)]
         #[serde(deny_unknown_fields)]
         pub struct RawProvider {
             $($(#[$meta])* #[serde(rename = $key)] pub $field: Option<$ty>,)*
@@ -208,9 +211,10 @@ raw_provider! {
     "client_cert" => client_cert: String,
     "client_key" => client_key: String,
     "ca_file" => ca_file: String,
+    "device_authorization_url" => device_authorization_url: String,
 }
 
-#[derive(Default, Deserialize)]
+#[derive(Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawRoute {
     pub prefix: Option<String>,

@@ -32,6 +32,9 @@ fn errors(text: &str) -> Vec<KeyError> {
     }
 }
 
+/// The authorization-code and device-code grants' keys.
+mod login_grants;
+
 pub(super) const ROUTE: &str = "[[routes]]\nprefix = \"/a/\"\nupstream = \"http://127.0.0.1:9/\"\n";
 
 #[test]

@@ -62,6 +62,8 @@ pub struct ServerConfig {
     pub max_connections: Option<usize>,
     /// All replay buffers together hold at most this many bytes.
     pub max_buffered_bytes: u64,
+    /// Reload when the config file or a `${file:}` it reads changes.
+    pub watch_config: bool,
     /// `egress_proxy` and `no_proxy`: which proxy outbound connections use.
     pub egress: EgressConfig,
 }
@@ -213,6 +215,11 @@ pub enum Grant {
     Implicit,
     /// RFC 7523 §2.1: a signed assertion is the grant.
     JwtBearer,
+    /// RFC 6749 §4.1 with PKCE (RFC 7636): a browser login, then the
+    /// refresh token.
+    AuthorizationCode,
+    /// RFC 8628: the user approves on another device, the proxy polls.
+    DeviceCode,
 }
 
 impl Grant {
@@ -223,6 +230,8 @@ impl Grant {
             Grant::RefreshToken => "refresh_token",
             Grant::Implicit => "implicit",
             Grant::JwtBearer => "jwt_bearer",
+            Grant::AuthorizationCode => "authorization_code",
+            Grant::DeviceCode => "device_code",
         }
     }
 
@@ -234,6 +243,15 @@ impl Grant {
             Grant::Password | Grant::ClientCredentials | Grant::JwtBearer
         )
     }
+
+    /// A person logs in to obtain the first token (and again when the
+    /// refresh token is refused): implicit, authorization code, device code.
+    pub fn needs_login(self) -> bool {
+        matches!(
+            self,
+            Grant::Implicit | Grant::AuthorizationCode | Grant::DeviceCode
+        )
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -241,6 +259,8 @@ pub struct OAuth2Config {
     pub grant: Grant,
     pub token_url: Option<Url>,
     pub authorize_url: Option<Url>,
+    /// `grant = "device_code"`: where a device flow starts (RFC 8628 §3.1).
+    pub device_authorization_url: Option<Url>,
     pub body: BodyEncoding,
     pub client_id: Option<Secret>,
     pub client_secret: Option<Secret>,

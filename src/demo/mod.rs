@@ -15,6 +15,7 @@ use crate::app::{AppState, EXIT_CONFIG};
 use crate::config::interpolate::ProcessEnv;
 use crate::config::Config;
 use crate::telemetry::{self, LogFormat};
+use mocks::device::{DeviceMock, DEVICE_CLIENT_ID};
 use mocks::{statics, MockProvider, Style};
 
 pub const RICLOUD_TOKEN: &str = "demo-ricloud-token";
@@ -28,6 +29,8 @@ pub const READYCLOUD_PASTED: &str = "ready-pasted";
 /// Lifetimes short enough to watch renewals happen.
 pub const RIPS_TOKEN_SECONDS: u64 = 20;
 pub const ONECLOUD_TOKEN_SECONDS: u64 = 30;
+/// The demo's device-code user approves this long after a flow starts.
+pub const DEVICE_APPROVAL_SECONDS: u64 = 5;
 
 /// The demo's mock APIs on one router, for a server on `addr`: ricloud
 /// (`/ricloud/`), RIPS plain auth (`/rips-plain/`), RIPS (`/rips/`),
@@ -80,8 +83,9 @@ pub fn mock_apis(addr: SocketAddr) -> Router {
         )
 }
 
-/// The proxy config for the demo, pointing at the mocks on `mock_base`.
-pub fn proxy_config(listen: &str, mock_base: &str) -> String {
+/// The proxy config for the demo, pointing at the mocks on `mock_base` and
+/// the device authorization server on `device_base`.
+pub fn proxy_config(listen: &str, mock_base: &str, device_base: &str) -> String {
     format!(
         r#"
 [server]
@@ -123,6 +127,20 @@ grant = "implicit"
 authorize_url = "{mock_base}/readycloud/authorize"
 client_id = "{READYCLOUD_APP}"
 scope = "order.read"
+
+[providers.tv]
+type = "oauth2"
+grant = "device_code"
+device_authorization_url = "{device_base}/device"
+token_url = "{device_base}/token"
+client_id = "{DEVICE_CLIENT_ID}"
+client_auth = "none"
+scope = "read"
+
+[[routes]]
+prefix = "/tv/"
+upstream = "{device_base}/api/"
+provider = "tv"
 
 [[routes]]
 prefix = "/ricloud/"
@@ -175,7 +193,15 @@ pub async fn run(listen: &str, format: LogFormat) -> ExitCode {
     tokio::spawn(async move {
         let _ = axum::serve(mock, mock_apis(mock_addr)).await;
     });
-    let text = proxy_config(listen, &format!("http://{mock_addr}"));
+    // The device flow's "person" approves by themselves a few seconds
+    // after each flow starts.
+    let device = DeviceMock::start(1).await;
+    device.approve_after(std::time::Duration::from_secs(DEVICE_APPROVAL_SECONDS));
+    let text = proxy_config(
+        listen,
+        &format!("http://{mock_addr}"),
+        &format!("http://{}", device.addr),
+    );
     let config = match Config::parse(&text, std::path::Path::new("demo.toml"), &ProcessEnv) {
         Ok(c) => c,
         Err(e) => {
@@ -237,6 +263,14 @@ Try these (the proxy adds every credential; the client sends none):
   #   open {p}/_authproxy/login/readycloud in a browser, or paste a token by hand:
   curl -s -X POST -H 'Content-Type: application/json' -d '{{"access_token":"{READYCLOUD_PASTED}","expires_in":3600}}' {p}/_authproxy/tokens/readycloud
   curl -s {p}/readycloud/orders
+
+  # device code (RFC 8628, headless hosts): the first request starts the flow and
+  # gets 503 login_required with the verification URI and user code; here the
+  # "person" approves by themselves after {DEVICE_APPROVAL_SECONDS}s, and the proxy's polling picks up the token
+  curl -s {p}/tv/shows
+  #   or, in another terminal: authproxy login tv --url {p}   (waits, exits 0 once logged in)
+  curl -s {p}/_authproxy/status     # providers.tv.device_login
+  curl -s {p}/tv/shows
 
   # what the proxy knows (never a secret), and its metrics
   curl -s {p}/_authproxy/status

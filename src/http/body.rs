@@ -21,6 +21,23 @@ pub use super::buffer::Buffered;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// A JSON answer made by the proxy (errors and local endpoints alike):
+/// `Content-Type: application/json`, the body one line ending in a
+/// newline, so that `curl` output and line-based tools end cleanly.
+pub fn json(status: http::StatusCode, value: &serde_json::Value) -> axum::response::Response {
+    let mut body = value.to_string().into_bytes();
+    body.push(b'\n');
+    (
+        status,
+        [(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response()
+}
+
 /// A response body: streamed from an upstream (`U`, behind its stall
 /// limit), or made here.
 pub enum ResponseBody<U> {

@@ -43,9 +43,9 @@ const REQUEST_TIMEOUT: &[u8] = b"HTTP/1.1 408 Request Timeout\r\n\
     connection: close\r\n\
     content-type: application/json\r\n\
     x-authproxy-error: request_timeout\r\n\
-    content-length: 98\r\n\
+    content-length: 99\r\n\
     \r\n\
-    {\"error\":\"request_timeout\",\"message\":\"no complete request head within server.header_read_timeout\"}";
+    {\"error\":\"request_timeout\",\"message\":\"no complete request head within server.header_read_timeout\"}\n";
 
 /// Most bytes read from a client at once while a request is in flight
 /// (reading its body). hyper reads into the connection's buffer, as much
@@ -92,6 +92,7 @@ impl Activity {
     pub fn begin(self: &Arc<Self>) -> InFlight {
         self.started.fetch_add(1, Ordering::Relaxed);
         let before = self.in_flight.fetch_add(1, Ordering::AcqRel);
+        self.load.counts().request_started(before == 0);
         // An HTTP/2 stream beyond the connection's first may hold an
         // upstream connection of its own: it counts as load too.
         let (unit, refused) = if self.http2 && before > 0 {
@@ -147,7 +148,21 @@ impl Drop for InFlight {
         if self.upgrading {
             self.activity.upgraded.store(true, Ordering::Release);
         }
-        self.activity.in_flight.fetch_sub(1, Ordering::AcqRel);
+        let before = self.activity.in_flight.fetch_sub(1, Ordering::AcqRel);
+        // An upgraded connection stays active while its tunnel lives: it
+        // turns idle when the connection goes (`Activity`'s drop).
+        self.activity
+            .load
+            .counts()
+            .request_ended(before == 1 && !self.upgrading);
+    }
+}
+
+impl Drop for Activity {
+    fn drop(&mut self) {
+        if self.upgraded.load(Ordering::Acquire) {
+            self.load.counts().connection_idle();
+        }
     }
 }
 
@@ -386,6 +401,7 @@ mod tests {
             .parse()
             .unwrap();
         assert_eq!(length, body.len());
+        assert!(body.ends_with('\n'), "JSON answers end in a newline");
         assert!(REQUEST_TIMEOUT.len() <= 250, "{}", REQUEST_TIMEOUT.len());
         let v: serde_json::Value = serde_json::from_str(body).unwrap();
         assert_eq!(v["error"], "request_timeout");

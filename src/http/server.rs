@@ -37,6 +37,8 @@ pub struct Limits {
     /// Most connections (and HTTP/2 streams beyond a connection's first)
     /// at once; see [`super::load`].
     pub max_connections: usize,
+    /// Where the server counts connections and requests (for the metrics).
+    pub counts: super::load::Counts,
 }
 
 /// HTTP/2 flow control: what a client may send that the proxy has not
@@ -87,7 +89,7 @@ pub async fn serve<S, F, B>(
         .max_concurrent_streams(H2_MAX_STREAMS);
     let protocols = Arc::new(Protocols { h1, h2 });
     let drain_signal = Drain::default();
-    let load = Load::new(limits.max_connections);
+    let load = Load::new(limits.max_connections, limits.counts.clone());
     let mut accept_errors = AcceptErrors::default();
     tokio::pin!(shutdown);
     loop {

@@ -14,6 +14,7 @@ use std::time::{Duration, SystemTime};
 use rand::Rng;
 use zeroize::Zeroize;
 
+use super::device::{parse_device_answer, DeviceAuthorization};
 use super::error::TokenError;
 use super::request::{basic_auth, form_body, grant_fields, json_body};
 pub use super::request::{BodyEncoding, ClientAuth, Grant, TokenRequest};
@@ -140,10 +141,34 @@ impl TokenClient {
         req: &TokenRequest<'_>,
         observe: AttemptObserver<'_>,
     ) -> Result<TokenSet, TokenError> {
+        // RFC 6749 §6: an answer without a new refresh token keeps the old.
+        let previous_refresh = match req.grant {
+            Grant::Refresh(token) => Some(token),
+            _ => None,
+        };
+        let parse = |body: &[u8]| parse_token_answer(body, unix_now(), previous_refresh);
+        self.retrying(req, &parse, observe).await
+    }
+
+    /// Starts a device flow (RFC 8628 §3.1): the client authenticates as
+    /// for a token request; passing faults are retried the same way.
+    pub async fn device_authorization(
+        &self,
+        req: &TokenRequest<'_>,
+    ) -> Result<DeviceAuthorization, TokenError> {
+        self.retrying(req, &parse_device_answer, &|_| {}).await
+    }
+
+    async fn retrying<T>(
+        &self,
+        req: &TokenRequest<'_>,
+        parse: &(dyn Fn(&[u8]) -> Result<T, TokenError> + Send + Sync),
+        observe: &(dyn Fn(&Result<T, TokenError>) + Send + Sync),
+    ) -> Result<T, TokenError> {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let result = self.request_once(req).await;
+            let result = self.request_once(req, parse).await;
             observe(&result);
             match result {
                 Err(e) if e.is_transient() && attempt < self.retry.attempts => {
@@ -180,12 +205,17 @@ impl TokenClient {
 
     /// One HTTP request: the body (with new assertions) and headers are
     /// made here, for this try only.
-    async fn request_once(&self, r: &TokenRequest<'_>) -> Result<TokenSet, TokenError> {
+    async fn request_once<T>(
+        &self,
+        r: &TokenRequest<'_>,
+        parse: &(dyn Fn(&[u8]) -> Result<T, TokenError> + Send + Sync),
+    ) -> Result<T, TokenError> {
         let fields = grant_fields(r, unix_now())?;
         // Servers repeat what they were sent in their error text. The
         // assertions made for this request are known only here: cut out
         // now (the runtime scrubs the configured secrets afterwards).
-        self.exchange(r, &fields).await.map_err(|e| {
+        let answer = self.exchange(r, &fields).await;
+        answer.and_then(|body| parse(body.as_slice())).map_err(|e| {
             let mut made = Scrubber::new();
             made.add_all(
                 fields
@@ -197,12 +227,13 @@ impl TokenClient {
         })
     }
 
-    /// Sends the request made of `fields` and reads the answer.
+    /// Sends the request made of `fields` and reads a successful answer's
+    /// body (an error answer is the error).
     async fn exchange(
         &self,
         r: &TokenRequest<'_>,
         fields: &[(String, Secret)],
-    ) -> Result<TokenSet, TokenError> {
+    ) -> Result<SecretBuf, TokenError> {
         let mut req = self
             .http
             .post(r.token_url.clone())
@@ -250,12 +281,7 @@ impl TokenClient {
                 body: error_page_text(body.as_slice()),
             });
         }
-        // RFC 6749 §6: an answer without a new refresh token keeps the old.
-        let previous_refresh = match r.grant {
-            Grant::Refresh(token) => Some(token),
-            _ => None,
-        };
-        parse_token_answer(body.as_slice(), unix_now(), previous_refresh)
+        Ok(body)
     }
 }
 

@@ -3,11 +3,13 @@
 //! and JWTs ([`token`]), RFC 6749 error codes ([`error`]), the token
 //! endpoint client with bounded retries ([`client`]), which takes a
 //! description of one request ([`TokenRequest`], [`request`]), signed JWTs ([`jwt`]),
-//! RFC 7523 assertions ([`assertion`]) and authorization server discovery
+//! RFC 7523 assertions ([`assertion`]), the device authorization answer
+//! of RFC 8628 ([`device`]) and authorization server discovery
 //! ([`discovery`]).
 
 pub mod assertion;
 pub mod client;
+pub mod device;
 pub mod discovery;
 pub mod error;
 pub mod jwt;
@@ -16,6 +18,7 @@ pub mod token;
 
 pub use assertion::GrantAssertion;
 pub use client::{BodyEncoding, ClientAuth, Grant, TlsSettings, TokenClient, TokenRequest};
+pub use device::DeviceAuthorization;
 pub use discovery::{DiscoveryError, Metadata};
 pub use error::{OAuthErrorCode, TokenError};
 pub use jwt::{Alg, PrivateKey, Signer};

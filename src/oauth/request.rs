@@ -33,6 +33,18 @@ pub enum Grant<'a> {
     /// RFC 7523 §2.1: a signed assertion is the grant; a new one is made
     /// for every request.
     JwtBearer(&'a GrantAssertion),
+    /// RFC 6749 §4.1.3 with the PKCE verifier (RFC 7636 §4.5).
+    AuthorizationCode {
+        code: &'a Secret,
+        verifier: &'a Secret,
+        redirect_uri: &'a str,
+    },
+    /// RFC 8628 §3.4: polling with the device code.
+    DeviceCode(&'a Secret),
+    /// RFC 8628 §3.1: not a grant but the request that starts a device
+    /// flow; it authenticates the client like a token request and has no
+    /// `grant_type`.
+    DeviceAuthorization,
 }
 
 impl Grant<'_> {
@@ -43,9 +55,15 @@ impl Grant<'_> {
             Grant::ClientCredentials => "client_credentials",
             Grant::Refresh(_) => "refresh_token",
             Grant::JwtBearer(_) => JWT_BEARER_GRANT_TYPE,
+            Grant::AuthorizationCode { .. } => "authorization_code",
+            Grant::DeviceCode(_) => DEVICE_CODE_GRANT_TYPE,
+            Grant::DeviceAuthorization => "",
         }
     }
 }
+
+/// RFC 8628 §3.4.
+pub const DEVICE_CODE_GRANT_TYPE: &str = "urn:ietf:params:oauth:grant-type:device_code";
 
 /// How the request body is encoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -157,7 +175,9 @@ pub(super) fn grant_fields(
 ) -> Result<Vec<(String, Secret)>, TokenError> {
     let mut fields: Vec<(String, Secret)> = Vec::new();
     let mut push = |k: &str, v: &Secret| fields.push((k.to_string(), v.clone()));
-    push("grant_type", &Secret::new(r.grant.as_str()));
+    if !matches!(r.grant, Grant::DeviceAuthorization) {
+        push("grant_type", &Secret::new(r.grant.as_str()));
+    }
     let token_url = r.token_url.as_str();
     let audience = r.assertion_audience.unwrap_or(token_url);
     match r.grant {
@@ -166,8 +186,18 @@ pub(super) fn grant_fields(
             push("username", username);
             push("password", password);
         }
-        Grant::ClientCredentials => {}
+        Grant::ClientCredentials | Grant::DeviceAuthorization => {}
         Grant::JwtBearer(assertion) => push("assertion", &assertion.sign(audience, now)),
+        Grant::AuthorizationCode {
+            code,
+            verifier,
+            redirect_uri,
+        } => {
+            push("code", code);
+            push("redirect_uri", &Secret::new(redirect_uri));
+            push("code_verifier", verifier);
+        }
+        Grant::DeviceCode(code) => push("device_code", code),
     }
     match r.client_auth {
         ClientAuth::Body => {
@@ -205,7 +235,13 @@ pub(super) fn grant_fields(
             }
         }
     }
-    if let Some(scope) = r.scope {
+    // The code and the device code carry the scope the user granted
+    // (RFC 6749 §4.1.3, RFC 8628 §3.4 have no `scope`).
+    let scoped = !matches!(
+        r.grant,
+        Grant::AuthorizationCode { .. } | Grant::DeviceCode(_)
+    );
+    if let (Some(scope), true) = (r.scope, scoped) {
         push("scope", &Secret::new(scope));
     }
     for (k, v) in r.extra {

@@ -113,6 +113,7 @@ impl Forwarder {
             ProxyError::LoginRequired {
                 provider,
                 login_url,
+                device,
             } if login_url.starts_with('/') => {
                 let host = host
                     .as_ref()
@@ -120,6 +121,7 @@ impl Forwarder {
                     .unwrap_or("127.0.0.1");
                 local(ProxyError::LoginRequired {
                     provider,
+                    device,
                     login_url: format!("http://{host}{login_url}"),
                 })
             }

@@ -20,7 +20,7 @@ use crate::error::ProxyError;
 /// What a local endpoint does, which decides which clients it takes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LocalKind {
-    /// Says nothing secret (`health`; `ready` to come): any client,
+    /// Says nothing secret (`health`, `ready`): any client,
     /// browsers included. (Of these, only `health` needs no inbound token.)
     ReadOnly,
     /// Operators' and scrapers' reads (`status`, `metrics`): the inbound
@@ -28,7 +28,7 @@ pub enum LocalKind {
     /// sends); browsers only for an address the user typed (`Sec-Fetch-Site:
     /// none` with `Sec-Fetch-Mode: navigate`), never a page's request.
     OperatorRead,
-    /// Changes state (pasted tokens): no request that carries `Origin` or
+    /// Changes state (pasted tokens, reload): no request that carries `Origin` or
     /// Fetch Metadata. Also every path under `/_authproxy/` not listed.
     StateChanging,
     /// The browser login (`login`, `callback`): top-level navigations, and
@@ -43,11 +43,14 @@ pub enum LocalKind {
 /// not listed is [`LocalKind::StateChanging`], the strictest kind.
 const LOCAL_ENDPOINTS: &[(&str, LocalKind)] = &[
     ("health", LocalKind::ReadOnly),
+    ("ready", LocalKind::ReadOnly),
+    ("reload", LocalKind::StateChanging),
     ("status", LocalKind::OperatorRead),
     ("metrics", LocalKind::OperatorRead),
     ("login/", LocalKind::LoginFlow),
     ("callback/", LocalKind::LoginFlow),
     ("tokens/", LocalKind::StateChanging),
+    ("device/", LocalKind::StateChanging),
 ];
 
 /// The one local endpoint that needs no inbound token (liveness probes).

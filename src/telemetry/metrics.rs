@@ -1,16 +1,25 @@
 //! Prometheus metrics, exposed at `/_authproxy/metrics`. Labels never carry
 //! secrets: routes are config prefixes, providers are config names.
+//!
+//! Two text formats ([`Format`]): OpenMetrics 1.0 for clients that ask for
+//! it, and the classic Prometheus text format 0.0.4 for everyone else. The
+//! registry writes OpenMetrics; [`to_prometheus_text`] turns that into
+//! 0.0.4, where a counter's `# TYPE` names its `_total` series (else a
+//! classic parser files the samples under an untyped family of their own)
+//! and there is no `# EOF`.
 
 use std::sync::atomic::AtomicU64;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use crate::http::buffer::BufferMetrics;
+use crate::http::load::Counts;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
@@ -37,23 +46,67 @@ pub struct ReauthLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LoginLabels {
+    pub provider: String,
+    pub grant: String,
+    /// `ok`, `denied`, `expired`, `error`.
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ProviderLabels {
     pub provider: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabels {
+    pub state: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BuildLabels {
+    pub version: &'static str,
+    pub commit: &'static str,
+}
+
+/// The package version and the git commit it was built from (`unknown`
+/// outside a git checkout; see build.rs).
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+pub const COMMIT: &str = env!("AUTHPROXY_COMMIT");
+
 /// Every metric the proxy keeps. One per process, shared by reloads.
 pub struct Metrics {
     registry: Registry,
+    /// Values set at scrape time ([`Metrics::render`]) are set and encoded
+    /// under this lock, so two scrapes cannot mix their values.
+    scrape: Mutex<()>,
     pub requests: Family<RequestLabels, Counter>,
     pub upstream_latency: Family<RouteLabels, Histogram>,
     pub token_requests: Family<TokenLabels, Counter>,
     pub reauthentications: Family<ReauthLabels, Counter>,
+    pub logins: Family<LoginLabels, Counter>,
     pub replays: Family<ProviderLabels, Counter>,
     /// Requests refused by a route's `allow` policy.
     pub policy_denied: Family<RouteLabels, Counter>,
     pub store_write_failures: Counter<u64, AtomicU64>,
     /// What the replay buffers hold, handed to their budget.
     pub buffers: BufferMetrics,
+    /// Config reloads by outcome (`success`, `failure`).
+    pub config_reloads: Family<OutcomeLabels, Counter>,
+    /// Unix time of the last config load that was applied (the start's too).
+    pub config_last_reload_success: Gauge,
+    /// 1 if the last reload was applied, 0 if it was refused.
+    pub config_last_reload_successful: Gauge,
+    /// Connections and requests, counted by the server.
+    pub connections: Counts,
+    connections_by_state: Family<StateLabels, Gauge>,
+    inflight_requests: Gauge,
+    token_expiry: Family<ProviderLabels, Gauge>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -74,6 +127,7 @@ impl Default for Metrics {
         let reauthentications = Family::<ReauthLabels, Counter>::default();
         let replays = Family::<ProviderLabels, Counter>::default();
         let policy_denied = Family::<RouteLabels, Counter>::default();
+        let logins = Family::<LoginLabels, Counter>::default();
         let store_write_failures = Counter::default();
         registry.register(
             "requests",
@@ -94,6 +148,11 @@ impl Default for Metrics {
             "reauthentications",
             "Token renewals started, by provider and reason (initial, proactive, expired, x_api_expired, x_api_revoked, unauthorized)",
             reauthentications.clone(),
+        );
+        registry.register(
+            "logins",
+            "Finished user logins (authorization code, device code), by provider, grant and outcome (ok, denied, expired, error)",
+            logins.clone(),
         );
         registry.register(
             "replays",
@@ -131,13 +190,77 @@ impl Default for Metrics {
             "Request bodies that streamed without replay because server.max_buffered_bytes was in use",
             buffers.refused.clone(),
         );
+        let config_reloads = Family::<OutcomeLabels, Counter>::default();
+        // Both outcomes from the start, so `rate()` and alerts see a zero
+        // rather than no series.
+        for outcome in ["success", "failure"] {
+            let _ = config_reloads.get_or_create(&OutcomeLabels { outcome });
+        }
+        registry.register(
+            "config_reloads",
+            "Config reloads (SIGHUP, authproxy reload, POST /_authproxy/reload, file watch), by outcome: success or failure (the running config kept)",
+            config_reloads.clone(),
+        );
+        let config_last_reload_success = Gauge::default();
+        config_last_reload_success.set(crate::clock::unix_now() as i64);
+        registry.register(
+            "config_last_reload_success_timestamp_seconds",
+            "Unix time the running config was loaded (at start or by the last reload applied)",
+            config_last_reload_success.clone(),
+        );
+        let config_last_reload_successful = Gauge::default();
+        config_last_reload_successful.set(1);
+        registry.register(
+            "config_last_reload_successful",
+            "1 if the last config reload was applied (or none was tried), 0 if it was refused",
+            config_last_reload_successful.clone(),
+        );
+        let build_info = Family::<BuildLabels, Gauge>::default();
+        build_info
+            .get_or_create(&BuildLabels {
+                version: VERSION,
+                commit: COMMIT,
+            })
+            .set(1);
+        registry.register(
+            "build_info",
+            "Always 1; the labels say which authproxy version and git commit runs",
+            build_info,
+        );
+        let connections_by_state = Family::<StateLabels, Gauge>::default();
+        registry.register(
+            "connections",
+            "Client connections open, by state: active (a request in flight, or upgraded to a tunnel) or idle (waiting for a request)",
+            connections_by_state.clone(),
+        );
+        let inflight_requests = Gauge::default();
+        registry.register(
+            "inflight_requests",
+            "Requests received whose answer has not been sent in full yet",
+            inflight_requests.clone(),
+        );
+        let token_expiry = Family::<ProviderLabels, Gauge>::default();
+        registry.register(
+            "token_expiry_seconds",
+            "Seconds until the current token of an OAuth2 provider expires (negative: expired); no series while it has no token or its token has no known expiry",
+            token_expiry.clone(),
+        );
         Metrics {
             registry,
+            scrape: Mutex::new(()),
+            config_reloads,
+            config_last_reload_success,
+            config_last_reload_successful,
+            connections: Counts::default(),
+            connections_by_state,
+            inflight_requests,
+            token_expiry,
             buffers,
             requests,
             upstream_latency,
             token_requests,
             reauthentications,
+            logins,
             replays,
             policy_denied,
             store_write_failures,
@@ -208,13 +331,137 @@ impl RouteMetrics {
 }
 
 impl Metrics {
-    /// The text exposition.
-    pub fn render(&self) -> String {
+    /// The exposition in `format`. `token_expiry` holds each provider's
+    /// seconds until its token expires, read by the caller now.
+    pub fn render(&self, format: Format, token_expiry: &[(String, i64)]) -> String {
+        let _scrape = self.scrape.lock().unwrap_or_else(|e| e.into_inner());
+        self.token_expiry.clear();
+        for (provider, seconds) in token_expiry {
+            self.token_expiry
+                .get_or_create(&ProviderLabels {
+                    provider: provider.clone(),
+                })
+                .set(*seconds);
+        }
+        // Requests first: a request holds its connection active, so read
+        // this way `active` is not below what `inflight` implies.
+        let requests = self.connections.requests();
+        let active = self.connections.active();
+        let open = self.connections.open();
+        self.inflight_requests.set(requests as i64);
+        for (state, n) in [("active", active), ("idle", open.saturating_sub(active))] {
+            self.connections_by_state
+                .get_or_create(&StateLabels { state })
+                .set(n as i64);
+        }
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .expect("writing to a String cannot fail");
-        out
+        match format {
+            Format::OpenMetrics => out,
+            Format::Prometheus => to_prometheus_text(&out),
+        }
     }
+
+    /// A config reload's outcome.
+    pub fn config_reloaded(&self, applied: bool) {
+        let outcome = if applied { "success" } else { "failure" };
+        self.config_reloads
+            .get_or_create(&OutcomeLabels { outcome })
+            .inc();
+        self.config_last_reload_successful.set(applied as i64);
+        if applied {
+            self.config_last_reload_success
+                .set(crate::clock::unix_now() as i64);
+        }
+    }
+}
+
+/// The two exposition formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// OpenMetrics 1.0.0 text.
+    OpenMetrics,
+    /// The Prometheus text format 0.0.4.
+    Prometheus,
+}
+
+impl Format {
+    /// OpenMetrics if the `Accept` header prefers it (its `q` at least that
+    /// of any text type it also lists, as Prometheus sends it); anything
+    /// else, no header included, gets the Prometheus text format.
+    pub fn negotiate(accept: Option<&str>) -> Format {
+        let Some(accept) = accept else {
+            return Format::Prometheus;
+        };
+        let (mut openmetrics, mut text) = (0.0f32, 0.0f32);
+        for range in accept.split(',') {
+            let mut parts = range.split(';');
+            let media = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+            let q = parts
+                .filter_map(|p| p.trim().strip_prefix("q="))
+                .find_map(|q| q.trim().parse::<f32>().ok())
+                .unwrap_or(1.0);
+            match media.as_str() {
+                "application/openmetrics-text" => openmetrics = openmetrics.max(q),
+                "text/plain" | "text/*" | "*/*" => text = text.max(q),
+                _ => {}
+            }
+        }
+        if openmetrics > 0.0 && openmetrics >= text {
+            Format::OpenMetrics
+        } else {
+            Format::Prometheus
+        }
+    }
+
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::OpenMetrics => "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            Format::Prometheus => "text/plain; version=0.0.4; charset=utf-8",
+        }
+    }
+}
+
+/// OpenMetrics text (as the registry writes it) to the Prometheus text
+/// format 0.0.4: a counter's `# HELP`/`# TYPE` name its `_total` series,
+/// an info metric becomes a gauge named `_info`, `unknown` is `untyped`,
+/// and `# UNIT` and `# EOF` lines are left out. Sample lines are the same
+/// in both formats (the registry writes no exemplars and no `_created`).
+pub fn to_prometheus_text(openmetrics: &str) -> String {
+    let mut out = String::with_capacity(openmetrics.len());
+    let mut help: Option<(&str, &str)> = None;
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            let (name, text) = rest.split_once(' ').unwrap_or((rest, ""));
+            help = Some((name, text));
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').unwrap_or((rest, "unknown"));
+            let (suffix, kind) = match kind {
+                "counter" => ("_total", "counter"),
+                "info" => ("_info", "gauge"),
+                "gauge" => ("", "gauge"),
+                "histogram" => ("", "histogram"),
+                "summary" => ("", "summary"),
+                _ => ("", "untyped"),
+            };
+            if let Some((help_name, text)) = help.take() {
+                if help_name == name {
+                    out.push_str(&format!("# HELP {name}{suffix} {text}\n"));
+                }
+            }
+            out.push_str(&format!("# TYPE {name}{suffix} {kind}\n"));
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
 }
 
 #[cfg(test)]
@@ -231,7 +478,7 @@ mod tests {
         route.observe_latency(std::time::Duration::from_millis(3));
         // A second config's handles for the same prefix add to the same series.
         RouteMetrics::new(&metrics, Arc::from("/api/")).count(&metrics, 200);
-        let text = metrics.render();
+        let text = metrics.render(Format::Prometheus, &[]);
         assert!(
             text.contains(r#"authproxy_requests_total{route="/api/",status="200"} 3"#),
             "{text}"
@@ -243,6 +490,54 @@ mod tests {
         assert!(
             text.contains(r#"authproxy_upstream_latency_seconds_count{route="/api/"} 1"#),
             "{text}"
+        );
+    }
+}
+
+#[cfg(test)]
+mod format_tests {
+    use super::*;
+
+    #[test]
+    fn negotiation() {
+        use Format::*;
+        assert_eq!(Format::negotiate(None), Prometheus);
+        assert_eq!(Format::negotiate(Some("*/*")), Prometheus);
+        assert_eq!(Format::negotiate(Some("text/plain")), Prometheus);
+        assert_eq!(
+            Format::negotiate(Some("application/openmetrics-text")),
+            OpenMetrics
+        );
+        // What Prometheus 2.x sends.
+        assert_eq!(
+            Format::negotiate(Some("application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1")),
+            OpenMetrics
+        );
+        // A scraper that prefers the classic format.
+        assert_eq!(
+            Format::negotiate(Some(
+                "text/plain;version=0.0.4;q=1, application/openmetrics-text;q=0.5"
+            )),
+            Prometheus
+        );
+        assert_eq!(
+            Format::negotiate(Some("application/openmetrics-text;q=0")),
+            Prometheus
+        );
+    }
+
+    #[test]
+    fn classic_text_names_counters_by_their_total_series() {
+        let om = "# HELP a_requests Requests.\n# TYPE a_requests counter\na_requests_total{x=\"1\"} 3\n\
+                  # HELP a_b Info.\n# TYPE a_b info\na_b_info{v=\"1\"} 1\n\
+                  # HELP a_lat Latency.\n# TYPE a_lat histogram\n# UNIT a_lat seconds\na_lat_sum 0.5\na_lat_count 1\n\
+                  # EOF\n";
+        let text = to_prometheus_text(om);
+        assert_eq!(
+            text,
+            "# HELP a_requests_total Requests.\n# TYPE a_requests_total counter\na_requests_total{x=\"1\"} 3\n\
+             # HELP a_b_info Info.\n# TYPE a_b_info gauge\na_b_info{v=\"1\"} 1\n\
+             # HELP a_lat Latency.\n# TYPE a_lat histogram\na_lat_sum 0.5\na_lat_count 1\n"
         );
     }
 }

@@ -35,7 +35,8 @@ pub(super) struct Checker<'a> {
     pub(super) errors: Vec<KeyError>,
 }
 
-const DEFAULT_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8080);
+pub(super) const DEFAULT_LISTEN: SocketAddr =
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8080);
 
 impl<'a> Checker<'a> {
     pub(super) fn new(base_dir: &'a Path, env: &'a dyn Env) -> Checker<'a> {
@@ -212,7 +213,7 @@ impl<'a> Checker<'a> {
 }
 
 /// Accepts `ip:port`, `[v6]:port` and `localhost:port`.
-fn parse_listen(text: &str) -> Option<SocketAddr> {
+pub(super) fn parse_listen(text: &str) -> Option<SocketAddr> {
     if let Ok(addr) = text.parse::<SocketAddr>() {
         return Some(addr);
     }

@@ -12,8 +12,7 @@ use crate::config::raw::RawProvider;
 use crate::config::types::*;
 use crate::secret::Secret;
 
-const GRANTS: &str =
-    "\"password\", \"client_credentials\", \"refresh_token\", \"implicit\" or \"jwt_bearer\"";
+const GRANTS: &str = "\"password\", \"client_credentials\", \"refresh_token\", \"implicit\", \"jwt_bearer\", \"authorization_code\" or \"device_code\"";
 
 impl Checker<'_> {
     pub(super) fn provider(&mut self, key: &str, p: RawProvider) -> Option<ProviderKind> {
@@ -85,6 +84,8 @@ impl Checker<'_> {
             Some("refresh_token") => Grant::RefreshToken,
             Some("implicit") => Grant::Implicit,
             Some("jwt_bearer") => Grant::JwtBearer,
+            Some("authorization_code") => Grant::AuthorizationCode,
+            Some("device_code") => Grant::DeviceCode,
             Some(other) => {
                 self.err(
                     format!("{key}.grant"),
@@ -114,6 +115,9 @@ impl Checker<'_> {
                 (Grant::Implicit, "authorize_url") => !discovered,
                 (Grant::Implicit, "client_id") => true,
                 (Grant::Implicit, _) => false,
+                (Grant::AuthorizationCode, "authorize_url") => !discovered,
+                (Grant::DeviceCode, "device_authorization_url") => !discovered,
+                (Grant::AuthorizationCode | Grant::DeviceCode, "client_id") => true,
                 (_, "token_url") => !discovered && !from_service_account,
                 (Grant::Password, "username" | "password") => true,
                 (Grant::ClientCredentials, "client_id") => true,
@@ -141,18 +145,41 @@ impl Checker<'_> {
                         | "assertion_audience"
                         | "client_cert"
                         | "client_key"
+                        | "device_authorization_url"
                 ),
                 Grant::ClientCredentials | Grant::RefreshToken => {
                     matches!(
                         k,
-                        "username" | "password" | "authorize_url" | "redirect_uri"
+                        "username"
+                            | "password"
+                            | "authorize_url"
+                            | "redirect_uri"
+                            | "device_authorization_url"
                     )
                 }
-                Grant::Password => matches!(k, "authorize_url" | "redirect_uri"),
+                Grant::Password => matches!(
+                    k,
+                    "authorize_url" | "redirect_uri" | "device_authorization_url"
+                ),
                 // Google answers no refresh token: renewal is a new assertion.
                 Grant::JwtBearer => matches!(
                     k,
-                    "username" | "password" | "authorize_url" | "redirect_uri" | "refresh_token"
+                    "username"
+                        | "password"
+                        | "authorize_url"
+                        | "redirect_uri"
+                        | "refresh_token"
+                        | "device_authorization_url"
+                ),
+                // The person's login is the grant: no password of theirs
+                // here, and no seed (the login makes the tokens).
+                Grant::AuthorizationCode => matches!(
+                    k,
+                    "username" | "password" | "device_authorization_url" | "access_token"
+                ),
+                Grant::DeviceCode => matches!(
+                    k,
+                    "username" | "password" | "authorize_url" | "redirect_uri" | "access_token"
                 ),
             }
         };
@@ -222,6 +249,18 @@ impl Checker<'_> {
             .as_deref()
             .filter(|_| !forbidden("authorize_url"))
             .and_then(|u| self.url(&format!("{key}.authorize_url"), u, allow_http, &fix_http));
+        let device_authorization_url = p
+            .device_authorization_url
+            .as_deref()
+            .filter(|_| !forbidden("device_authorization_url"))
+            .and_then(|u| {
+                self.url(
+                    &format!("{key}.device_authorization_url"),
+                    u,
+                    allow_http,
+                    &fix_http,
+                )
+            });
         let redirect_uri = p.redirect_uri.as_deref().and_then(|u| match Url::parse(u) {
             Ok(url) => Some(url),
             Err(e) => {
@@ -263,7 +302,7 @@ impl Checker<'_> {
         );
         let mut extra = Vec::new();
         for (k, v) in p.extra.unwrap_or_default() {
-            const RESERVED: [&str; 8] = [
+            const RESERVED: [&str; 11] = [
                 "grant_type",
                 "client_id",
                 "client_secret",
@@ -272,6 +311,9 @@ impl Checker<'_> {
                 "refresh_token",
                 "scope",
                 "code",
+                "code_verifier",
+                "redirect_uri",
+                "device_code",
             ];
             const MADE_HERE: [&str; 3] = ["assertion", "client_assertion", "client_assertion_type"];
             if MADE_HERE.contains(&k.as_str()) {
@@ -297,6 +339,7 @@ impl Checker<'_> {
             grant,
             token_url,
             authorize_url,
+            device_authorization_url,
             body,
             client_id: nonempty(p.client_id),
             client_secret: nonempty(p.client_secret),

@@ -206,6 +206,7 @@ impl Checker<'_> {
             body_read_timeout,
             max_connections: max_connections.map(|n| n.clamp(1, 1_000_000)),
             max_buffered_bytes,
+            watch_config: raw.watch_config.unwrap_or(true),
             egress,
         }
     }

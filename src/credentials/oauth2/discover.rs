@@ -40,6 +40,12 @@ impl OAuthProvider {
         self.cfg.issuer.is_some()
             && match self.cfg.grant {
                 Grant::Implicit => self.cfg.authorize_url.is_none(),
+                Grant::AuthorizationCode => {
+                    self.cfg.token_url.is_none() || self.cfg.authorize_url.is_none()
+                }
+                Grant::DeviceCode => {
+                    self.cfg.token_url.is_none() || self.cfg.device_authorization_url.is_none()
+                }
                 _ => self.cfg.token_url.is_none(),
             }
     }
@@ -69,7 +75,26 @@ impl OAuthProvider {
         Err(CredentialError::Discovery(error))
     }
 
-    /// The authorize endpoint (implicit grant): configured, else discovered.
+    /// The device authorization endpoint (device_code grant): configured,
+    /// else discovered.
+    pub async fn device_authorization_url(&self) -> Result<Url, CredentialError> {
+        if let Some(url) = &self.cfg.device_authorization_url {
+            return Ok(url.clone());
+        }
+        let metadata = match self.discovered() {
+            Some(m) => m,
+            None => self.discover().await.map_err(CredentialError::Discovery)?,
+        };
+        metadata.device_authorization_endpoint.clone().ok_or_else(|| {
+            CredentialError::Reauthentication(format!(
+                "the metadata of {} names no device_authorization_endpoint; set device_authorization_url",
+                metadata.issuer
+            ))
+        })
+    }
+
+    /// The authorize endpoint (implicit and authorization-code grants):
+    /// configured, else discovered.
     pub async fn authorize_url(&self) -> Result<Url, CredentialError> {
         if let Some(url) = &self.cfg.authorize_url {
             return Ok(url.clone());

@@ -6,9 +6,12 @@
 //! and hand-off to the store ([`renew`]), what `/_authproxy/status`
 //! shows ([`status`]), stored records in an older form ([`upgrade`]), and
 //! the secrets a token endpoint's text is scrubbed of before anyone sees it
-//! ([`scrub`]), and the endpoints of an `issuer` ([`discover`]).
+//! ([`scrub`]), the endpoints of an `issuer` ([`discover`]), and the logins
+//! of a person (authorization code exchange, device flow: [`login`]).
 
 mod discover;
+mod grants;
+mod login;
 mod renew;
 mod scrub;
 mod state;
@@ -16,7 +19,7 @@ mod status;
 mod upgrade;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use arc_swap::ArcSwapOption;
 use http::{HeaderName, HeaderValue};
@@ -25,13 +28,13 @@ use url::Url;
 use crate::clock::unix_now;
 use crate::config::{Grant, OAuth2Config};
 use crate::oauth::token::jwt_exp;
-use crate::oauth::{
-    self, DiscoveryError, Metadata, TlsSettings, TokenClient, TokenError, TokenRequest, TokenSet,
-};
+use crate::oauth::{DiscoveryError, Metadata, TlsSettings, TokenClient, TokenError, TokenSet};
 use crate::secret::Secret;
 use crate::store::{Identity, Owner, OwnerMatch, RenewalLease, StoredToken, TokenStore};
 use crate::telemetry::metrics::Metrics;
 
+use grants::{request_for, token_request};
+pub use login::{DeviceFlowState, DevicePrompt};
 use renew::Failure;
 pub use scrub::configured_secrets;
 pub use state::TokenState;
@@ -86,9 +89,14 @@ pub enum CredentialError {
     /// The grant was refused or no grant is left to try (log in again).
     #[error("{0}")]
     Reauthentication(String),
-    /// Implicit grant without a usable token.
+    /// A grant that needs a person's login (implicit, authorization code,
+    /// device code) has no usable token; `device` is the device flow the
+    /// person is to complete.
     #[error("no token; log in at {login_url}")]
-    LoginRequired { login_url: String },
+    LoginRequired {
+        login_url: String,
+        device: Option<Box<DevicePrompt>>,
+    },
     /// Waited too long for another request's renewal.
     #[error("timed out after {0:.0}s waiting for the token renewal in progress")]
     WaitTimeout(f64),
@@ -135,6 +143,12 @@ pub struct OAuthProvider {
     stats: Mutex<RenewalStats>,
     /// The secrets of the whole config, scrubbed from provider text too.
     other_secrets: Mutex<Arc<Vec<Secret>>>,
+    /// This provider, for the tasks it starts (a device flow's polling).
+    me: OnceLock<Weak<OAuthProvider>>,
+    /// The device flow in progress or last finished.
+    device: Mutex<DeviceFlowState>,
+    /// One device flow start at a time.
+    device_start: tokio::sync::Mutex<()>,
 }
 
 impl OAuthProvider {
@@ -169,6 +183,9 @@ impl OAuthProvider {
             failure: Mutex::new(None),
             stats: Mutex::new(RenewalStats::default()),
             other_secrets: Mutex::default(),
+            me: OnceLock::new(),
+            device: Mutex::new(DeviceFlowState::Idle),
+            device_start: tokio::sync::Mutex::new(()),
             cfg,
         };
         let key = provider.store.fingerprint_key();
@@ -301,12 +318,15 @@ impl OAuthProvider {
             if t.fresh(now, self.cfg.refresh_before) {
                 return Ok((t.clone(), None));
             }
-            if self.cfg.grant == Grant::Implicit && t.usable(now) {
+            if self.cfg.grant.needs_login() && !t.has_refresh() && t.usable(now) {
                 return Ok((t.clone(), None));
             }
         }
-        if self.cfg.grant == Grant::Implicit {
-            return Err(self.login_required());
+        // Without a refresh token a login grant has nothing to renew with.
+        if self.cfg.grant.needs_login()
+            && !self.current.load_full().is_some_and(|c| c.has_refresh())
+        {
+            return Err(self.login_required_now().await);
         }
         let trigger = match &current {
             Some(t) if t.usable(now) => Trigger::Proactive,
@@ -348,9 +368,10 @@ impl OAuthProvider {
         self.renew(trigger, Some(used)).await
     }
 
-    fn login_required(&self) -> CredentialError {
+    pub(super) fn login_required(&self) -> CredentialError {
         CredentialError::LoginRequired {
             login_url: self.login_url.clone(),
+            device: self.device_prompt().map(Box::new),
         }
     }
 
@@ -464,55 +485,6 @@ pub fn client_for(cfg: &OAuth2Config, shared: &TokenClient) -> Result<TokenClien
     shared.with_tls(&TlsSettings {
         extra_roots: &cfg.tls.extra_roots,
         identity_pem: cfg.tls.identity.as_ref().map(|i| i.pem()),
-    })
-}
-
-/// The token request for the refresh grant with `refresh`, else for the
-/// provider's primary grant, at `token_url`.
-fn token_request<'a>(
-    cfg: &'a OAuth2Config,
-    token_url: &'a Url,
-    refresh: Option<&'a Secret>,
-) -> Result<TokenRequest<'a>, TokenError> {
-    let grant = match (refresh, cfg.grant) {
-        (Some(token), _) => oauth::Grant::Refresh(token),
-        (None, Grant::Password) => oauth::Grant::Password {
-            username: cfg
-                .username
-                .as_ref()
-                .ok_or(TokenError::NotConfigured("password grant without username"))?,
-            password: cfg
-                .password
-                .as_ref()
-                .ok_or(TokenError::NotConfigured("password grant without password"))?,
-        },
-        (None, Grant::ClientCredentials) => oauth::Grant::ClientCredentials,
-        (None, Grant::JwtBearer) => oauth::Grant::JwtBearer(cfg.jwt_bearer.as_ref().ok_or(
-            TokenError::NotConfigured("jwt_bearer grant without its assertion key"),
-        )?),
-        (None, Grant::RefreshToken) => {
-            return Err(TokenError::NotConfigured(
-                "grant = \"refresh_token\" has no primary grant; it needs a refresh token",
-            ))
-        }
-        (None, Grant::Implicit) => {
-            return Err(TokenError::NotConfigured(
-                "implicit grant tokens come from a browser login, not the token endpoint",
-            ))
-        }
-    };
-    Ok(TokenRequest {
-        token_url,
-        grant,
-        client_id: cfg.client_id.as_ref(),
-        client_secret: cfg.client_secret.as_ref(),
-        client_auth: cfg.client_auth,
-        assertion_signer: cfg.client_assertion.as_ref(),
-        assertion_audience: cfg.assertion_audience.as_deref(),
-        body: cfg.body,
-        scope: cfg.scope.as_deref(),
-        extra: &cfg.extra,
-        timeout: cfg.token_timeout,
     })
 }
 

@@ -89,8 +89,10 @@ impl OAuthProvider {
             // After a final refusal with no refresh token and no primary
             // grant left, nothing can be tried until a new credential
             // arrives (reload, pasted token, login).
-            let nothing_left = matches!(f.error, CredentialError::Reauthentication(_))
-                && !self.cfg.grant.has_primary()
+            let nothing_left = matches!(
+                f.error,
+                CredentialError::Reauthentication(_) | CredentialError::LoginRequired { .. }
+            ) && !self.cfg.grant.has_primary()
                 && !cur.as_ref().is_some_and(|c| c.has_refresh());
             if Instant::now() < f.until || nothing_left {
                 return usable_fallback().ok_or_else(|| f.error.clone());
@@ -161,7 +163,10 @@ impl OAuthProvider {
         let result = self
             .run_grants(trigger, renew_from.as_deref(), &mut lease, &token_url)
             .await;
-        if matches!(result, Err(CredentialError::Reauthentication(_))) {
+        if matches!(
+            result,
+            Err(CredentialError::Reauthentication(_) | CredentialError::LoginRequired { .. })
+        ) {
             self.fail_closed(lease.as_mut()).await;
         }
         if let Some(l) = lease.take() {
@@ -182,7 +187,10 @@ impl OAuthProvider {
             }
             Err(error) => {
                 drop(stats);
-                let refused = matches!(error, CredentialError::Reauthentication(_));
+                let refused = matches!(
+                    error,
+                    CredentialError::Reauthentication(_) | CredentialError::LoginRequired { .. }
+                );
                 let cooldown = if refused {
                     REFUSED_COOLDOWN
                 } else {
@@ -226,6 +234,16 @@ impl OAuthProvider {
                     refresh_error = Some(e);
                 }
             }
+        }
+        if self.cfg.grant.needs_login() {
+            // A person logs in again; until then requests are told where.
+            return Err(match refresh_error {
+                Some(e) if !e.is_grant_refused() => CredentialError::TokenEndpoint(e),
+                _ => {
+                    tracing::warn!(provider = %self.name, "no refresh token left (or it was refused); a new login is needed");
+                    self.login_required()
+                }
+            });
         }
         if !self.cfg.grant.has_primary() {
             return Err(match refresh_error {

@@ -32,11 +32,25 @@ impl OAuthProvider {
     pub fn state(&self) -> &'static str {
         let now = unix_now();
         let cur = self.current.load_full();
-        let failed = self.failure.lock().unwrap().is_some();
+        let (failed, login) = match self.failure.lock().unwrap().as_ref() {
+            Some(f) => (
+                true,
+                matches!(f.error, CredentialError::LoginRequired { .. }),
+            ),
+            None => (false, false),
+        };
         match cur {
             Some(c) if c.fresh(now, self.cfg.refresh_before) && !failed => "ok",
             Some(c) if c.usable(now) => "expiring",
             _ if self.cfg.grant == Grant::Implicit => "login_required",
+            // A login grant with nothing to renew with, or whose refresh
+            // token was refused.
+            _ if login => "login_required",
+            ref c
+                if self.cfg.grant.needs_login() && !c.as_ref().is_some_and(|c| c.has_refresh()) =>
+            {
+                "login_required"
+            }
             _ if failed => "error",
             // A refusal the store remembers (fail-closed before a restart):
             // nothing is left to obtain a token with.

@@ -12,6 +12,9 @@
 //!   with the token in the fragment.
 //! - [`google`]: a Google-style service-account token endpoint (the
 //!   JWT-bearer grant), verifying each assertion with the public key.
+//! - [`device`]: an RFC 8628 device authorization server with every
+//!   polling error (`authorization_pending`, `slow_down`, `access_denied`,
+//!   `expired_token`).
 //! - [`statics`]: static token and header-pair APIs.
 //! - [`echo`]: an upstream that records and echoes every request.
 //!
@@ -21,6 +24,7 @@
 //! knobs tests turn (failures, delays, lifetimes) and the counters
 //! benchmarks read.
 
+pub mod device;
 pub mod echo;
 mod errors;
 pub mod google;
