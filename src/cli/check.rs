@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use url::Url;
 
 use super::{load, say};
-use crate::config::{EgressConfig, ProviderKind, ProxyEndpoint, StoreConfig};
+use crate::config::{EgressConfig, ProviderKind, ProxyEndpoint, RedisTarget, StoreConfig};
 use crate::credentials::oauth2::client_for;
 use crate::credentials::oauth2::configured_secrets;
 use crate::credentials::OAuthProvider;
@@ -67,15 +67,43 @@ pub(super) async fn check(path: &Path, probe: bool, format: LogFormat) -> ExitCo
         StoreConfig::Redis {
             key_prefix,
             encryption_key,
-            ..
-        } => say!(
-            "store redis (key prefix {key_prefix}){}",
-            if encryption_key.is_some() {
-                "; encrypted"
-            } else {
-                ""
+            target,
+            timings,
+        } => {
+            say!(
+                "store redis{} (key prefix {key_prefix}){}; lease_ttl {:?}, lease_wait {:?}, min_replicas {}, replica_timeout {:?}",
+                if matches!(target, RedisTarget::Sentinel(_)) {
+                    " behind sentinel"
+                } else {
+                    ""
+                },
+                if encryption_key.is_some() {
+                    "; encrypted"
+                } else {
+                    ""
+                },
+                timings.lease_ttl,
+                timings.lease_wait,
+                timings
+                    .min_replicas
+                    .map_or_else(|| "auto".to_string(), |n| n.to_string()),
+                timings.replica_timeout,
+            );
+            if probe {
+                // Read only: ROLE, INFO and SENTINEL queries, no write.
+                match crate::store::probe_redis(target, std::time::Duration::from_secs(3)).await {
+                    Ok(lines) => {
+                        for line in lines {
+                            say!("{line}");
+                        }
+                    }
+                    Err(e) => {
+                        eprintln!("authproxy: store probe failed: {e}");
+                        return ExitCode::FAILURE;
+                    }
+                }
             }
-        ),
+        }
     }
     say_egress(&config.server.egress);
     say!();

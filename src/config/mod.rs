@@ -164,3 +164,5 @@ fn span_hint(text: &str, span: Option<std::ops::Range<usize>>) -> String {
 mod tests;
 #[cfg(test)]
 mod tests_forward;
+#[cfg(test)]
+mod tests_redis;

@@ -110,6 +110,17 @@ pub struct RawStore {
     pub key_prefix: Option<String>,
     pub encryption_key: Option<String>,
     pub allow_insecure: Option<bool>,
+    pub sentinels: Option<Vec<String>>,
+    pub master_name: Option<String>,
+    pub db: Option<i64>,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub sentinel_password: Option<String>,
+    pub tls: Option<bool>,
+    pub min_replicas: Option<u32>,
+    pub replica_timeout: Option<String>,
+    pub lease_ttl: Option<String>,
+    pub lease_wait: Option<String>,
 }
 
 keys_only_debug!(RawStore {
@@ -119,6 +130,17 @@ keys_only_debug!(RawStore {
     key_prefix,
     encryption_key,
     allow_insecure,
+    sentinels,
+    master_name,
+    db,
+    username,
+    password,
+    sentinel_password,
+    tls,
+    min_replicas,
+    replica_timeout,
+    lease_ttl,
+    lease_wait,
 });
 
 /// Declares [`RawProvider`] and the list of its keys ([`RawProvider::keys`])

@@ -5,7 +5,7 @@ use std::time::Duration;
 use super::interpolate::Env;
 use super::*;
 
-struct MapEnv(HashMap<String, String>);
+pub(super) struct MapEnv(pub(super) HashMap<String, String>);
 
 impl Env for MapEnv {
     fn var(&self, name: &str) -> Option<String> {
@@ -13,7 +13,7 @@ impl Env for MapEnv {
     }
 }
 
-fn env() -> MapEnv {
+pub(super) fn env() -> MapEnv {
     MapEnv(HashMap::from([
         ("TOKEN".to_string(), "tok-SECRET-123".to_string()),
         ("CRLF".to_string(), "abc\r\nX-Evil: 1".to_string()),

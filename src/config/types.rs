@@ -155,10 +155,60 @@ pub enum StoreConfig {
     },
     Memory,
     Redis {
-        url: Secret,
+        /// Where the primary is: one URL, or asked of Redis Sentinel.
+        target: RedisTarget,
         key_prefix: String,
         encryption_key: Option<SecretKey>,
+        /// Replication acknowledgement and lease timings.
+        timings: RedisTimings,
     },
+}
+
+/// Where the Redis store finds its primary.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RedisTarget {
+    /// `store.url`: one endpoint (a single node, or a managed Redis whose
+    /// primary fails over behind one name).
+    Url(Secret),
+    /// `store.sentinels` + `store.master_name`: the sentinels are asked for
+    /// the primary at start and again after every failed command.
+    Sentinel(SentinelConfig),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SentinelConfig {
+    /// `host:port` of each sentinel, as written.
+    pub sentinels: Vec<(String, u16)>,
+    pub master_name: String,
+    pub db: i64,
+    /// ACL user and password of the data nodes (`store.username`, `store.password`).
+    pub username: Option<String>,
+    pub password: Option<Secret>,
+    /// `store.sentinel_password`: the sentinels' own `requirepass`.
+    pub sentinel_password: Option<Secret>,
+    /// `store.tls`: TLS to the sentinels and the data nodes.
+    pub tls: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RedisTimings {
+    /// `store.min_replicas`; `None`: 1 when the primary reports replicas
+    /// (always behind Sentinel), else 0.
+    pub min_replicas: Option<u32>,
+    pub replica_timeout: Duration,
+    pub lease_ttl: Duration,
+    pub lease_wait: Duration,
+}
+
+impl Default for RedisTimings {
+    fn default() -> Self {
+        RedisTimings {
+            min_replicas: None,
+            replica_timeout: Duration::from_secs(2),
+            lease_ttl: Duration::from_secs(10),
+            lease_wait: Duration::from_secs(30),
+        }
+    }
 }
 
 impl StoreConfig {
