@@ -36,6 +36,19 @@ pub enum ProxyError {
     ForbiddenOrigin { origin: String },
     #[error("Host {host} is not served here (add it to server.allowed_hosts if this is intended)")]
     ForbiddenHost { host: String },
+    /// Forward-proxy mode: a `CONNECT` or absolute-form request for a host
+    /// that has no host route and is not in `forward_proxy.tunnel`.
+    #[error("{what} {target} is refused: it has no host route and is not in forward_proxy.tunnel (authproxy is not an open proxy)")]
+    NotForwarded { what: &'static str, target: String },
+    /// A request inside a `CONNECT` tunnel for another host than the
+    /// tunnel's (RFC 9110 §15.5.20: the client may retry on a connection
+    /// of its own for that host).
+    #[error("this connection is a tunnel to {tunnel}; a request for {host} needs a connection (CONNECT) of its own")]
+    Misdirected { tunnel: String, host: String },
+    /// Forward-proxy mode with `inbound_token`: a `CONNECT` or
+    /// absolute-form request without the token.
+    #[error("missing or wrong Proxy-Authorization (send `Proxy-Authorization: Bearer <server.inbound_token>`, or Basic with the token as password: http://any:<token>@proxy)")]
+    ProxyAuthenticationRequired,
     /// A browser request (Fetch Metadata or `Origin`) where browsers may
     /// not go; `detail` says where and what to do instead.
     #[error("{detail}")]
@@ -100,6 +113,13 @@ impl ProxyError {
             Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized", None),
             ForbiddenOrigin { .. } => (StatusCode::FORBIDDEN, "forbidden_origin", None),
             ForbiddenHost { .. } => (StatusCode::FORBIDDEN, "forbidden_host", None),
+            NotForwarded { .. } => (StatusCode::FORBIDDEN, "forbidden_host", None),
+            Misdirected { .. } => (StatusCode::MISDIRECTED_REQUEST, "forbidden_host", None),
+            ProxyAuthenticationRequired => (
+                StatusCode::PROXY_AUTHENTICATION_REQUIRED,
+                "unauthorized",
+                None,
+            ),
             ForbiddenBrowser { provider, .. } => (
                 StatusCode::FORBIDDEN,
                 "forbidden_browser",
@@ -284,6 +304,21 @@ impl IntoResponse for ProxyError {
             response.headers_mut().insert(
                 http::header::PROXY_AUTHENTICATE,
                 HeaderValue::from_static("Bearer realm=\"authproxy\""),
+            );
+        }
+        if matches!(self, ProxyError::ProxyAuthenticationRequired) {
+            // Both schemes the forward-proxy check takes: Basic is what
+            // most clients can send to a proxy (from `user:password@` in
+            // their proxy URL), and Java's, for one, only answers a
+            // challenge.
+            let headers = response.headers_mut();
+            headers.insert(
+                http::header::PROXY_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"authproxy\""),
+            );
+            headers.append(
+                http::header::PROXY_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"authproxy\", charset=\"UTF-8\""),
             );
         }
         response

@@ -20,7 +20,8 @@
 //! 6. [`error`]: the one error enum and its JSON answer.
 //! 7. [`credentials`]: one module per credential kind; the OAuth2
 //!    provider runtime.
-//! 8. [`store`] (tokens between restarts) and [`upstream`] (pools, TLS).
+//! 8. [`store`] (tokens between restarts), [`upstream`] (pools, TLS) and
+//!    [`ca`] (forward-proxy mode's local CA and leaf certificates).
 //! 9. [`config`]: raw TOML → checked types.
 //! 10. [`oauth`]: the OAuth wire protocol only.
 //! 11. [`telemetry`] (logs, access log, metrics) and [`http`] (hyper glue).
@@ -28,6 +29,7 @@
 
 pub mod admin;
 pub mod app;
+pub mod ca;
 pub mod cli;
 pub mod clock;
 pub mod config;

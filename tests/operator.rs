@@ -463,6 +463,34 @@ async fn demo_serves_every_provider_style() {
         assert_eq!(status, 200, "{path}: {body}");
         assert_eq!(body["api"], api);
     }
+    // The guide's forward-proxy line: curl with --proxy and the demo's CA
+    // (its path is in the log line that says it was made).
+    let log = demo.log();
+    let ca = log
+        .split("ca_cert=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no CA in the log: {log}"))
+        .trim_matches('"')
+        .to_string();
+    let proxy_url = demo.url("");
+    let out = tokio::process::Command::new("curl")
+        .args([
+            "-s",
+            "--max-time",
+            "60",
+            "--proxy",
+            &proxy_url,
+            "--cacert",
+            &ca,
+        ])
+        .arg("https://api.ricloud.test/devices")
+        .output()
+        .await
+        .expect("curl runs");
+    let body: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!(body["api"], "ricloud", "{body}");
     for action in ["expire", "revoke"] {
         let r = c
             .post(demo.url(&format!("/demo-admin/rips/{action}")))

@@ -491,6 +491,7 @@ fn quick() -> RedisOptions {
         lease_wait: Duration::from_millis(1500),
         op_timeout: Duration::from_secs(2),
         heartbeat: Duration::from_secs(1),
+        ..RedisOptions::default()
     }
 }
 

@@ -166,6 +166,7 @@ const SECTIONS: &[(&str, &str)] = &[
     ("/properties/store", "Where tokens are kept between restarts: a file (default), memory, or Redis shared by replicas."),
     ("/properties/providers", "Credentials by provider name: type = \"static\" (fixed headers) or \"oauth2\" (tokens obtained and kept fresh)."),
     ("/properties/routes", "Which upstream a path prefix goes to, and with which provider's credential (longest prefix wins)."),
+    ("/properties/forward_proxy", "Forward-proxy mode: CONNECT and absolute-form requests for apps that can only be given HTTPS_PROXY, served by host routes (routes[].host) with a local CA."),
 ];
 
 fn documented_schema() -> (String, Vec<String>) {

@@ -30,7 +30,8 @@ use super::state::AppState;
 use crate::error::{ErrorCode, ProxyError};
 use crate::http::body::{body_timed_out, is_body_limit, local, IdleTimeout, ResponseBody};
 use crate::http::head_timeout::{Activity, InFlight, Tracked};
-use crate::proxy::{security, ProxyResponse};
+use crate::http::Limits;
+use crate::proxy::{security, ForwardTarget, ProxyResponse};
 use crate::telemetry::{self, AccessInfo};
 use crate::upstream::PooledBody;
 
@@ -44,14 +45,29 @@ struct Inner {
     state: Arc<AppState>,
     /// The local endpoints, every path under `/_authproxy` included.
     local: Router,
+    /// The listen address's; also those of connections inside `CONNECT`
+    /// tunnels.
+    limits: Limits,
 }
 
 impl App {
     /// `local` answers every request under `/_authproxy/`.
-    pub fn new(state: Arc<AppState>, local: Router) -> App {
+    pub fn new(state: Arc<AppState>, local: Router, limits: Limits) -> App {
         App {
-            inner: Arc::new(Inner { state, local }),
+            inner: Arc::new(Inner {
+                state,
+                local,
+                limits,
+            }),
         }
+    }
+
+    pub(super) fn limits(&self) -> &Limits {
+        &self.inner.limits
+    }
+
+    pub(super) fn forward_ca(&self) -> Option<&crate::ca::LocalCa> {
+        self.inner.state.forward_ca.as_deref()
     }
 }
 
@@ -91,6 +107,20 @@ impl App {
         let request_id = telemetry::request_id(req.headers());
         req.headers_mut()
             .insert(telemetry::X_REQUEST_ID, request_id.clone());
+        // Forward-proxy mode: a CONNECT gets a future of its own (boxed:
+        // once per tunnel, not per request); an absolute-form request is
+        // rewritten for its host route, or refused.
+        let mut forwarded = req.extensions().get::<ForwardTarget>().is_some();
+        let mut refused = None;
+        let forward_form = runtime.config.forward_proxy.enabled
+            && !forwarded
+            && super::connect::is_forward_form(&req);
+        if forward_form && req.method() != http::Method::CONNECT {
+            match super::connect::absolute_form(&runtime, &mut req) {
+                Ok(()) => forwarded = true,
+                Err(e) => refused = Some(e),
+            }
+        }
         // A clone of the URI shares its bytes with the request; the log
         // needs the path after the request was consumed.
         let mut record = Record::new(
@@ -101,20 +131,31 @@ impl App {
             activity.peer(),
             started,
         );
+        if forward_form && req.method() == http::Method::CONNECT {
+            let app = self.clone();
+            return Either::Right(Either::Left(Box::pin(super::connect::connect(
+                app, req, in_flight, record,
+            ))));
+        }
         // Refusals are answered here, before any work is done. What is left
         // is one async block rather than an async fn inside one: each
         // nesting level keeps its own copy of the request in the future,
         // and the whole future is moved into place on every request.
-        if let Err(e) = security::check(&record.runtime.config.server, &req) {
+        let checked = match (refused, req.extensions().get::<ForwardTarget>()) {
+            (Some(e), _) => Err(e),
+            (None, Some(target)) => security::check_forwarded(&target.0, &req),
+            (None, None) => security::check(&record.runtime.config.server, &req),
+        };
+        if let Err(e) = checked {
             record.info.error = Some(e.code());
             return Either::Left(std::future::ready(Ok(answer(record, local(e), in_flight))));
         }
         let inner = self.inner.clone();
-        Either::Right(async move {
+        Either::Right(Either::Right(async move {
             // Dropped with the future if the client goes away first: then
             // it logs 499.
             let mut record = record;
-            let response = if is_local(req.uri().path()) {
+            let response = if !forwarded && is_local(req.uri().path()) {
                 let timeout = record.runtime.config.server.body_read_timeout;
                 let answer = match local_request(req, timeout, &mut record.info).await {
                     Ok(req) => match inner.local.clone().oneshot(req).await {
@@ -140,13 +181,13 @@ impl App {
                     .await
             };
             Ok(answer(record, response, in_flight))
-        })
+        }))
     }
 }
 
 /// The answer as it goes out: with the request id, its body counted and
 /// logged when dropped, the request in flight until then.
-fn answer(
+pub(super) fn answer(
     record: Record,
     mut response: ProxyResponse,
     in_flight: InFlight,
@@ -156,6 +197,20 @@ fn answer(
         .insert(telemetry::X_REQUEST_ID, record.request_id.clone());
     let status = response.status();
     response.map(|body| in_flight.attach(status, Logged::new(body, record, status)))
+}
+
+/// The `2xx` answer to a `CONNECT`, as [`answer`] makes it: the rest of
+/// the connection is a tunnel, not HTTP.
+pub(super) fn answer_tunnel(
+    record: Record,
+    mut response: ProxyResponse,
+    in_flight: InFlight,
+) -> Response<Tracked<Logged<ResponseBody<PooledBody>>>> {
+    response
+        .headers_mut()
+        .insert(telemetry::X_REQUEST_ID, record.request_id.clone());
+    let status = response.status();
+    response.map(|body| in_flight.attach_tunnel(Logged::new(body, record, status)))
 }
 
 /// Largest request body a local endpoint takes (a pasted token, a login

@@ -7,6 +7,7 @@
 //! ([`dispatch`]).
 
 mod background;
+mod connect;
 pub mod dispatch;
 pub mod limits;
 mod record;
@@ -53,7 +54,7 @@ pub async fn serve(
     state.upgrade_store_records().await;
     let flusher = tokio::spawn(background::flush_store_periodically(state.clone()));
     let watcher = tokio::spawn(background::follow_shared_store(state.clone()));
-    let app = App::new(state.clone(), local);
+    let app = App::new(state.clone(), local, limits.clone());
     crate::http::serve(
         listener,
         move |req, activity: &Arc<crate::http::head_timeout::Activity>| app.serve(req, activity),

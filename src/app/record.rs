@@ -95,7 +95,11 @@ impl Drop for Record {
             route,
             &RequestLine {
                 method: &self.method,
-                path: self.uri.path(),
+                // A CONNECT's target is its authority (there is no path).
+                path: match (&self.method, self.uri.authority()) {
+                    (&Method::CONNECT, Some(a)) => a.as_str(),
+                    _ => self.uri.path(),
+                },
                 request_id: &self.request_id,
                 client: self.client,
             },

@@ -26,6 +26,8 @@ pub enum StartupError {
     Tls(#[from] TlsSetupError),
     #[error("{0}")]
     TokenClient(String),
+    #[error("{0}")]
+    Ca(#[from] crate::ca::CaError),
     #[error("cannot listen on {addr}: {reason}")]
     Bind { addr: String, reason: String },
     #[error("[store] changed (kind `{from}` to `{to}`); a reload cannot move tokens between stores or change their encryption key, restart instead")]
@@ -45,6 +47,9 @@ pub struct AppState {
     pub buffers: Arc<BufferBudget>,
     /// One reload at a time, and the files the running config was read from.
     pub reloads: Reloads,
+    /// Forward-proxy mode's CA, loaded (or made) at start when
+    /// `[forward_proxy] enabled`; kept across reloads.
+    pub forward_ca: Option<Arc<crate::ca::LocalCa>>,
 }
 
 impl AppState {
@@ -54,6 +59,12 @@ impl AppState {
 
     /// As [`AppState::new`] with a chosen token-endpoint retry policy.
     pub fn with_retry(config: Config, retry: RetryPolicy) -> Result<Arc<AppState>, StartupError> {
+        let forward_ca = match config.forward_proxy.enabled {
+            true => Some(Arc::new(crate::ca::LocalCa::load_or_create(
+                &config.forward_proxy,
+            )?)),
+            false => None,
+        };
         let store = store::open(&config.store)?;
         let egress = Arc::new(config.server.egress.clone());
         announce(&egress);
@@ -81,6 +92,7 @@ impl AppState {
             metrics,
             buffers,
             reloads: Reloads::default(),
+            forward_ca,
         }))
     }
 

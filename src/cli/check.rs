@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use url::Url;
 
 use super::{load, say};
-use crate::config::{EgressConfig, ProviderKind, ProxyEndpoint, StoreConfig};
+use crate::config::{EgressConfig, ProviderKind, ProxyEndpoint, RedisTarget, StoreConfig};
 use crate::credentials::oauth2::client_for;
 use crate::credentials::oauth2::configured_secrets;
 use crate::credentials::OAuthProvider;
@@ -67,15 +67,43 @@ pub(super) async fn check(path: &Path, probe: bool, format: LogFormat) -> ExitCo
         StoreConfig::Redis {
             key_prefix,
             encryption_key,
-            ..
-        } => say!(
-            "store redis (key prefix {key_prefix}){}",
-            if encryption_key.is_some() {
-                "; encrypted"
-            } else {
-                ""
+            target,
+            timings,
+        } => {
+            say!(
+                "store redis{} (key prefix {key_prefix}){}; lease_ttl {:?}, lease_wait {:?}, min_replicas {}, replica_timeout {:?}",
+                if matches!(target, RedisTarget::Sentinel(_)) {
+                    " behind sentinel"
+                } else {
+                    ""
+                },
+                if encryption_key.is_some() {
+                    "; encrypted"
+                } else {
+                    ""
+                },
+                timings.lease_ttl,
+                timings.lease_wait,
+                timings
+                    .min_replicas
+                    .map_or_else(|| "auto".to_string(), |n| n.to_string()),
+                timings.replica_timeout,
+            );
+            if probe {
+                // Read only: ROLE, INFO and SENTINEL queries, no write.
+                match crate::store::probe_redis(target, std::time::Duration::from_secs(3)).await {
+                    Ok(lines) => {
+                        for line in lines {
+                            say!("{line}");
+                        }
+                    }
+                    Err(e) => {
+                        eprintln!("authproxy: store probe failed: {e}");
+                        return ExitCode::FAILURE;
+                    }
+                }
             }
-        ),
+        }
     }
     say_egress(&config.server.egress);
     say!();
@@ -161,7 +189,7 @@ pub(super) async fn check(path: &Path, probe: bool, format: LogFormat) -> ExitCo
     say!();
     say!(
         "{:<24} {:<44} {:<16} CREDENTIAL",
-        "PREFIX",
+        "ROUTE",
         "UPSTREAM",
         "PROVIDER"
     );
@@ -172,9 +200,16 @@ pub(super) async fn check(path: &Path, probe: bool, format: LogFormat) -> ExitCo
             .and_then(|p| config.providers.get(p))
             .map(|p| p.kind.label())
             .unwrap_or_else(|| "pass-through".into());
+        // Prefix routes by their prefix, host routes (forward-proxy
+        // mode) by host (and port, when not 443) and prefix.
+        let route = match &r.host {
+            None => r.prefix.as_str().to_string(),
+            Some(h) if h.port == 443 => format!("{}{}", h.host, r.prefix.as_str()),
+            Some(h) => format!("{h}{}", r.prefix.as_str()),
+        };
         say!(
             "{:<24} {:<44} {:<16} {}{}{}{}",
-            r.prefix.as_str(),
+            route,
             r.upstream.as_str(),
             r.provider.as_deref().unwrap_or("-"),
             kind,
@@ -196,6 +231,23 @@ pub(super) async fn check(path: &Path, probe: bool, format: LogFormat) -> ExitCo
                 "",
                 policy.entries().collect::<Vec<_>>().join(", ")
             );
+        }
+    }
+    let fp = &config.forward_proxy;
+    if fp.enabled {
+        say!();
+        say!(
+            "forward proxy: on; CA {} ({})",
+            fp.ca_cert.display(),
+            if fp.ca_cert.exists() {
+                "exists"
+            } else {
+                "made on first start"
+            }
+        );
+        if !fp.tunnel.is_empty() {
+            let tunnel: Vec<&str> = fp.tunnel.iter().map(|t| t.as_str()).collect();
+            say!("tunnelled blind: {}", tunnel.join(", "));
         }
     }
     let egress = &config.server.egress;

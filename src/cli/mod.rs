@@ -1,8 +1,9 @@
-//! The command line: `run` (default), `check [--probe]`, `demo`, `health`,
+//! The command line: `run` (default), `check [--probe]`, `demo`, `ca`, `health`,
 //! `login`, `reload`, `completions`, one file each (and a hidden `man` for
 //! the packages). `health`, `login` and `reload` talk to a running proxy
 //! ([`local`]).
 
+mod ca;
 mod check;
 mod completions;
 mod demo;
@@ -108,6 +109,13 @@ pub enum Command {
         /// Address the proxy listens on (the mock APIs take free loopback ports)
         #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR")]
         listen: String,
+        #[command(flatten)]
+        log: LogArg,
+    },
+    /// Print the forward-proxy CA's path (stderr) and certificate (stdout, PEM) for clients to trust
+    Ca {
+        #[command(flatten)]
+        config: ConfigArg,
         #[command(flatten)]
         log: LogArg,
     },
@@ -269,6 +277,10 @@ pub fn main() -> ExitCode {
                 &path,
                 log_format(log.log_format),
             ))
+        }
+        Command::Ca { config, log } => {
+            let path = config_path(config.config, top_config);
+            ca::ca(&path, log_format(log.log_format))
         }
         Command::Demo { listen, log } => {
             ignored("--config", top_config.is_some(), "demo");

@@ -162,3 +162,7 @@ fn span_hint(text: &str, span: Option<std::ops::Range<usize>>) -> String {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_forward;
+#[cfg(test)]
+mod tests_redis;

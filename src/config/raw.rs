@@ -40,6 +40,17 @@ pub struct RawConfig {
     pub providers: BTreeMap<String, RawProvider>,
     #[serde(default)]
     pub routes: Vec<RawRoute>,
+    #[serde(default)]
+    pub forward_proxy: RawForwardProxy,
+}
+
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawForwardProxy {
+    pub enabled: Option<bool>,
+    pub ca_cert: Option<String>,
+    pub ca_key: Option<String>,
+    pub tunnel: Option<Vec<String>>,
 }
 
 #[derive(Default, Deserialize, JsonSchema)]
@@ -99,6 +110,17 @@ pub struct RawStore {
     pub key_prefix: Option<String>,
     pub encryption_key: Option<String>,
     pub allow_insecure: Option<bool>,
+    pub sentinels: Option<Vec<String>>,
+    pub master_name: Option<String>,
+    pub db: Option<i64>,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub sentinel_password: Option<String>,
+    pub tls: Option<bool>,
+    pub min_replicas: Option<u32>,
+    pub replica_timeout: Option<String>,
+    pub lease_ttl: Option<String>,
+    pub lease_wait: Option<String>,
 }
 
 keys_only_debug!(RawStore {
@@ -108,6 +130,17 @@ keys_only_debug!(RawStore {
     key_prefix,
     encryption_key,
     allow_insecure,
+    sentinels,
+    master_name,
+    db,
+    username,
+    password,
+    sentinel_password,
+    tls,
+    min_replicas,
+    replica_timeout,
+    lease_ttl,
+    lease_wait,
 });
 
 /// Declares [`RawProvider`] and the list of its keys ([`RawProvider::keys`])
@@ -207,6 +240,7 @@ pub struct RawRoute {
     pub allow: Option<Vec<String>>,
     pub client_cert: Option<String>,
     pub client_key: Option<String>,
+    pub host: Option<String>,
 }
 
 keys_only_debug!(RawRoute {
@@ -221,4 +255,5 @@ keys_only_debug!(RawRoute {
     allow,
     client_cert,
     client_key,
+    host,
 });

@@ -5,7 +5,7 @@ use std::time::Duration;
 use super::interpolate::Env;
 use super::*;
 
-struct MapEnv(HashMap<String, String>);
+pub(super) struct MapEnv(pub(super) HashMap<String, String>);
 
 impl Env for MapEnv {
     fn var(&self, name: &str) -> Option<String> {
@@ -13,7 +13,7 @@ impl Env for MapEnv {
     }
 }
 
-fn env() -> MapEnv {
+pub(super) fn env() -> MapEnv {
     MapEnv(HashMap::from([
         ("TOKEN".to_string(), "tok-SECRET-123".to_string()),
         ("CRLF".to_string(), "abc\r\nX-Evil: 1".to_string()),
@@ -21,11 +21,11 @@ fn env() -> MapEnv {
     ]))
 }
 
-fn parse(text: &str) -> Result<Config, ConfigError> {
+pub(super) fn parse(text: &str) -> Result<Config, ConfigError> {
     Config::parse(text, Path::new("/etc/authproxy/authproxy.toml"), &env())
 }
 
-fn errors(text: &str) -> Vec<KeyError> {
+pub(super) fn errors(text: &str) -> Vec<KeyError> {
     match parse(text) {
         Err(ConfigError::Keys { errors, .. }) => errors,
         other => panic!("expected key errors, got {other:?}"),
@@ -35,7 +35,7 @@ fn errors(text: &str) -> Vec<KeyError> {
 /// The authorization-code and device-code grants' keys.
 mod login_grants;
 
-const ROUTE: &str = "[[routes]]\nprefix = \"/a/\"\nupstream = \"http://127.0.0.1:9/\"\n";
+pub(super) const ROUTE: &str = "[[routes]]\nprefix = \"/a/\"\nupstream = \"http://127.0.0.1:9/\"\n";
 
 #[test]
 fn allow_browsers_belongs_to_credential_routes() {

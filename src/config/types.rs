@@ -17,6 +17,8 @@ use url::Url;
 use zeroize::Zeroizing;
 
 pub use super::egress::{EgressConfig, NoProxy, ProxyEndpoint};
+use crate::http::authority::split_port;
+pub use crate::http::authority::{Authority, Host};
 pub use crate::oauth::{BodyEncoding, ClientAuth, GrantAssertion, Signer};
 use crate::secret::{Secret, SecretBuf, SecretKey};
 
@@ -29,6 +31,82 @@ pub struct Config {
     pub store: StoreConfig,
     pub providers: BTreeMap<String, ProviderConfig>,
     pub routes: Vec<RouteConfig>,
+    pub forward_proxy: ForwardProxyConfig,
+}
+
+/// `[forward_proxy]`: `CONNECT` and absolute-form requests for the host
+/// routes (TLS terminated with a leaf certificate of the local CA) and
+/// the `tunnel` hosts (spliced blind).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ForwardProxyConfig {
+    pub enabled: bool,
+    /// The local CA's certificate (PEM); made on first start with `ca_key`.
+    pub ca_cert: PathBuf,
+    /// Its private key (PKCS#8 PEM, 0600).
+    pub ca_key: PathBuf,
+    /// Hosts tunnelled blind: no TLS termination, no credential.
+    pub tunnel: Vec<TunnelPattern>,
+}
+
+/// One `forward_proxy.tunnel` entry: `host`, `*.suffix`, each with
+/// `:port` (443 when not given) or `:*` (any port).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TunnelPattern {
+    host: TunnelHost,
+    /// `None`: any port.
+    port: Option<u16>,
+    written: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum TunnelHost {
+    Exact(Host),
+    /// `*.example.org`: names below `example.org`, not itself.
+    Below(String),
+}
+
+impl TunnelPattern {
+    pub fn parse(text: &str) -> Result<TunnelPattern, String> {
+        let (host_text, port) = match text.strip_suffix(":*") {
+            Some(h) => (h, None),
+            None => {
+                let (h, p) = split_port(text).map_err(|e| format!("`{text}` {e}"))?;
+                (h, Some(p.unwrap_or(443)))
+            }
+        };
+        let host = match host_text.strip_prefix("*.") {
+            Some(rest) => match Host::parse(rest) {
+                Ok(Host::Name(n)) => TunnelHost::Below(n),
+                Ok(Host::Ip(_)) => {
+                    return Err(format!("`{text}`: `*.` goes before a name, not an address"))
+                }
+                Err(e) => return Err(format!("`{text}` {e}")),
+            },
+            None => TunnelHost::Exact(Host::parse(host_text).map_err(|e| format!("`{text}` {e}"))?),
+        };
+        Ok(TunnelPattern {
+            host,
+            port,
+            written: text.to_string(),
+        })
+    }
+
+    pub fn matches(&self, target: &Authority) -> bool {
+        if self.port.is_some_and(|p| p != target.port) {
+            return false;
+        }
+        match (&self.host, &target.host) {
+            (TunnelHost::Exact(h), t) => h == t,
+            (TunnelHost::Below(suffix), Host::Name(n)) => n
+                .strip_suffix(suffix.as_str())
+                .is_some_and(|rest| rest.len() > 1 && rest.ends_with('.')),
+            (TunnelHost::Below(_), Host::Ip(_)) => false,
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.written
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -77,10 +155,60 @@ pub enum StoreConfig {
     },
     Memory,
     Redis {
-        url: Secret,
+        /// Where the primary is: one URL, or asked of Redis Sentinel.
+        target: RedisTarget,
         key_prefix: String,
         encryption_key: Option<SecretKey>,
+        /// Replication acknowledgement and lease timings.
+        timings: RedisTimings,
     },
+}
+
+/// Where the Redis store finds its primary.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RedisTarget {
+    /// `store.url`: one endpoint (a single node, or a managed Redis whose
+    /// primary fails over behind one name).
+    Url(Secret),
+    /// `store.sentinels` + `store.master_name`: the sentinels are asked for
+    /// the primary at start and again after every failed command.
+    Sentinel(SentinelConfig),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SentinelConfig {
+    /// `host:port` of each sentinel, as written.
+    pub sentinels: Vec<(String, u16)>,
+    pub master_name: String,
+    pub db: i64,
+    /// ACL user and password of the data nodes (`store.username`, `store.password`).
+    pub username: Option<String>,
+    pub password: Option<Secret>,
+    /// `store.sentinel_password`: the sentinels' own `requirepass`.
+    pub sentinel_password: Option<Secret>,
+    /// `store.tls`: TLS to the sentinels and the data nodes.
+    pub tls: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RedisTimings {
+    /// `store.min_replicas`; `None`: 1 when the primary reports replicas
+    /// (always behind Sentinel), else 0.
+    pub min_replicas: Option<u32>,
+    pub replica_timeout: Duration,
+    pub lease_ttl: Duration,
+    pub lease_wait: Duration,
+}
+
+impl Default for RedisTimings {
+    fn default() -> Self {
+        RedisTimings {
+            min_replicas: None,
+            replica_timeout: Duration::from_secs(2),
+            lease_ttl: Duration::from_secs(10),
+            lease_wait: Duration::from_secs(30),
+        }
+    }
 }
 
 impl StoreConfig {
@@ -345,6 +473,10 @@ pub struct RouteConfig {
     pub allow: Option<super::policy::Policy>,
     /// `client_cert` + `client_key`: presented to the upstream (mTLS).
     pub client_identity: Option<ClientIdentity>,
+    /// A host route (forward-proxy mode): matched on the `CONNECT` or
+    /// absolute-form target `host:port` (port 443 unless written), then
+    /// on `prefix`.
+    pub host: Option<Authority>,
 }
 
 impl RouteConfig {
@@ -365,6 +497,7 @@ impl RouteConfig {
             max_upstream_connections: Self::DEFAULT_MAX_UPSTREAM_CONNECTIONS,
             client_identity: None,
             allow: None,
+            host: None,
         }
     }
 }

@@ -84,8 +84,10 @@ pub fn mock_apis(addr: SocketAddr) -> Router {
 }
 
 /// The proxy config for the demo, pointing at the mocks on `mock_base` and
-/// the device authorization server on `device_base`.
-pub fn proxy_config(listen: &str, mock_base: &str, device_base: &str) -> String {
+/// the device authorization server on `device_base`. `ca_dir`: where
+/// forward-proxy mode's CA is made (a folder that lives as long as the
+/// demo).
+pub fn proxy_config(listen: &str, mock_base: &str, device_base: &str, ca_dir: &str) -> String {
     format!(
         r#"
 [server]
@@ -93,6 +95,11 @@ listen = "{listen}"
 
 [store]
 kind = "memory"
+
+[forward_proxy]
+enabled = true
+ca_cert = '{ca_dir}/ca.pem'
+ca_key = '{ca_dir}/ca.key'
 
 [providers.ricloud]
 type = "static"
@@ -170,6 +177,12 @@ provider = "readycloud"
 [[routes]]
 prefix = "/demo-admin/"
 upstream = "{mock_base}/admin/"
+
+# forward-proxy mode: https://api.ricloud.test through --proxy
+[[routes]]
+host = "api.ricloud.test"
+upstream = "{mock_base}/ricloud/"
+provider = "ricloud"
 "#
     )
 }
@@ -197,10 +210,20 @@ pub async fn run(listen: &str, format: LogFormat) -> ExitCode {
     // after each flow starts.
     let device = DeviceMock::start(1).await;
     device.approve_after(std::time::Duration::from_secs(DEVICE_APPROVAL_SECONDS));
+    // The forward-proxy CA, made fresh for each demo and gone after it.
+    let ca_dir = match tempfile::Builder::new().prefix("authproxy-demo-").tempdir() {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("authproxy demo: cannot make a folder for the demo CA: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let ca_text = ca_dir.path().display().to_string();
     let text = proxy_config(
         listen,
         &format!("http://{mock_addr}"),
         &format!("http://{}", device.addr),
+        &ca_text,
     );
     let config = match Config::parse(&text, std::path::Path::new("demo.toml"), &ProcessEnv) {
         Ok(c) => c,
@@ -229,12 +252,12 @@ pub async fn run(listen: &str, format: LogFormat) -> ExitCode {
     };
     let addr = listener.local_addr().expect("bound");
     tracing::info!(address = %addr, mock_apis = %mock_addr, "listening on {addr}");
-    print_guide(&addr.to_string());
+    print_guide(&addr.to_string(), &format!("{ca_text}/ca.pem"));
     crate::run(state, listener, shutdown).await;
     ExitCode::SUCCESS
 }
 
-fn print_guide(addr: &str) {
+fn print_guide(addr: &str, ca: &str) {
     let p = format!("http://{addr}");
     let guide = format!(
         r#"
@@ -271,6 +294,10 @@ Try these (the proxy adds every credential; the client sends none):
   #   or, in another terminal: authproxy login tv --url {p}   (waits, exits 0 once logged in)
   curl -s {p}/_authproxy/status     # providers.tv.device_login
   curl -s {p}/tv/shows
+
+  # forward-proxy mode, for apps with a hard-coded https:// base URL: the
+  # proxy terminates TLS for api.ricloud.test with its demo CA and injects the token
+  curl -s --proxy {p} --cacert {ca} https://api.ricloud.test/devices
 
   # what the proxy knows (never a secret), and its metrics
   curl -s {p}/_authproxy/status

@@ -88,6 +88,21 @@ impl Activity {
         self.drain.enter()
     }
 
+    /// The activity of a connection carried inside this one (a `CONNECT`
+    /// tunnel's): the same drain and load. Its socket is not a
+    /// [`HeadDeadline`]; its server sets a head timeout of its own.
+    pub fn inner(&self, http2: bool) -> Arc<Activity> {
+        Arc::new(Activity {
+            in_flight: AtomicUsize::new(0),
+            started: AtomicU64::new(0),
+            upgraded: AtomicBool::new(false),
+            drain: self.drain.clone(),
+            load: self.load.clone(),
+            http2,
+            peer: self.peer,
+        })
+    }
+
     /// Called when the service is handed a request: its head is complete.
     pub fn begin(self: &Arc<Self>) -> InFlight {
         self.started.fetch_add(1, Ordering::Relaxed);
@@ -163,6 +178,15 @@ impl Drop for Activity {
         if self.upgraded.load(Ordering::Acquire) {
             self.load.counts().connection_idle();
         }
+    }
+}
+
+impl InFlight {
+    /// As [`InFlight::attach`] for the `2xx` answer to a `CONNECT`: the
+    /// rest of the connection is a tunnel, not HTTP (no head deadline).
+    pub fn attach_tunnel<B>(mut self, body: B) -> Tracked<B> {
+        self.upgrading = true;
+        Tracked { body, _guard: self }
     }
 }
 

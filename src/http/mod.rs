@@ -3,8 +3,10 @@
 //! ([`drain`]), the connection count ([`load`]), the request-head
 //! deadline ([`head_timeout`]), body types ([`body`]) and the budget of
 //! buffered ones ([`buffer`]), and rules about HTTP messages: hop-by-hop headers
-//! ([`headers`]), request paths ([`path`]) and hosts ([`host`]).
+//! ([`headers`]), request paths ([`path`]), hosts ([`host`]) and the hosts
+//! and `host:port` targets of forward-proxy requests ([`authority`]).
 
+pub mod authority;
 pub mod body;
 pub mod buffer;
 pub mod drain;

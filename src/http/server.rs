@@ -143,6 +143,50 @@ pub async fn serve<S, F, B>(
     }
 }
 
+/// Serves one connection carried inside another (the TLS stream inside a
+/// `CONNECT` tunnel), HTTP/2 when `http2` (chosen in ALPN), else HTTP/1.1,
+/// with the limits of the listen address's connections; a drain that
+/// starts closes it gracefully like those. Its head deadline is hyper's
+/// (the stream is not a socket [`HeadDeadline`] can watch): one timer per
+/// request, on this path only.
+pub async fn serve_inner<I, S, F, B>(
+    io: I,
+    http2: bool,
+    service: S,
+    limits: &Limits,
+    entered: Entered,
+) -> Result<(), hyper::Error>
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    S: Fn(Request<Incoming>) -> F + Send + 'static,
+    F: Future<Output = Result<Response<B>, Infallible>> + Send + 'static,
+    B: http_body::Body<Data = Bytes> + Unpin + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let io = TokioIo::new(io);
+    let service = hyper::service::service_fn(service);
+    if http2 {
+        let mut h2 = http2::Builder::new(TokioExecutor::new());
+        h2.timer(TokioTimer::new())
+            .max_header_list_size(limits.max_header_bytes as u32)
+            .initial_stream_window_size(H2_STREAM_WINDOW)
+            .initial_connection_window_size(H2_CONNECTION_WINDOW)
+            .adaptive_window(false)
+            .max_concurrent_streams(H2_MAX_STREAMS);
+        let conn = h2.serve_connection(io, service);
+        entered.watch(Box::pin(conn)).await
+    } else {
+        let mut h1 = http1::Builder::new();
+        h1.timer(TokioTimer::new())
+            .header_read_timeout(limits.header_read_timeout)
+            .max_buf_size(limits.max_header_bytes)
+            .max_headers(limits.max_headers)
+            .keep_alive(true);
+        let conn = h1.serve_connection(io, service).with_upgrades();
+        entered.watch(Box::pin(conn)).await
+    }
+}
+
 /// Failed `accept(2)` calls, for a bounded backoff and a quiet log.
 #[derive(Default)]
 struct AcceptErrors {

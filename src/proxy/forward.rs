@@ -14,7 +14,7 @@ use http_body::Body as _;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
-use super::routes::Route;
+use super::routes::{Route, Scope};
 use super::{Forwarder, ProxyResponse};
 use crate::credentials::Credential;
 use crate::error::ProxyError;
@@ -83,7 +83,11 @@ pub(super) async fn forward(
                 .into(),
         ));
     }
-    let route = fwd.routes.lookup(path).ok_or_else(|| ProxyError::NoRoute {
+    let route = match req.extensions().get::<super::ForwardTarget>() {
+        Some(target) => fwd.routes.lookup_in(Scope::Host(&target.0), path),
+        None => fwd.routes.lookup(path),
+    }
+    .ok_or_else(|| ProxyError::NoRoute {
         path: path.to_string(),
     })?;
     info.route = Some(RouteTag {

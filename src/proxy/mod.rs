@@ -30,6 +30,13 @@ use crate::telemetry::{AccessInfo, Metrics};
 use crate::upstream::{PooledBody, Upstreams};
 use routes::{Route, RouteTable};
 
+/// Marks a forward-proxy request (inside a `CONNECT` tunnel, or in
+/// absolute form, rewritten) with its target: it is routed among that
+/// target's host routes only, never the listen address's prefix routes or
+/// local endpoints.
+#[derive(Debug, Clone)]
+pub struct ForwardTarget(pub Arc<crate::config::Authority>);
+
 /// Our answer to a forwarded request: the upstream's, or one of our own.
 pub type ProxyResponse = Response<ResponseBody<PooledBody>>;
 

@@ -1,10 +1,13 @@
 //! The route table: path prefix → upstream, longest prefix wins, matching on
-//! whole path segments, with optional prefix stripping.
+//! whole path segments, with optional prefix stripping. Host routes
+//! (forward-proxy mode) live in the same table, looked up by the target
+//! `host:port` first and then by prefix the same way; requests to the
+//! listen address only ever see the prefix routes.
 
 use url::Url;
 
 use crate::config::policy::Policy;
-use crate::config::{PathPrefix, RouteConfig};
+use crate::config::{Authority, PathPrefix, RouteConfig};
 
 /// One route, with everything precomputed that the hot path needs.
 #[derive(Debug, Clone)]
@@ -27,10 +30,13 @@ pub struct Route {
     pub authority: String,
     /// The same, ready to insert (built once, not per request).
     pub host_value: http::HeaderValue,
-    /// The prefix as written, shared with logs and metrics without copying.
+    /// The prefix as written (a host route: `host[:port]` and the
+    /// prefix), shared with logs and metrics without copying.
     pub label: std::sync::Arc<str>,
     /// `allow`: the request policy; `None` lets every request through.
     pub policy: Option<Policy>,
+    /// A host route's target (`routes[].host`).
+    pub host: Option<Authority>,
 }
 
 impl Route {
@@ -42,6 +48,11 @@ impl Route {
             None => host_for_authority(up).to_string(),
         };
         let _ = host;
+        let label = match &cfg.host {
+            None => cfg.prefix.as_str().to_string(),
+            Some(h) if h.port == 443 => format!("{}{}", h.host, cfg.prefix.as_str()),
+            Some(h) => format!("{h}{}", cfg.prefix.as_str()),
+        };
         Route {
             index,
             prefix: cfg.prefix.clone(),
@@ -54,9 +65,10 @@ impl Route {
             full_base_path: up.path().to_string(),
             host_value: http::HeaderValue::from_str(&authority)
                 .expect("a parsed URL's authority is a valid header value"),
-            label: std::sync::Arc::from(cfg.prefix.as_str()),
+            label: std::sync::Arc::from(label),
             policy: cfg.allow.clone(),
             authority,
+            host: cfg.host.clone(),
         }
     }
 
@@ -120,27 +132,75 @@ fn host_for_authority(url: &Url) -> String {
 /// Routes sorted longest prefix first, so the first match is the best one.
 #[derive(Debug, Clone, Default)]
 pub struct RouteTable {
+    /// Prefix routes (the listen address's).
     routes: Vec<Route>,
+    /// Host routes by target, each list longest prefix first.
+    hosts: std::collections::HashMap<Authority, Vec<Route>>,
+}
+
+/// Which routes a request may use.
+#[derive(Debug, Clone, Copy)]
+pub enum Scope<'a> {
+    /// A request to the listen address: prefix routes.
+    Listen,
+    /// A forward-proxy request (inside a `CONNECT` tunnel, or in absolute
+    /// form) for this target: its host routes.
+    Host(&'a Authority),
 }
 
 impl RouteTable {
     pub fn new(configs: &[RouteConfig]) -> RouteTable {
-        let mut routes: Vec<Route> = configs
-            .iter()
-            .enumerate()
-            .map(|(i, c)| Route::new(i, c))
-            .collect();
-        routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.depth()));
-        RouteTable { routes }
+        let mut table = RouteTable::default();
+        for (i, c) in configs.iter().enumerate() {
+            let route = Route::new(i, c);
+            match &c.host {
+                None => table.routes.push(route),
+                Some(h) => table.hosts.entry(h.clone()).or_default().push(route),
+            }
+        }
+        table
+            .routes
+            .sort_by_key(|r| std::cmp::Reverse(r.prefix.depth()));
+        for routes in table.hosts.values_mut() {
+            routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.depth()));
+        }
+        table
     }
 
+    /// The prefix route for `path`.
     pub fn lookup(&self, path: &str) -> Option<&Route> {
         self.routes.iter().find(|r| r.prefix.strip(path).is_some())
     }
 
-    /// Routes in config order.
+    /// The route for `path` among those `scope` allows.
+    pub fn lookup_in(&self, scope: Scope<'_>, path: &str) -> Option<&Route> {
+        match scope {
+            Scope::Listen => self.lookup(path),
+            Scope::Host(target) => self
+                .hosts
+                .get(target)?
+                .iter()
+                .find(|r| r.prefix.strip(path).is_some()),
+        }
+    }
+
+    /// Whether `target` has host routes.
+    pub fn has_host(&self, target: &Authority) -> bool {
+        self.hosts.contains_key(target)
+    }
+
+    /// The targets of the host routes.
+    pub fn hosts(&self) -> impl Iterator<Item = &Authority> {
+        self.hosts.keys()
+    }
+
+    /// Routes in config order, host routes included.
     pub fn in_config_order(&self) -> Vec<&Route> {
-        let mut v: Vec<&Route> = self.routes.iter().collect();
+        let mut v: Vec<&Route> = self
+            .routes
+            .iter()
+            .chain(self.hosts.values().flatten())
+            .collect();
         v.sort_by_key(|r| r.index);
         v
     }

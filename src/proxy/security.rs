@@ -14,7 +14,7 @@ use std::net::IpAddr;
 use http::{header, HeaderMap, HeaderName, Method, Request, Uri, Version};
 
 use super::routes::Route;
-use crate::config::ServerConfig;
+use crate::config::{Authority, ServerConfig};
 use crate::error::ProxyError;
 
 /// What a local endpoint does, which decides which clients it takes.
@@ -145,6 +145,76 @@ pub fn check<B>(server: &ServerConfig, req: &Request<B>) -> Result<(), ProxyErro
         check_local(kind, req)?;
     }
     Ok(())
+}
+
+/// Forward-proxy mode: a `CONNECT` or absolute-form request needs the
+/// inbound token (when one is set) in `Proxy-Authorization`, as `Bearer
+/// <token>` or as the password of `Basic` (what clients send from
+/// `http://user:<token>@127.0.0.1:8080` in `HTTPS_PROXY`; the user name
+/// is not looked at).
+pub fn check_proxy_authorization(
+    server: &ServerConfig,
+    headers: &HeaderMap,
+) -> Result<(), ProxyError> {
+    let Some(token) = &server.inbound_token else {
+        return Ok(());
+    };
+    if bearer(headers, &header::PROXY_AUTHORIZATION).is_some_and(|p| token.ct_eq(p)) {
+        return Ok(());
+    }
+    let basic = headers
+        .get(header::PROXY_AUTHORIZATION)
+        .map(|v| v.as_bytes())
+        .filter(|v| v.len() > 6 && v[..6].eq_ignore_ascii_case(b"basic "))
+        .and_then(|v| {
+            use base64::Engine as _;
+            base64::engine::general_purpose::STANDARD
+                .decode(v[6..].trim_ascii())
+                .ok()
+        })
+        .map(zeroize::Zeroizing::new);
+    let password = basic.as_ref().and_then(|b| {
+        let colon = b.iter().position(|c| *c == b':')?;
+        Some(&b[colon + 1..])
+    });
+    if password.is_some_and(|p| token.ct_eq(p)) {
+        return Ok(());
+    }
+    Err(ProxyError::ProxyAuthenticationRequired)
+}
+
+/// Run instead of [`check`] on a request inside a `CONNECT` tunnel (or an
+/// absolute-form request rewritten for its host route), whose proxy
+/// authorization was checked when the tunnel was asked for: TRACE is
+/// refused as everywhere, and the request must name the tunnel's host
+/// (`Host`, or `:authority` on HTTP/2), so that one tunnel cannot carry
+/// requests for another host's routes past the host check.
+pub fn check_forwarded<B>(target: &Authority, req: &Request<B>) -> Result<(), ProxyError> {
+    if req.method() == Method::TRACE || req.method().as_str() == "TRACK" {
+        return Err(ProxyError::MethodNotAllowed {
+            method: req.method().to_string(),
+            path: crate::text::sanitize(req.uri().path(), 100),
+        });
+    }
+    if req.method() == Method::CONNECT {
+        return Err(ProxyError::BadRequest(
+            "CONNECT inside a tunnel is refused".into(),
+        ));
+    }
+    let named = match req.uri().authority() {
+        // Absolute form inside a tunnel names its host in the target.
+        Some(a) => Some(a.as_str()),
+        None => authority(req.version(), req.uri(), req.headers())?,
+    };
+    // HTTP/1.0 without Host: the tunnel's host.
+    let Some(named) = named else { return Ok(()) };
+    match Authority::parse_with_default(named, target.port) {
+        Ok(a) if a == *target => Ok(()),
+        _ => Err(ProxyError::Misdirected {
+            tunnel: target.to_string(),
+            host: crate::text::sanitize(named, 100),
+        }),
+    }
 }
 
 /// The token of `Bearer <token>` in header `name`. The scheme name is

@@ -17,7 +17,7 @@ use zeroize::Zeroize;
 
 pub use file::FileStore;
 pub use memory::MemoryStore;
-pub use redis::{RedisOptions, RedisStore};
+pub use redis::{probe as probe_redis, RedisOptions, RedisStore};
 pub use seal::FingerprintKey;
 
 use crate::config::StoreConfig;
@@ -178,6 +178,22 @@ pub enum StoreError {
         "renewal lease for provider {0} was lost before the write; not overwriting a newer token"
     )]
     LeaseLost(String),
+    /// Written to the Redis primary, but fewer replicas than
+    /// `store.min_replicas` acknowledged it within `store.replica_timeout`:
+    /// a failover could still lose it.
+    #[error("shared token store not durable: {0}")]
+    NotDurable(String),
+}
+
+impl StoreError {
+    /// The `outcome` label of a refresh this error refused to start
+    /// (`authproxy_token_requests_total`).
+    pub fn refusal_outcome(&self) -> &'static str {
+        match self {
+            StoreError::NotDurable(_) => "refused_store_not_durable",
+            _ => "refused_store_unavailable",
+        }
+    }
 }
 
 /// A cross-replica renewal lease, from stores shared by several proxies.
@@ -268,14 +284,15 @@ pub fn open(cfg: &StoreConfig) -> Result<Arc<dyn TokenStore>, StoreError> {
         } => Ok(Arc::new(FileStore::open(path, encryption_key.as_ref())?)),
         StoreConfig::Memory => Ok(Arc::new(MemoryStore::default())),
         StoreConfig::Redis {
-            url,
+            target,
             key_prefix,
             encryption_key,
-        } => Ok(Arc::new(RedisStore::open(
-            url,
+            timings,
+        } => Ok(Arc::new(RedisStore::open_target(
+            target,
             key_prefix,
             encryption_key.as_ref(),
-            RedisOptions::default(),
+            RedisOptions::from(timings),
         )?)),
     }
 }

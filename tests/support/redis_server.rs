@@ -20,6 +20,11 @@ pub struct RedisServer {
     pub port: u16,
     password: Option<String>,
     dir: tempfile::TempDir,
+    /// More `redis-server` arguments (`--replicaof …`).
+    extra: Vec<String>,
+    /// Runs `redis-sentinel` with this config (the port line is added at
+    /// each launch) instead of `redis-server`.
+    sentinel_conf: Option<String>,
 }
 
 /// Whether the tests may use `redis-server`: true when it is installed;
@@ -72,10 +77,46 @@ impl RedisServer {
             port: reserved.map_or_else(|| ClosedPort::new().release(), ClosedPort::release),
             password: password.map(str::to_string),
             dir: tempfile::tempdir().unwrap(),
+            extra: Vec::new(),
+            sentinel_conf: None,
         };
+        server.start_retrying(fixed);
+        Some(server)
+    }
+
+    /// A `redis-server` with more arguments (e.g. `--replicaof 127.0.0.1
+    /// <port>`), on a free port (retried when taken in between).
+    pub fn start_args(extra: &[String]) -> Option<RedisServer> {
+        Self::start_custom(extra.to_vec(), None)
+    }
+
+    /// A `redis-sentinel` with `conf` (without its `port` line), on a free
+    /// port (retried when taken in between).
+    pub fn start_sentinel(conf: &str) -> Option<RedisServer> {
+        Self::start_custom(Vec::new(), Some(conf.to_string()))
+    }
+
+    fn start_custom(extra: Vec<String>, sentinel_conf: Option<String>) -> Option<RedisServer> {
+        if !available() {
+            return None;
+        }
+        let mut server = RedisServer {
+            child: None,
+            port: ClosedPort::new().release(),
+            password: None,
+            dir: tempfile::tempdir().unwrap(),
+            extra,
+            sentinel_conf,
+        };
+        server.start_retrying(false);
+        Some(server)
+    }
+
+    fn start_retrying(&mut self, fixed: bool) {
+        let server = self;
         for _ in 0..5 {
             match server.launch() {
-                Launch::Up => return Some(server),
+                Launch::Up => return,
                 Launch::PortTaken if fixed => break,
                 Launch::PortTaken => server.port = ClosedPort::new().release(),
             }
@@ -90,6 +131,32 @@ impl RedisServer {
     /// Starts redis-server on `self.port` and waits (bounded) until it
     /// answers there as itself.
     fn launch(&mut self) -> Launch {
+        let mut cmd = if let Some(conf) = &self.sentinel_conf {
+            // Sentinel rewrites its config file: a fresh one per launch.
+            let path = self.dir.path().join("sentinel.conf");
+            let text = format!(
+                "port {}\nbind 127.0.0.1\ndaemonize no\nlogfile {}\ndir {}\n{conf}\n",
+                self.port,
+                self.log_path().display(),
+                self.dir.path().display()
+            );
+            std::fs::write(&path, text).unwrap();
+            let mut cmd = Command::new("redis-sentinel");
+            cmd.arg(path);
+            cmd
+        } else {
+            self.server_command()
+        };
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn redis-server");
+        self.wait_up(child)
+    }
+
+    fn server_command(&self) -> Command {
         let mut cmd = Command::new("redis-server");
         cmd.args(["--port", &self.port.to_string()])
             .args(["--bind", "127.0.0.1"])
@@ -103,12 +170,11 @@ impl RedisServer {
         if let Some(pw) = &self.password {
             cmd.args(["--requirepass", pw]);
         }
-        let mut child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn redis-server");
+        cmd.args(&self.extra);
+        cmd
+    }
+
+    fn wait_up(&mut self, mut child: Child) -> Launch {
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = child.try_wait() {
@@ -175,6 +241,18 @@ impl RedisServer {
             .unwrap()
     }
 
+    /// Sends `signal` (`STOP`, `CONT`) to the server: a stopped replica
+    /// neither applies nor acknowledges writes until continued.
+    pub fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().expect("server running").id();
+        let ok = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(pid.to_string())
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill -{signal} {pid}");
+    }
+
     /// Kills the server (`SIGKILL`: no chance to save anything, and it
     /// saves nothing anyway).
     pub fn kill(&mut self) {
@@ -188,6 +266,15 @@ impl RedisServer {
     /// the kill; should another process take it meanwhile the test fails
     /// here rather than talk to a stranger's server.
     pub fn restart(&mut self) {
+        self.restart_with(None);
+    }
+
+    /// As [`RedisServer::restart`], with other extra arguments (a killed
+    /// primary brought back as a replica of the new one).
+    pub fn restart_with(&mut self, extra: Option<Vec<String>>) {
+        if let Some(extra) = extra {
+            self.extra = extra;
+        }
         self.kill();
         for _ in 0..25 {
             if let Launch::Up = self.launch() {

@@ -1,10 +1,11 @@
 //! Turns the raw structs into checked ones ([`Checker`]), one file per
 //! table: [`server`], [`store`], [`provider`] (its client authentication
 //! in [`client_auth`]; and [`kinds`]: the credential kinds built once at
-//! load), [`route`], and TLS material in [`tls`].
+//! load), [`route`], [`forward`], and TLS material in [`tls`].
 
 mod client_auth;
 mod egress;
+mod forward;
 mod kinds;
 mod provider;
 mod route;
@@ -57,6 +58,7 @@ impl<'a> Checker<'a> {
     pub(super) fn config(&mut self, raw: RawConfig, file: PathBuf) -> Config {
         let server = self.server(raw.server);
         let store = self.store(raw.store);
+        let forward_proxy = self.forward_proxy(raw.forward_proxy, &store);
         let mut providers = BTreeMap::new();
         for (name, p) in raw.providers {
             let key = format!("providers.{name}");
@@ -78,15 +80,27 @@ impl<'a> Checker<'a> {
         let mut routes: Vec<RouteConfig> = Vec::new();
         for (i, r) in raw.routes.into_iter().enumerate() {
             let key = format!("routes[{i}]");
-            if let Some(route) = self.route(&key, r, &providers) {
-                if let Some(j) = routes.iter().position(|o| o.prefix == route.prefix) {
-                    self.err(
-                        format!("{key}.prefix"),
-                        format!(
-                            "duplicate prefix `{}` (also routes[{j}].prefix); each prefix may appear once",
-                            route.prefix
+            if let Some(route) = self.route(&key, r, &providers, forward_proxy.enabled) {
+                if let Some(j) = routes
+                    .iter()
+                    .position(|o| o.prefix == route.prefix && o.host == route.host)
+                {
+                    match &route.host {
+                        None => self.err(
+                            format!("{key}.prefix"),
+                            format!(
+                                "duplicate prefix `{}` (also routes[{j}].prefix); each prefix may appear once",
+                                route.prefix
+                            ),
                         ),
-                    );
+                        Some(host) => self.err(
+                            format!("{key}.host"),
+                            format!(
+                                "duplicate host route `{host}` with prefix `{}` (also routes[{j}]); each host and prefix may appear once",
+                                route.prefix
+                            ),
+                        ),
+                    }
                 }
                 routes.push(route);
             }
@@ -103,6 +117,7 @@ impl<'a> Checker<'a> {
             store,
             providers,
             routes,
+            forward_proxy,
         }
     }
 

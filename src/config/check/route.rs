@@ -12,8 +12,15 @@ impl Checker<'_> {
         key: &str,
         r: RawRoute,
         providers: &BTreeMap<String, ProviderConfig>,
+        forward_proxy: bool,
     ) -> Option<RouteConfig> {
+        let host = r
+            .host
+            .as_deref()
+            .and_then(|h| self.route_host(key, h, forward_proxy));
         let prefix = match r.prefix.as_deref() {
+            // A host route matches the whole host unless told otherwise.
+            None if r.host.is_some() => Some(PathPrefix::parse("/").expect("`/` is a prefix")),
             None => {
                 self.err(
                     format!("{key}.prefix"),
@@ -30,7 +37,12 @@ impl Checker<'_> {
             },
         };
         let fix_http = format!("allow_http = true on {key} if the network is trusted");
-        let upstream = match r.upstream.as_deref() {
+        let default_upstream = host.as_ref().map(|h| match h.port {
+            443 => format!("https://{}/", h.host),
+            port => format!("https://{}:{port}/", h.host),
+        });
+        let upstream = match r.upstream.as_deref().or(default_upstream.as_deref()) {
+            None if r.host.is_some() => None,
             None => {
                 self.err(
                     format!("{key}.upstream"),
@@ -122,6 +134,27 @@ impl Checker<'_> {
             max_upstream_connections: max_upstream_connections.clamp(1, 65_536),
             allow,
             client_identity,
+            host,
         })
+    }
+
+    /// `routes[].host`: `name` or `name:port` (443 when not given).
+    fn route_host(&mut self, key: &str, text: &str, forward_proxy: bool) -> Option<Authority> {
+        if !forward_proxy {
+            self.err(
+                format!("{key}.host"),
+                "host routes serve forward-proxy requests (CONNECT, absolute-form); set [forward_proxy] enabled = true, or use a prefix route",
+            );
+        }
+        match Authority::parse_with_default(text, 443) {
+            Ok(a) => Some(a),
+            Err(problem) => {
+                self.err(
+                    format!("{key}.host"),
+                    format!("`{text}` {problem}; write the API's host name as clients use it, e.g. host = \"api.vendor.example\" (or \"api.vendor.example:8443\")"),
+                );
+                None
+            }
+        }
     }
 }

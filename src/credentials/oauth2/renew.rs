@@ -125,7 +125,7 @@ impl OAuthProvider {
                     .get_or_create(&TokenLabels {
                         provider: self.name.clone(),
                         grant: "refresh_token".to_string(),
-                        outcome: "refused_store_unavailable".to_string(),
+                        outcome: e.refusal_outcome().to_string(),
                     })
                     .inc();
                 self.record_failure(trigger, &error, TRANSIENT_COOLDOWN);

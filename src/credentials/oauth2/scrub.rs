@@ -11,7 +11,7 @@ use std::sync::Arc;
 use base64::Engine;
 
 use super::OAuthProvider;
-use crate::config::{Config, OAuth2Config, ProviderKind, StoreConfig};
+use crate::config::{Config, OAuth2Config, ProviderKind, RedisTarget, StoreConfig};
 use crate::secret::Secret;
 use crate::text::Scrubber;
 
@@ -111,7 +111,23 @@ pub fn configured_secrets(config: &Config) -> Vec<Secret> {
             }
         }
     }
-    if let StoreConfig::Redis { url, .. } = &config.store {
+    if let StoreConfig::Redis {
+        target: RedisTarget::Sentinel(s),
+        ..
+    } = &config.store
+    {
+        out.extend(
+            [&s.password, &s.sentinel_password]
+                .into_iter()
+                .flatten()
+                .cloned(),
+        );
+    }
+    if let StoreConfig::Redis {
+        target: RedisTarget::Url(url),
+        ..
+    } = &config.store
+    {
         if let Some(password) = url::Url::parse(url.expose())
             .ok()
             .and_then(|u| u.password().map(str::to_string))

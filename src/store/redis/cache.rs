@@ -2,6 +2,7 @@
 //! and reading records from Redis into it.
 
 use std::collections::BTreeSet;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use ::redis::aio::ConnectionLike;
@@ -10,6 +11,7 @@ use zeroize::Zeroizing;
 
 use super::keys::INIT_KEYS;
 use super::{glob_escape, scrub, Shared};
+use crate::secret::SecretBuf;
 use crate::store::record::{Codec, Decoded, RecordError};
 use crate::store::{StoreError, StoredToken};
 
@@ -39,6 +41,11 @@ pub(super) struct Cached {
     /// `flush` and the resync after a reconnect try again, unless Redis has
     /// a newer version by then.
     pub(super) dirty: bool,
+    /// Written to the primary as these exact bytes, but fewer replicas
+    /// than wanted acknowledged it (`WAIT`): a failover now could lose it.
+    /// Written again (same bytes, same version) and waited for until they
+    /// do; meanwhile no renewal of this provider starts here.
+    pub(super) unacked: Option<Arc<SecretBuf>>,
 }
 
 impl Shared {
@@ -68,6 +75,7 @@ impl Shared {
                         version,
                         token,
                         dirty: false,
+                        unacked: None,
                     },
                 );
                 true
@@ -75,13 +83,22 @@ impl Shared {
         }
     }
 
-    pub(super) fn remember_written(&self, provider: &str, version: u64, token: StoredToken) {
+    /// A token written at `version`; `unacked` holds its bytes when the
+    /// replicas did not acknowledge it in time.
+    pub(super) fn remember_written(
+        &self,
+        provider: &str,
+        version: u64,
+        token: StoredToken,
+        unacked: Option<Arc<SecretBuf>>,
+    ) {
         self.cache.lock().unwrap().insert(
             provider.to_string(),
             Cached {
                 version,
                 token,
                 dirty: false,
+                unacked,
             },
         );
     }
@@ -104,6 +121,7 @@ impl Shared {
                 version,
                 token,
                 dirty: true,
+                unacked: None,
             },
         );
     }
@@ -119,8 +137,24 @@ impl Shared {
                 .build()
                 .map_err(|e| FillError::Unreachable(e.to_string()))?;
             rt.block_on(async {
+                // Behind Sentinel: ask for the primary first (installed
+                // below, on the caller's runtime).
+                let found = match &me.sentinels {
+                    Some(cfg) => Some(
+                        super::topology::resolve(cfg, timeout)
+                            .await
+                            .map_err(FillError::Unreachable)?,
+                    ),
+                    None => None,
+                };
+                let client = match &found {
+                    Some((client, _)) => client.clone(),
+                    None => me
+                        .client()
+                        .ok_or_else(|| FillError::Unreachable("no primary known".into()))?,
+                };
                 let attempt = async {
-                    let mut conn = me.client.get_multiplexed_async_connection().await?;
+                    let mut conn = client.get_multiplexed_async_connection().await?;
                     let (fresh, check) = me.init_args();
                     let (fp, kc): (String, String) = INIT_KEYS
                         .key(me.fingerprint_key_name())
@@ -133,24 +167,40 @@ impl Shared {
                         Ok(codec) => codec,
                         Err(e) => return Ok(Err(FillError::Fatal(e))),
                     };
-                    read_all(&mut conn, &me.prefix, &codec).await.map(Ok)
+                    let info: String = ::redis::cmd("INFO")
+                        .arg("replication")
+                        .query_async(&mut conn)
+                        .await?;
+                    let replicas = super::topology::connected_replicas(&info);
+                    read_all(&mut conn, &me.prefix, &codec)
+                        .await
+                        .map(|records| Ok((records, replicas)))
                 };
-                match tokio::time::timeout(timeout * 2, attempt).await {
+                let read = match tokio::time::timeout(timeout * 2, attempt).await {
                     Ok(Ok(r)) => r,
                     Ok(Err(e)) => Err(FillError::Unreachable(e.to_string())),
                     Err(_) => Err(FillError::Unreachable(format!(
                         "no answer within {:.0?}",
                         timeout * 2
                     ))),
-                }
+                };
+                Ok((found, read))
             })
         })
         .join()
         .unwrap_or_else(|_| Err(FillError::Unreachable("reader thread panicked".into())));
-        let records = read.map_err(|e| match e {
+        let scrubbed = |e| match e {
             FillError::Unreachable(why) => FillError::Unreachable(scrub(&why, &self.redact)),
             fatal => fatal,
-        })?;
+        };
+        let (found, read) = read.map_err(scrubbed)?;
+        if let Some((client, addr)) = found {
+            self.install(client, addr, false);
+        }
+        let (records, replicas) = read.map_err(scrubbed)?;
+        if replicas > 0 {
+            self.replicas_seen.store(true, Ordering::Relaxed);
+        }
         let mut n = 0;
         for r in records {
             match r.record {

@@ -12,6 +12,7 @@ use futures_util::StreamExt;
 
 use super::cache::{read_all, Cached};
 use super::scripts::RESTORE;
+use super::topology::Acked;
 use super::{scrub, Shared};
 use crate::store::StoreError;
 
@@ -59,7 +60,7 @@ impl Shared {
             };
             let ours = self.cache.lock().unwrap().get(&provider).cloned();
             match ours {
-                Some(c) if c.version > version => self.restore(&provider, c).await?,
+                Some(c) if c.version > version => tolerate_short(self.restore(&provider, c).await)?,
                 _ => {
                     if self.remember_read(&provider, version, token) {
                         tracing::info!(provider, "token changed in redis while this replica was not listening; taking it over");
@@ -78,49 +79,98 @@ impl Shared {
             .collect();
         for (provider, cached) in missing {
             tracing::warn!(provider, "token missing in redis (restarted without persistence?); writing back the one in memory");
-            self.restore(&provider, cached).await?;
+            tolerate_short(self.restore(&provider, cached).await)?;
         }
+        self.note_replicas().await;
         Ok(())
     }
 
     /// Writes a cached record back unless Redis has a newer one, which is
-    /// then taken over instead.
+    /// then taken over instead; a record the replicas did not acknowledge
+    /// is written again as the same bytes and waited for. Fails with
+    /// [`StoreError::NotDurable`] when they still do not.
     pub(super) async fn restore(&self, provider: &str, cached: Cached) -> Result<(), StoreError> {
         let codec = self.codec().await?;
         let key = self.token_key(provider);
-        let json = codec.encode(&cached.token, &key);
-        let channel = self.channel();
-        let name = provider.to_string();
+        let json = match &cached.unacked {
+            Some(bytes) => bytes.clone(),
+            None => Arc::new(codec.encode(&cached.token, &key)),
+        };
         let version = cached.version;
-        let answer: u64 = self
-            .call(|mut c| async move {
-                RESTORE
-                    .key(key)
-                    .arg(json.as_slice())
-                    .arg(version)
-                    .arg(channel)
-                    .arg(name)
-                    .invoke_async(&mut c)
-                    .await
-            })
-            .await?;
+        let mut eval = ::redis::cmd("EVAL");
+        eval.arg(RESTORE)
+            .arg(1)
+            .arg(key)
+            .arg(json.as_slice())
+            .arg(version)
+            .arg(self.channel())
+            .arg(provider);
+        let (answer, acked): (u64, Acked) = self.write_waited(eval).await?;
         if answer == 0 {
             self.note_form(provider, codec.sealer.is_some());
+            let short = match acked {
+                Acked::Enough => None,
+                Acked::Short { acked, wanted } => Some((acked, wanted)),
+            };
             if let Some(c) = self.cache.lock().unwrap().get_mut(provider) {
                 if c.version == version {
                     c.dirty = false;
+                    c.unacked = short.map(|_| json.clone());
                 }
             }
-            tracing::info!(provider, version, "token written back to redis");
+            if let Some((acked, wanted)) = short {
+                return Err(self.not_durable(provider, acked, wanted));
+            }
+            if cached.unacked.is_some() {
+                tracing::info!(
+                    provider,
+                    version,
+                    "token acknowledged by the replicas: durable again"
+                );
+            } else {
+                tracing::info!(provider, version, "token written back to redis");
+            }
             return Ok(());
         }
-        // Redis has a record at least as new: it wins.
+        // Redis has a newer record (or another one at this version): it
+        // wins, and ours is no longer waited for.
         if let Some((v, token)) = self.fetch(provider).await? {
+            if let Some(c) = self.cache.lock().unwrap().get_mut(provider) {
+                if c.version <= v {
+                    c.unacked = None;
+                }
+            }
             if self.remember_read(provider, v, token) {
                 let _ = self.changes.send(provider.to_string());
             }
         }
         Ok(())
+    }
+
+    /// Makes the newest token of `provider` durable if it is not (written
+    /// only here, or not acknowledged by the replicas): no renewal may
+    /// start from a token a failover could still take back.
+    /// Whether the newest token of `provider` is not yet durable.
+    pub(super) fn unsettled(&self, provider: &str) -> bool {
+        self.cache
+            .lock()
+            .unwrap()
+            .get(provider)
+            .is_some_and(|c| c.dirty || c.unacked.is_some())
+    }
+
+    pub(super) async fn settle(&self, provider: &str) -> Result<(), StoreError> {
+        let pending = self
+            .cache
+            .lock()
+            .unwrap()
+            .get(provider)
+            .filter(|c| c.dirty || c.unacked.is_some())
+            .cloned();
+        match pending {
+            Some(cached) => self.restore(provider, cached).await,
+            None => Ok(()),
+        }
     }
 
     pub(super) async fn flush_dirty(&self) -> Result<(), StoreError> {
@@ -129,7 +179,7 @@ impl Shared {
             .lock()
             .unwrap()
             .iter()
-            .filter(|(_, c)| c.dirty)
+            .filter(|(_, c)| c.dirty || c.unacked.is_some())
             .map(|(p, c)| (p.clone(), c.clone()))
             .collect();
         for (provider, cached) in dirty {
@@ -179,12 +229,21 @@ pub(super) async fn follow_changes(weak: Weak<Shared>) {
     let mut backoff = MIN_BACKOFF;
     loop {
         let Some(shared) = weak.upgrade() else { return };
-        let client = shared.client.clone();
+        // Behind Sentinel: subscribe where the primary is now (a
+        // demoted one would hear no more writes).
+        let found = shared.follow_primary(false).await;
+        let client = shared.client();
         let channel = shared.channel();
         let subscribe = async {
-            let mut pubsub = client.get_async_pubsub().await?;
-            pubsub.subscribe(&channel).await?;
-            Ok::<_, RedisError>(pubsub)
+            let Some(client) = client else {
+                return Err(found.err().unwrap_or_else(|| "no primary known".into()));
+            };
+            let pubsub = async {
+                let mut pubsub = client.get_async_pubsub().await?;
+                pubsub.subscribe(&channel).await?;
+                Ok::<_, RedisError>(pubsub)
+            };
+            pubsub.await.map_err(|e| scrub(&e, &shared.redact))
         };
         let connected = match tokio::time::timeout(shared.opts.op_timeout, subscribe).await {
             Ok(Ok(pubsub)) => match shared.resync().await {
@@ -197,7 +256,7 @@ pub(super) async fn follow_changes(weak: Weak<Shared>) {
                     .unwrap_or(m)),
                 Err(e) => Err(e.to_string()),
             },
-            Ok(Err(e)) => Err(scrub(&e, &shared.redact)),
+            Ok(Err(e)) => Err(e),
             Err(_) => Err(format!("no answer within {:.0?}", shared.opts.op_timeout)),
         };
         let pubsub = match connected {
@@ -243,5 +302,17 @@ pub(super) async fn follow_changes(weak: Weak<Shared>) {
         if let Some(shared) = weak.upgrade() {
             shared.link_down(scrub(&reason, &shared.redact));
         }
+    }
+}
+
+/// A resync that wrote everything back, but not yet to enough replicas,
+/// still counts as connected: the record stays marked and is retried.
+fn tolerate_short(r: Result<(), StoreError>) -> Result<(), StoreError> {
+    match r {
+        Err(StoreError::NotDurable(why)) => {
+            tracing::warn!(error = %why, "written back, not yet durable");
+            Ok(())
+        }
+        other => other,
     }
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 
 use super::scripts::{ACQUIRE, EXTEND, FENCED_SAVE, RELEASE};
+use super::topology::Acked;
 use super::{random_owner, Shared};
 use crate::store::{RenewalLease, StoreError, StoredToken};
 
@@ -20,6 +21,9 @@ pub(super) async fn acquire(
     // The keys first: a replica whose encryption key does not fit the
     // store must not renew (it could not write the result).
     s.codec().await?;
+    // Fail closed while the newest token is not durable: a failover could
+    // bring back the refresh token it replaced, already spent.
+    s.settle(provider).await?;
     let owner = random_owner();
     let lock = s.lock_key(provider);
     let key = s.token_key(provider);
@@ -29,23 +33,28 @@ pub(super) async fn acquire(
     let mut pause = Duration::from_millis(5);
     let mut waited = false;
     loop {
-        let (lock2, key2, owner2) = (lock.clone(), key.clone(), owner.clone());
-        let answer: Vec<i64> = s
-            .call(|mut c| async move {
-                ACQUIRE
-                    .key(lock2)
-                    .key(key2)
-                    .arg(owner2)
-                    .arg(ttl_ms)
-                    .invoke_async(&mut c)
-                    .await
-            })
-            .await?;
+        let mut eval = ::redis::cmd("EVAL");
+        eval.arg(ACQUIRE)
+            .arg(2)
+            .arg(&lock)
+            .arg(&key)
+            .arg(&owner)
+            .arg(ttl_ms);
+        let (answer, acked): (Vec<i64>, Acked) = s.write_waited(eval).await?;
         let (taken, value) = (
             answer.first().copied().unwrap_or(0),
             answer.get(1).copied().unwrap_or(0),
         );
         if taken == 1 {
+            if let Acked::Short { acked, wanted } = acked {
+                // A failover now could forget the lock while our refresh
+                // is in flight: give it back, refuse the renewal.
+                release_lock(s.clone(), lock, owner).await;
+                return Err(StoreError::NotDurable(format!(
+                    "the renewal lock of provider {provider} reached {acked} of {wanted} replica(s) within {:.0?} (store.min_replicas, store.replica_timeout); not renewing until the replicas answer",
+                    s.opts.replica_timeout
+                )));
+            }
             if waited {
                 tracing::debug!(
                     provider,
@@ -171,43 +180,43 @@ impl RenewalLease for RedisLease {
                     return Err(e);
                 }
             };
-            let json = codec.encode(&token, &key);
-            let lock = s.lock_key(&self.provider);
+            let json = Arc::new(codec.encode(&token, &key));
             let floor = s.cached_version(&self.provider);
-            let owner = self.owner.clone();
             let at_take = self.version_at_take;
-            let channel = s.channel();
-            let name = self.provider.clone();
-            let written: Result<u64, StoreError> = s
-                .call(|mut c| async move {
-                    FENCED_SAVE
-                        .key(key)
-                        .key(lock)
-                        .arg(json.as_slice())
-                        .arg(floor)
-                        .arg(owner)
-                        .arg(at_take)
-                        .arg(channel)
-                        .arg(name)
-                        .invoke_async(&mut c)
-                        .await
-                })
-                .await;
-            match written {
+            let mut eval = ::redis::cmd("EVAL");
+            eval.arg(FENCED_SAVE)
+                .arg(2)
+                .arg(key)
+                .arg(s.lock_key(&self.provider))
+                .arg(json.as_slice())
+                .arg(floor)
+                .arg(&self.owner)
+                .arg(at_take)
+                .arg(s.channel())
+                .arg(&self.provider);
+            // The write and its `WAIT` happen while the lease is held (the
+            // keeper extends it), so no other replica renews before the
+            // replicas have the new token.
+            match s.write_waited(eval).await {
                 // Refused or unknown outcome: ours is kept in memory at
                 // the version right after the one the lock was taken at,
                 // so any write made since (another replica's, or this very
                 // one if only its answer was lost) wins over it; it is
                 // written later only if Redis has nothing that new (e.g.
                 // it restarted without persistence).
-                Ok(0) => {
+                Ok((0, _)) => {
                     s.remember_dirty(&self.provider, at_take + 1, token);
                     Err(StoreError::LeaseLost(self.provider.clone()))
                 }
-                Ok(version) => {
-                    s.remember_written(&self.provider, version, token);
+                Ok((version, Acked::Enough)) => {
+                    s.remember_written(&self.provider, version, token, None);
                     s.note_form(&self.provider, codec.sealer.is_some());
                     Ok(())
+                }
+                Ok((version, Acked::Short { acked, wanted })) => {
+                    s.remember_written(&self.provider, version, token, Some(json));
+                    s.note_form(&self.provider, codec.sealer.is_some());
+                    Err(s.not_durable(&self.provider, acked, wanted))
                 }
                 Err(e) => {
                     s.remember_dirty(&self.provider, at_take + 1, token);
@@ -219,11 +228,37 @@ impl RenewalLease for RedisLease {
 
     fn release(mut self: Box<Self>) -> BoxFuture<'static, ()> {
         self.released = true;
-        self.keeper.abort();
         let shared = self.shared.clone();
+        let provider = self.provider.clone();
         let lock = shared.lock_key(&self.provider);
         let owner = self.owner.clone();
-        Box::pin(release_lock(shared, lock, owner))
+        if !shared.unsettled(&provider) {
+            self.keeper.abort();
+            return Box::pin(release_lock(shared, lock, owner));
+        }
+        // The new token is only here, or not yet on the replicas: the
+        // lease stays ours (the keeper goes on extending it, on the new
+        // primary after a failover) until it is, so that no other replica
+        // renews from the refresh token it replaced. In the background:
+        // the access token is in use already. Bounded by `lease_wait`.
+        let keeper = std::mem::replace(&mut self.keeper, tokio::spawn(async {}));
+        tokio::spawn(async move {
+            let deadline = tokio::time::Instant::now() + shared.opts.lease_wait;
+            let mut pause = Duration::from_millis(50);
+            while shared.unsettled(&provider) && tokio::time::Instant::now() < deadline {
+                match shared.settle(&provider).await {
+                    Ok(()) => break,
+                    Err(e) => {
+                        tracing::warn!(provider, error = %e, "new token not yet durable; holding the renewal lock");
+                        tokio::time::sleep(pause).await;
+                        pause = (pause * 2).min(Duration::from_secs(1));
+                    }
+                }
+            }
+            keeper.abort();
+            release_lock(shared, lock, owner).await;
+        });
+        Box::pin(async {})
     }
 }
 

@@ -30,33 +30,45 @@
 //! Here the store itself (opening, the [`TokenStore`] side); the Lua
 //! scripts in [`scripts`], the local cache and reading records in
 //! [`cache`], the change feed in [`feed`], the renewal lock in [`lease`],
-//! the store-wide keys in [`keys`], names and URLs in [`names`].
+//! the store-wide keys in [`keys`], names and URLs in [`names`], the
+//! connection to the primary in [`conn`], Sentinel, `WAIT` and the probe
+//! in [`topology`].
+//!
+//! High availability: behind Redis Sentinel the primary is asked of the
+//! sentinels and asked again after every failed command. Every write (and
+//! the taking of the lock) is followed by `WAIT` for `store.min_replicas`
+//! on the same connection; a write they did not acknowledge is kept in
+//! memory and written again, and until then no renewal of that provider
+//! starts here and the lease that wrote it is held.
 
 mod cache;
+mod conn;
 mod feed;
 mod keys;
 mod lease;
 mod names;
 mod scripts;
+mod topology;
 
 use std::collections::{BTreeSet, HashMap};
-use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use ::redis::aio::ConnectionManager;
-use ::redis::aio::ConnectionManagerConfig;
-use ::redis::{Client, RedisResult};
+use ::redis::Client;
 use futures_util::future::BoxFuture;
 use tokio::sync::broadcast;
 
 use super::{FingerprintKey, RenewalLease, StoreError, StoredToken, TokenStore};
+use crate::config::{RedisTarget, RedisTimings, SentinelConfig};
 use crate::secret::{Secret, SecretKey};
 use cache::Cached;
+use conn::{connection_manager, Primary};
 use keys::Keys;
 use names::{describe_url, glob_escape, scrub};
 use scripts::SAVE;
+pub use topology::probe;
+use topology::Acked;
 
 /// Timings of the Redis store. The defaults suit production; tests that
 /// drive [`RedisStore`] directly may shorten them.
@@ -72,15 +84,29 @@ pub struct RedisOptions {
     pub op_timeout: Duration,
     /// How often the pub/sub connection is checked with a `PING`.
     pub heartbeat: Duration,
+    /// `store.min_replicas`: replicas that must acknowledge a write
+    /// (`WAIT`); `None`: 1 behind Sentinel or when the primary reports
+    /// replicas, else 0.
+    pub min_replicas: Option<u32>,
+    /// `store.replica_timeout`: how long a write waits for them.
+    pub replica_timeout: Duration,
 }
 
 impl Default for RedisOptions {
     fn default() -> Self {
+        RedisOptions::from(&RedisTimings::default())
+    }
+}
+
+impl From<&RedisTimings> for RedisOptions {
+    fn from(t: &RedisTimings) -> Self {
         RedisOptions {
-            lease_ttl: Duration::from_secs(10),
-            lease_wait: Duration::from_secs(30),
+            lease_ttl: t.lease_ttl,
+            lease_wait: t.lease_wait,
             op_timeout: Duration::from_secs(2),
             heartbeat: Duration::from_secs(5),
+            min_replicas: t.min_replicas,
+            replica_timeout: t.replica_timeout,
         }
     }
 }
@@ -90,11 +116,20 @@ pub struct RedisStore {
 }
 
 struct Shared {
-    client: Client,
-    /// Reconnects by itself; replaced when it is stuck on a non-I/O error.
-    conn: Mutex<ConnectionManager>,
+    /// `None` behind Sentinel until the sentinels have named one.
+    primary: Mutex<Option<Primary>>,
+    /// `store.sentinels` and the rest: the primary is asked of them.
+    sentinels: Option<SentinelConfig>,
+    /// One sentinel lookup at a time.
+    resolving: tokio::sync::Mutex<()>,
+    /// How often the primary moved since start.
+    failovers: AtomicU64,
+    /// The primary reported connected replicas at some point (for the
+    /// default of `store.min_replicas`).
+    replicas_seen: AtomicBool,
     prefix: String,
-    /// `host:port/db`, for messages. Never the URL (it may hold a password).
+    /// `host:port/db` (or the sentinels and master name), for messages.
+    /// Never the URL (it may hold a password).
     endpoint: String,
     tls: bool,
     /// Credentials from the URL, scrubbed from any error text we pass on.
@@ -130,22 +165,68 @@ impl RedisStore {
         encryption_key: Option<&SecretKey>,
         opts: RedisOptions,
     ) -> Result<Self, StoreError> {
-        let (endpoint, tls, redact) = describe_url(url.expose());
-        let bad_url = |reason: String| StoreError::Read {
-            path: format!("redis {endpoint}"),
-            reason,
+        Self::open_target(
+            &RedisTarget::Url(url.clone()),
+            key_prefix,
+            encryption_key,
+            opts,
+        )
+    }
+
+    /// As [`RedisStore::open`], with the primary given by URL or found
+    /// through Redis Sentinel (and followed across failovers).
+    pub fn open_target(
+        target: &RedisTarget,
+        key_prefix: &str,
+        encryption_key: Option<&SecretKey>,
+        opts: RedisOptions,
+    ) -> Result<Self, StoreError> {
+        let (endpoint, tls, redact, primary, sentinels) = match target {
+            RedisTarget::Url(url) => {
+                let (endpoint, tls, redact) = describe_url(url.expose());
+                let bad_url = |reason: String| StoreError::Read {
+                    path: format!("redis {endpoint}"),
+                    reason,
+                };
+                let client = Client::open(url.expose())
+                    .map_err(|e| bad_url(format!("invalid store.url: {}", scrub(&e, &redact))))?;
+                if tokio::runtime::Handle::try_current().is_err() {
+                    return Err(bad_url("the redis store needs an async runtime".into()));
+                }
+                let conn = connection_manager(&client, &opts).map_err(|e| {
+                    bad_url(format!("cannot set up the client: {}", scrub(&e, &redact)))
+                })?;
+                let addr = endpoint.clone();
+                (
+                    endpoint.clone(),
+                    tls,
+                    redact,
+                    Some(Primary { client, conn, addr }),
+                    None,
+                )
+            }
+            RedisTarget::Sentinel(cfg) => {
+                let endpoint = topology::describe_sentinels(cfg);
+                let redact = topology::sentinel_secrets(cfg);
+                let bad = |reason: String| StoreError::Read {
+                    path: format!("redis {endpoint}"),
+                    reason,
+                };
+                topology::sentinel_client(cfg)
+                    .map_err(|e| bad(format!("invalid store.sentinels: {}", scrub(&e, &redact))))?;
+                if tokio::runtime::Handle::try_current().is_err() {
+                    return Err(bad("the redis store needs an async runtime".into()));
+                }
+                (endpoint, cfg.tls, redact, None, Some(cfg.clone()))
+            }
         };
-        let client = Client::open(url.expose())
-            .map_err(|e| bad_url(format!("invalid store.url: {}", scrub(&e, &redact))))?;
-        if tokio::runtime::Handle::try_current().is_err() {
-            return Err(bad_url("the redis store needs an async runtime".into()));
-        }
-        let conn = connection_manager(&client, &opts)
-            .map_err(|e| bad_url(format!("cannot set up the client: {}", scrub(&e, &redact))))?;
         let (changes, _) = broadcast::channel(64);
         let shared = Arc::new(Shared {
-            client,
-            conn: Mutex::new(conn),
+            primary: Mutex::new(primary),
+            sentinels,
+            resolving: tokio::sync::Mutex::new(()),
+            failovers: AtomicU64::new(0),
+            replicas_seen: AtomicBool::new(false),
             prefix: key_prefix.to_string(),
             endpoint,
             tls,
@@ -179,18 +260,21 @@ impl RedisStore {
         }
         Ok(RedisStore { shared })
     }
-}
 
-fn connection_manager(client: &Client, opts: &RedisOptions) -> RedisResult<ConnectionManager> {
-    // Few, quick reconnect attempts per command: when Redis is down a
-    // renewal should be refused within seconds, not after a long backoff.
-    let config = ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(opts.op_timeout))
-        .set_response_timeout(Some(opts.op_timeout))
-        .set_number_of_retries(1)
-        .set_min_delay(Duration::from_millis(50))
-        .set_max_delay(Duration::from_millis(500));
-    ConnectionManager::new_lazy_with_config(client.clone(), config)
+    /// How often the primary moved (Sentinel failovers) since start.
+    pub fn failovers(&self) -> u64 {
+        self.shared.failovers.load(Ordering::Relaxed)
+    }
+
+    /// `host:port` of the primary in use, once known.
+    pub fn primary(&self) -> Option<String> {
+        self.shared
+            .primary
+            .lock()
+            .unwrap()
+            .as_ref()
+            .map(|p| p.addr.clone())
+    }
 }
 
 fn random_owner() -> String {
@@ -211,64 +295,17 @@ impl Shared {
     }
 
     fn describe(&self) -> String {
+        let primary = match (&self.sentinels, &*self.primary.lock().unwrap()) {
+            (Some(_), Some(p)) => format!(", primary {}", p.addr),
+            (Some(_), None) => ", primary not known yet".to_string(),
+            (None, _) => String::new(),
+        };
         format!(
-            "redis {}{} (key prefix {:?})",
+            "redis {}{}{primary} (key prefix {:?})",
             self.endpoint,
             if self.tls { " tls" } else { "" },
             self.prefix
         )
-    }
-
-    fn unavailable(&self, e: &dyn std::fmt::Display) -> StoreError {
-        StoreError::Unavailable(format!(
-            "redis {} unreachable: {}",
-            self.endpoint,
-            scrub(e, &self.redact)
-        ))
-    }
-
-    /// Runs one operation on the shared connection, bounded in time, and
-    /// keeps the health state up to date.
-    async fn call<T, F, Fut>(&self, op: F) -> Result<T, StoreError>
-    where
-        F: FnOnce(ConnectionManager) -> Fut,
-        Fut: Future<Output = RedisResult<T>>,
-    {
-        let conn = self.conn.lock().unwrap().clone();
-        // The manager's own timeouts fire first (and make it reconnect);
-        // this outer bound only catches what they do not cover.
-        let bound = self.opts.op_timeout * 2 + Duration::from_millis(500);
-        let result = tokio::time::timeout(bound, op(conn)).await;
-        match result {
-            Ok(Ok(v)) => {
-                if self.command_error.lock().unwrap().take().is_some() {
-                    tracing::info!(store = %self.describe(), "redis answers again");
-                }
-                Ok(v)
-            }
-            Ok(Err(e)) => {
-                if !e.is_io_error() {
-                    // The manager reconnects on I/O errors only; anything
-                    // else (TLS, auth during a reconnect) could leave it
-                    // stuck, so start over with a fresh one.
-                    if let Ok(fresh) = connection_manager(&self.client, &self.opts) {
-                        *self.conn.lock().unwrap() = fresh;
-                    }
-                }
-                Err(self.command_failed(&e))
-            }
-            Err(_) => Err(self.command_failed(&format!("no answer within {bound:.0?}"))),
-        }
-    }
-
-    fn command_failed(&self, e: &dyn std::fmt::Display) -> StoreError {
-        let err = self.unavailable(e);
-        let mut slot = self.command_error.lock().unwrap();
-        if slot.is_none() {
-            tracing::error!(store = %self.describe(), error = %err, "redis command failed");
-        }
-        *slot = Some(err.to_string());
-        err
     }
 }
 
@@ -298,25 +335,28 @@ impl TokenStore for RedisStore {
                     return Err(e);
                 }
             };
-            let json = codec.encode(&token, &key);
-            let channel = s.channel();
-            let name = provider.to_string();
-            let written: Result<u64, StoreError> = s
-                .call(|mut c| async move {
-                    SAVE.key(key)
-                        .arg(json.as_slice())
-                        .arg(floor)
-                        .arg(channel)
-                        .arg(name)
-                        .invoke_async(&mut c)
-                        .await
-                })
-                .await;
-            match written {
-                Ok(version) => {
-                    s.remember_written(provider, version, token);
+            let json = Arc::new(codec.encode(&token, &key));
+            let mut eval = ::redis::cmd("EVAL");
+            eval.arg(SAVE)
+                .arg(1)
+                .arg(key)
+                .arg(json.as_slice())
+                .arg(floor)
+                .arg(s.channel())
+                .arg(provider);
+            match s.write_waited(eval).await {
+                Ok((version, acked)) => {
                     s.note_form(provider, codec.sealer.is_some());
-                    Ok(())
+                    match acked {
+                        Acked::Enough => {
+                            s.remember_written(provider, version, token, None);
+                            Ok(())
+                        }
+                        Acked::Short { acked, wanted } => {
+                            s.remember_written(provider, version, token, Some(json));
+                            Err(s.not_durable(provider, acked, wanted))
+                        }
+                    }
                 }
                 Err(e) => {
                     s.remember_dirty(provider, floor + 1, token);
@@ -334,9 +374,10 @@ impl TokenStore for RedisStore {
                 // subscribed): catch up here instead.
                 s.resync().await?;
                 s.link_up();
-            } else {
-                s.flush_dirty().await?;
             }
+            // Also what the replicas did not acknowledge (a resync leaves
+            // a record at the same version as it is).
+            s.flush_dirty().await?;
             if s.link_error.lock().unwrap().is_none() && s.command_error.lock().unwrap().is_none() {
                 return Ok(());
             }
@@ -371,11 +412,26 @@ impl TokenStore for RedisStore {
             .filter(|(_, c)| c.dirty)
             .map(|(p, _)| p.clone())
             .collect();
-        (!dirty.is_empty()).then(|| {
-            format!(
+        if !dirty.is_empty() {
+            return Some(format!(
                 "newest token of {} only in memory, not yet written to redis {}",
                 dirty.join(", "),
                 s.endpoint
+            ));
+        }
+        let unacked: Vec<String> = s
+            .cache
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, c)| c.unacked.is_some())
+            .map(|(p, _)| p.clone())
+            .collect();
+        (!unacked.is_empty()).then(|| {
+            format!(
+                "not durable: newest token of {} written to the redis primary but not yet acknowledged by {} replica(s) (store.min_replicas); a failover now could lose it",
+                unacked.join(", "),
+                s.wanted_replicas()
             )
         })
     }
