@@ -8,8 +8,10 @@
 
 mod check;
 pub mod client;
+mod client_tls;
 pub mod egress;
 pub mod error;
+mod forward;
 pub mod interpolate;
 pub mod policy;
 pub mod raw;

@@ -8,19 +8,15 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use std::sync::Arc;
-
 use http::HeaderName;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use sha2::{Digest, Sha256};
 use url::Url;
-use zeroize::Zeroizing;
 
+pub use super::client_tls::{ClientIdentity, ClientTls};
 pub use super::egress::{EgressConfig, NoProxy, ProxyEndpoint};
-use crate::http::authority::split_port;
+pub use super::forward::{ForwardProxyConfig, TunnelPattern};
 pub use crate::http::authority::{Authority, Host};
 pub use crate::oauth::{BodyEncoding, ClientAuth, GrantAssertion, Signer};
-use crate::secret::{Secret, SecretBuf, SecretKey};
+use crate::secret::{Secret, SecretKey};
 
 /// A checked configuration. Built only by [`Config::load`] / [`Config::parse`].
 #[derive(Debug, Clone, PartialEq)]
@@ -32,81 +28,6 @@ pub struct Config {
     pub providers: BTreeMap<String, ProviderConfig>,
     pub routes: Vec<RouteConfig>,
     pub forward_proxy: ForwardProxyConfig,
-}
-
-/// `[forward_proxy]`: `CONNECT` and absolute-form requests for the host
-/// routes (TLS terminated with a leaf certificate of the local CA) and
-/// the `tunnel` hosts (spliced blind).
-#[derive(Debug, Clone, PartialEq)]
-pub struct ForwardProxyConfig {
-    pub enabled: bool,
-    /// The local CA's certificate (PEM); made on first start with `ca_key`.
-    pub ca_cert: PathBuf,
-    /// Its private key (PKCS#8 PEM, 0600).
-    pub ca_key: PathBuf,
-    /// Hosts tunnelled blind: no TLS termination, no credential.
-    pub tunnel: Vec<TunnelPattern>,
-}
-
-/// One `forward_proxy.tunnel` entry: `host`, `*.suffix`, each with
-/// `:port` (443 when not given) or `:*` (any port).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TunnelPattern {
-    host: TunnelHost,
-    /// `None`: any port.
-    port: Option<u16>,
-    written: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum TunnelHost {
-    Exact(Host),
-    /// `*.example.org`: names below `example.org`, not itself.
-    Below(String),
-}
-
-impl TunnelPattern {
-    pub fn parse(text: &str) -> Result<TunnelPattern, String> {
-        let (host_text, port) = match text.strip_suffix(":*") {
-            Some(h) => (h, None),
-            None => {
-                let (h, p) = split_port(text).map_err(|e| format!("`{text}` {e}"))?;
-                (h, Some(p.unwrap_or(443)))
-            }
-        };
-        let host = match host_text.strip_prefix("*.") {
-            Some(rest) => match Host::parse(rest) {
-                Ok(Host::Name(n)) => TunnelHost::Below(n),
-                Ok(Host::Ip(_)) => {
-                    return Err(format!("`{text}`: `*.` goes before a name, not an address"))
-                }
-                Err(e) => return Err(format!("`{text}` {e}")),
-            },
-            None => TunnelHost::Exact(Host::parse(host_text).map_err(|e| format!("`{text}` {e}"))?),
-        };
-        Ok(TunnelPattern {
-            host,
-            port,
-            written: text.to_string(),
-        })
-    }
-
-    pub fn matches(&self, target: &Authority) -> bool {
-        if self.port.is_some_and(|p| p != target.port) {
-            return false;
-        }
-        match (&self.host, &target.host) {
-            (TunnelHost::Exact(h), t) => h == t,
-            (TunnelHost::Below(suffix), Host::Name(n)) => n
-                .strip_suffix(suffix.as_str())
-                .is_some_and(|rest| rest.len() > 1 && rest.ends_with('.')),
-            (TunnelHost::Below(_), Host::Ip(_)) => false,
-        }
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.written
-    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -375,86 +296,6 @@ pub struct OAuth2Config {
     pub tls: ClientTls,
     /// `dpop`: sender-constrained tokens (RFC 9449).
     pub dpop: bool,
-}
-
-/// A provider's or route's own TLS settings for the servers it talks to.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct ClientTls {
-    /// `ca_file`: CA certificates (DER) trusted besides the system's roots.
-    pub extra_roots: Vec<Vec<u8>>,
-    /// `client_cert` + `client_key`, presented in the handshake.
-    pub identity: Option<ClientIdentity>,
-}
-
-impl ClientTls {
-    pub fn is_default(&self) -> bool {
-        self.extra_roots.is_empty() && self.identity.is_none()
-    }
-}
-
-/// A client certificate chain with its private key, checked at load to
-/// belong together. Cheap to clone; the key never prints and its bytes are
-/// zeroed when the last clone goes.
-#[derive(Clone)]
-pub struct ClientIdentity {
-    chain: Arc<Vec<CertificateDer<'static>>>,
-    key: Arc<Zeroizing<PrivateKeyDer<'static>>>,
-    /// Chain and key as PEM, for HTTP clients that take only that.
-    pem: Arc<SecretBuf>,
-    /// SHA-256 of the end-entity certificate: tells identities apart.
-    fingerprint: [u8; 32],
-}
-
-impl ClientIdentity {
-    /// From parts already checked to match (config/check/tls.rs).
-    pub(super) fn new(
-        chain: Vec<CertificateDer<'static>>,
-        key: PrivateKeyDer<'static>,
-        pem: SecretBuf,
-    ) -> ClientIdentity {
-        let fingerprint = Sha256::digest(chain.first().map(|c| c.as_ref()).unwrap_or(&[])).into();
-        ClientIdentity {
-            chain: Arc::new(chain),
-            key: Arc::new(Zeroizing::new(key)),
-            pem: Arc::new(pem),
-            fingerprint,
-        }
-    }
-
-    pub fn chain(&self) -> &[CertificateDer<'static>] {
-        &self.chain
-    }
-
-    /// A copy of the key for a TLS config (rustls keeps its own).
-    pub fn key(&self) -> PrivateKeyDer<'static> {
-        self.key.clone_key()
-    }
-
-    pub fn pem(&self) -> &[u8] {
-        self.pem.as_slice()
-    }
-
-    /// SHA-256 of the certificate (not secret).
-    pub fn fingerprint(&self) -> [u8; 32] {
-        self.fingerprint
-    }
-}
-
-impl PartialEq for ClientIdentity {
-    fn eq(&self, other: &Self) -> bool {
-        use subtle::ConstantTimeEq;
-        self.chain == other.chain && bool::from(self.key.secret_der().ct_eq(other.key.secret_der()))
-    }
-}
-
-impl fmt::Debug for ClientIdentity {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "ClientIdentity({} certificate(s), key [redacted])",
-            self.chain.len()
-        )
-    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -15,7 +15,7 @@
 //! upstream: when it refuses a request (401/403) and its `Date` is more
 //! than five minutes away from the time signed, the difference is kept
 //! and the request is signed again and replayed once (what the AWS SDKs
-//! do on `RequestTimeTooSkewed`); see [`crate::proxy`]'s aws flow.
+//! do on `RequestTimeTooSkewed`); the proxy's aws flow (src/proxy/) does that.
 
 pub mod canonical;
 
