@@ -31,7 +31,10 @@ const MAX_DOCUMENT: usize = 256 * 1024;
 /// Checks an `issuer` as configured: an https URL (http only to loopback or
 /// with `allow_http`) without query or fragment (RFC 8414 §2).
 pub fn check_issuer(text: &str, allow_http: bool) -> Result<Url, String> {
-    let url = Url::parse(text).map_err(|e| format!("`{text}` is not a valid URL ({e})"))?;
+    // The text is the config's (or a fuzzer's): shown without control
+    // characters, as every message that reaches the log and status.
+    let url = Url::parse(text)
+        .map_err(|e| format!("`{}` is not a valid URL ({e})", sanitize(text, 200)))?;
     endpoint_allowed(&url, allow_http)?;
     if !url.username().is_empty() || url.password().is_some() {
         return Err(format!(
@@ -41,7 +44,8 @@ pub fn check_issuer(text: &str, allow_http: bool) -> Result<Url, String> {
     }
     if url.query().is_some() || url.fragment().is_some() {
         return Err(format!(
-            "`{text}` has a query or fragment; an issuer is a plain https URL (RFC 8414 §2)"
+            "`{}` has a query or fragment; an issuer is a plain https URL (RFC 8414 §2)",
+            sanitize(text, 200)
         ));
     }
     Ok(url)
@@ -100,8 +104,9 @@ pub fn parse_metadata(body: &[u8], issuer: &str, allow_http: bool) -> Result<Met
             ""
         };
         return Err(format!(
-            "names the issuer `{}`, not `{issuer}` (RFC 8414 §3.3: such a document must not be used){hint}",
-            sanitize(said, 200)
+            "names the issuer `{}`, not `{}` (RFC 8414 §3.3: such a document must not be used){hint}",
+            sanitize(said, 200),
+            sanitize(issuer, 200)
         ));
     }
     let endpoint = |name: &str| -> Result<Option<Url>, String> {

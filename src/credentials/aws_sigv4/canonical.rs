@@ -77,10 +77,11 @@ fn remove_dot_segments(path: &str) -> String {
             s => kept.push(s),
         }
     }
-    let mut out = String::with_capacity(path.len());
-    if path.starts_with('/') {
-        out.push('/');
-    }
+    // Always absolute, as AWS computes it: a path the signer gets without
+    // its `/` (none reaches it from the proxy, which sends origin-form
+    // paths) must not be signed as a relative one.
+    let mut out = String::with_capacity(path.len() + 1);
+    out.push('/');
     out.push_str(&kept.join("/"));
     if path.ends_with('/') && !kept.is_empty() {
         out.push('/');
