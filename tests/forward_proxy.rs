@@ -356,6 +356,111 @@ async fn tunnel_hosts_are_spliced_blind_with_the_upstream_certificate() {
     assert_eq!(echo.count(), 0);
 }
 
+/// A blind tunnel is an outbound connection like any other: with
+/// `server.egress_proxy` it is opened through that proxy's `CONNECT`, not
+/// directly (before, it went direct and skipped the egress rules).
+#[tokio::test]
+async fn blind_tunnels_go_through_the_egress_proxy() {
+    if !has_curl() {
+        return;
+    }
+    let pki = TestPki::new();
+    let (cert, key) = pki.issue(
+        "blind.example.test",
+        &[
+            "subjectAltName=DNS:blind.example.test",
+            "extendedKeyUsage=serverAuth",
+        ],
+    );
+    let upstream = TlsEcho::start(&cert, &key).await;
+    let egress = support::egress_proxy::RecordingProxy::open().await;
+    let echo = Echo::start().await;
+    let server = format!("egress_proxy = \"{}\"", egress.url());
+    let proxy = start_proxy(&config(
+        &echo,
+        &server,
+        "tunnel = [\"blind.example.test:*\"]",
+    ))
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let upstream_ca = dir.path().join("upstream-ca.pem");
+    std::fs::write(&upstream_ca, &pki.ca_pem).unwrap();
+    let target = format!("blind.example.test:{}", upstream.addr.port());
+    let proxy_url = format!("http://{}", proxy.addr);
+    let c = curl(&[
+        "--proxy",
+        &proxy_url,
+        "--cacert",
+        upstream_ca.to_str().unwrap(),
+        &format!("https://{target}/via-egress"),
+    ])
+    .await;
+    assert_eq!((c.code, c.status.as_str()), (0, "200"), "{}", c.stderr);
+    assert_eq!(upstream.last().path, "/via-egress");
+    let seen = egress.seen();
+    assert!(
+        seen.iter()
+            .any(|s| s.method == "CONNECT" && s.target == target),
+        "the egress proxy saw {seen:?}"
+    );
+}
+
+/// A blind tunnel nobody speaks on is closed after
+/// `server.tunnel_idle_timeout`, on both sides; before, a client that
+/// vanished without a FIN held the tunnel (a connection slot and a task)
+/// for ever.
+#[tokio::test]
+async fn a_quiet_blind_tunnel_is_closed_after_tunnel_idle_timeout() {
+    let upstream = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = upstream.local_addr().unwrap().port();
+    let echo = Echo::start().await;
+    let proxy = start_proxy(&config(
+        &echo,
+        "tunnel_idle_timeout = \"1s\"",
+        "tunnel = [\"127.0.0.1:*\"]",
+    ))
+    .await;
+    let mut client = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    client
+        .write_all(
+            format!("CONNECT 127.0.0.1:{port} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n")
+                .as_bytes(),
+        )
+        .await
+        .unwrap();
+    let (mut far, _) = upstream.accept().await.unwrap();
+    // Bytes pass while the tunnel is used...
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        assert_eq!(client.read(&mut byte).await.unwrap(), 1, "{head:?}");
+        head.push(byte[0]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    client.write_all(b"hello").await.unwrap();
+    let mut got = [0u8; 5];
+    far.read_exact(&mut got).await.unwrap();
+    assert_eq!(&got, b"hello");
+    // ...then silence: both ends see the close. The bound only keeps a
+    // broken build from hanging the suite; it is not a timing assertion.
+    let bound = std::time::Duration::from_secs(120);
+    let mut rest = Vec::new();
+    let n = tokio::time::timeout(bound, client.read_to_end(&mut rest))
+        .await
+        .expect("the client's side was closed")
+        .unwrap_or(0);
+    assert_eq!(n, 0);
+    let n = tokio::time::timeout(bound, far.read_to_end(&mut rest))
+        .await
+        .expect("the upstream's side was closed")
+        .unwrap_or(0);
+    assert_eq!(n, 0);
+}
+
 #[tokio::test]
 async fn inbound_token_is_needed_on_connect() {
     if !has_curl() {

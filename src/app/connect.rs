@@ -12,10 +12,12 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Body;
 use http::{header, HeaderValue, Method, Request, Response, Uri, Version};
 use hyper::body::Incoming;
+use tokio::net::TcpStream;
 
 use super::dispatch::{answer, answer_tunnel, App};
 use super::record::{Logged, Record};
@@ -80,7 +82,8 @@ enum Plan {
     /// A host route's host: TLS terminated here with this configuration.
     Terminate(Arc<rustls::ServerConfig>),
     /// A `forward_proxy.tunnel` host: this connection, spliced blind.
-    Blind(tokio::net::TcpStream),
+    /// Its connection, and `server.tunnel_idle_timeout`.
+    Blind(TcpStream, Duration),
 }
 
 /// Answers a `CONNECT` (logged and counted like any request, by
@@ -106,10 +109,10 @@ pub(super) async fn connect(
                         terminate(app, upgrade, tls, target, activity, limits).await;
                     });
                 }
-                Plan::Blind(upstream) => {
+                Plan::Blind(upstream, idle) => {
                     tokio::spawn(async move {
                         let _drain = drain;
-                        splice(upgrade, upstream).await;
+                        splice(upgrade, upstream, idle).await;
                     });
                 }
             }
@@ -171,23 +174,24 @@ async fn plan(
         });
     }
     let server = &runtime.config.server;
-    let address = (target.host.san(), target.port);
     let unreachable = |detail: String| ProxyError::UpstreamUnreachable {
         provider: None,
         upstream: target.to_string(),
         detail,
     };
-    match tokio::time::timeout(
-        server.connect_timeout,
-        tokio::net::TcpStream::connect((address.0.as_str(), address.1)),
-    )
-    .await
-    {
+    let shown = target.to_string();
+    let dial = crate::upstream::egress::dial_blind(app.egress(), &shown, server.connect_timeout);
+    // The connector bounds the TCP connect; this bounds the egress proxy's
+    // answer to our own `CONNECT` too.
+    match tokio::time::timeout(server.connect_timeout, dial).await {
         Ok(Ok(stream)) => {
             let _ = stream.set_nodelay(true);
-            Ok((Arc::new(target), Plan::Blind(stream)))
+            Ok((
+                Arc::new(target),
+                Plan::Blind(stream, server.tunnel_idle_timeout),
+            ))
         }
-        Ok(Err(e)) => Err(unreachable(e.to_string())),
+        Ok(Err(e)) => Err(unreachable(crate::upstream::describe(&*e))),
         Err(_) => Err(unreachable(format!(
             "no connection within server.connect_timeout ({:.1}s)",
             server.connect_timeout.as_secs_f64()
@@ -247,12 +251,16 @@ async fn terminate(
     }
 }
 
-/// A blind tunnel: bytes both ways until either side closes.
-async fn splice(upgrade: hyper::upgrade::OnUpgrade, mut upstream: tokio::net::TcpStream) {
-    let Some(mut client) = upgraded(upgrade).await else {
+/// A blind tunnel: bytes both ways until both sides close or it has been
+/// quiet for `server.tunnel_idle_timeout`.
+async fn splice(upgrade: hyper::upgrade::OnUpgrade, upstream: TcpStream, idle: Duration) {
+    let Some(client) = upgraded(upgrade).await else {
         return;
     };
-    let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+    if crate::http::splice::splice(client, upstream, idle).await == crate::http::splice::Ended::Idle
+    {
+        tracing::debug!("blind tunnel closed: quiet for server.tunnel_idle_timeout");
+    }
 }
 
 #[cfg(test)]

@@ -69,6 +69,12 @@ impl App {
     pub(super) fn forward_ca(&self) -> Option<&crate::ca::LocalCa> {
         self.inner.state.forward_ca.as_deref()
     }
+
+    /// The egress proxy the process started with (upstream connections
+    /// keep it across reloads, and so do blind tunnels).
+    pub(super) fn egress(&self) -> &crate::config::EgressConfig {
+        &self.inner.state.egress
+    }
 }
 
 fn is_local(path: &str) -> bool {

@@ -56,6 +56,9 @@ pub struct ServerConfig {
     pub upstream_idle_timeout: Duration,
     /// Longest pause inside a client's request body before it is cut (408).
     pub body_read_timeout: Duration,
+    /// Longest silence (both directions) of a blind `CONNECT` tunnel or an
+    /// upgraded connection before both sides are closed.
+    pub tunnel_idle_timeout: Duration,
     /// Most client connections at once (`None`: the default, 4096); never
     /// more than the file-descriptor limit allows (see `app::limits`).
     pub max_connections: Option<usize>,

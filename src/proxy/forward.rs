@@ -300,6 +300,7 @@ impl Forward<'_> {
                     client_upgrade,
                     hyper::upgrade::on(&mut response),
                     self.conn.enter_drain(),
+                    self.fwd.config.server.tunnel_idle_timeout,
                 );
             }
         }

@@ -121,6 +121,24 @@ impl Service<Uri> for Dialer {
     }
 }
 
+/// The connection of a blind `CONNECT` tunnel (`forward_proxy.tunnel`) to
+/// `target` (`host:port`, IPv6 in brackets): like every other outbound
+/// connection, through the egress proxy the config names for https to that
+/// host (a tunnel carries TLS as a rule), else directly. The TCP connect is
+/// bounded by `connect_timeout`, as for upstreams.
+pub async fn dial_blind(
+    egress: &EgressConfig,
+    target: &str,
+    connect_timeout: std::time::Duration,
+) -> Result<TcpStream, BoxError> {
+    let url = url::Url::parse(&format!("https://{target}/"))?;
+    let dst: Uri = format!("https://{target}/").parse()?;
+    let via = egress.proxy_for_url(&url);
+    let mut dialer = Dialer::new(super::tls::tcp_connector(connect_timeout), via, true);
+    let conn = dialer.call(dst).await?;
+    Ok(conn.into_inner())
+}
+
 /// `CONNECT host:port` on a connection to the proxy; the stream is the
 /// tunnel once the proxy answered 2xx (RFC 9110 §9.3.6).
 async fn connect_tunnel(

@@ -72,16 +72,21 @@ impl UpstreamError {
     /// The error and its causes, e.g. "connect failed: tcp connect error:
     /// Connection refused (os error 111)".
     pub fn describe(&self) -> String {
-        let mut parts: Vec<String> = Vec::new();
-        let chain = std::iter::successors(Some(self as &dyn std::error::Error), |e| e.source());
-        for e in chain {
-            let text = e.to_string();
-            if !parts.iter().any(|p| p.contains(&text)) {
-                parts.push(text);
-            }
-        }
-        parts.join(": ")
+        describe(self)
     }
+}
+
+/// An error and its causes, each said once: "connect failed: tcp connect
+/// error: Connection refused (os error 111)".
+pub fn describe(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for e in std::iter::successors(Some(error), |e| e.source()) {
+        let text = e.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+    }
+    parts.join(": ")
 }
 
 impl Upstreams {

@@ -161,6 +161,17 @@ impl Checker<'_> {
                 "must be more than 0; e.g. \"60s\"",
             );
         }
+        let tunnel_idle_timeout = self.duration(
+            "server.tunnel_idle_timeout",
+            raw.tunnel_idle_timeout,
+            Duration::from_secs(3600),
+        );
+        if tunnel_idle_timeout.is_zero() {
+            self.err(
+                "server.tunnel_idle_timeout",
+                "must be more than 0; e.g. \"1h\"",
+            );
+        }
         let max_connections = raw.max_connections;
         if max_connections.is_some_and(|n| !(1..=1_000_000).contains(&n)) {
             self.err(
@@ -204,6 +215,7 @@ impl Checker<'_> {
             max_request_body,
             upstream_idle_timeout,
             body_read_timeout,
+            tunnel_idle_timeout,
             max_connections: max_connections.map(|n| n.clamp(1, 1_000_000)),
             max_buffered_bytes,
             watch_config: raw.watch_config.unwrap_or(true),
