@@ -508,6 +508,7 @@ fn token(access: &str) -> StoredToken {
         obtained_at: 1,
         owner: Owner::Fingerprint("fp".into()),
         dpop_key: None,
+        rotation: None,
     }
 }
 

@@ -204,6 +204,7 @@ raw_provider! {
     "allow_http" => allow_http: bool,
     "redirect_uri" => redirect_uri: String,
     "token_timeout" => token_timeout: String,
+    "rotation_grace" => rotation_grace: String,
     "params" => params: BTreeMap<String, String>,
     "access_key_id" => access_key_id: String,
     "secret_access_key" => secret_access_key: String,

@@ -282,6 +282,10 @@ pub struct OAuth2Config {
     pub seed_access_token: Option<Secret>,
     pub redirect_uri: Option<Url>,
     pub token_timeout: Duration,
+    /// `rotation_grace`: how long the provider still takes a spent refresh
+    /// token once more (its reuse interval / grace period); zero: never.
+    /// Within it, a rotation interrupted by a crash is retried at start.
+    pub rotation_grace: Duration,
     /// `issuer`, as written: the endpoints not given are taken from its
     /// metadata (discovery).
     pub issuer: Option<String>,

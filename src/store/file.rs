@@ -364,6 +364,7 @@ mod tests {
             obtained_at: 1,
             owner: Owner::Fingerprint("fp".into()),
             dpop_key: None,
+            rotation: None,
         }
     }
 

@@ -105,6 +105,22 @@ pub struct StoredToken {
     pub owner: Owner,
     /// The DPoP private key the tokens are bound to (PKCS#8, base64url).
     pub dpop_key: Option<Secret>,
+    /// A refresh-token grant sent with `refresh_token` whose answer is not
+    /// stored yet: written before the grant goes out, cleared by the
+    /// write of its answer (the same record, so one atomic write).
+    pub rotation: Option<RotationIntent>,
+}
+
+/// An open rotation: the refresh token it spends, as a keyed hash
+/// ([`FingerprintKey::token_hash`]; never the token), and when it started.
+/// Found at start, it says the provider may have rotated the token while
+/// its answer was lost (spec: "A crash in the middle of a rotation").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RotationIntent {
+    pub refresh_hash: String,
+    /// Unix seconds: when the first grant with this refresh token was
+    /// about to be sent (a retry keeps the first time).
+    pub started_at: u64,
 }
 
 impl StoredToken {
@@ -117,6 +133,7 @@ impl StoredToken {
             obtained_at: token.obtained_at,
             owner: Owner::Identity(identity.clone()),
             dpop_key: None,
+            rotation: None,
         }
     }
 
@@ -140,7 +157,8 @@ impl StoredToken {
         }
     }
 
-    /// The same tokens and times (whoever they are recorded for).
+    /// The same tokens, times and open rotation (whoever they are recorded
+    /// for).
     pub fn same_tokens(&self, other: &StoredToken) -> bool {
         self.access_token == other.access_token
             && self.refresh_token == other.refresh_token
@@ -148,6 +166,7 @@ impl StoredToken {
             && self.token_type == other.token_type
             && self.obtained_at == other.obtained_at
             && self.dpop_key == other.dpop_key
+            && self.rotation == other.rotation
     }
 }
 

@@ -8,7 +8,7 @@ use serde::ser::Error as _;
 use serde::{Deserialize, Serialize, Serializer};
 
 use super::seal::{FingerprintKey, Sealer};
-use super::{Owner, StoredToken};
+use super::{Owner, RotationIntent, StoredToken};
 use crate::secret::{Secret, SecretBuf};
 
 /// How one store writes and reads its records.
@@ -59,6 +59,15 @@ struct PlainOut<'a> {
     seed_fingerprint: String,
     #[serde(skip_serializing_if = "Option::is_none", serialize_with = "expose")]
     dpop_key: Option<&'a Secret>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rotation: Option<IntentJson>,
+}
+
+/// An open rotation as written: the keyed hash, never the token.
+#[derive(Serialize, Deserialize)]
+struct IntentJson {
+    refresh_hash: String,
+    started_at: u64,
 }
 
 /// The one `Serialize` of a secret: into a store record.
@@ -95,6 +104,10 @@ impl Serialize for RecordOut<'_> {
                 Owner::Fingerprint(stored) => stored.clone(),
             },
             dpop_key: t.dpop_key.as_ref(),
+            rotation: t.rotation.as_ref().map(|r| IntentJson {
+                refresh_hash: r.refresh_hash.clone(),
+                started_at: r.started_at,
+            }),
         };
         match &self.codec.sealer {
             None => plain.serialize(s),
@@ -176,6 +189,8 @@ pub(super) struct RecordIn {
     sealed: Option<String>,
     #[serde(default)]
     dpop_key: Option<Secret>,
+    #[serde(default)]
+    rotation: Option<IntentJson>,
 }
 
 impl RecordIn {
@@ -195,6 +210,10 @@ impl RecordIn {
             obtained_at: self.obtained_at,
             owner: Owner::Fingerprint(fingerprint),
             dpop_key: self.dpop_key,
+            rotation: self.rotation.map(|r| RotationIntent {
+                refresh_hash: r.refresh_hash,
+                started_at: r.started_at,
+            }),
         })
     }
 }
@@ -214,6 +233,10 @@ mod tests {
             obtained_at: 5,
             owner: Owner::Identity(identity.clone()),
             dpop_key: Some(Secret::new("dpop-SECRET")),
+            rotation: Some(RotationIntent {
+                refresh_hash: "ab12".into(),
+                started_at: 4,
+            }),
         }
     }
 

@@ -147,6 +147,24 @@ impl FingerprintKey {
     }
 }
 
+impl FingerprintKey {
+    /// What a rotation intent records of the refresh token it spends:
+    /// HMAC-SHA-256 under this key (hex), so the store never holds the
+    /// token in clear outside its record, and a hash cannot be tested
+    /// against guesses without the key.
+    pub fn token_hash(&self, token: &Secret) -> String {
+        let key = hmac::Key::new(hmac::HMAC_SHA256, self.0.expose());
+        let mut ctx = hmac::Context::with_key(&key);
+        ctx.update(b"authproxy-refresh-v1\0");
+        ctx.update(token.expose().as_bytes());
+        ctx.sign()
+            .as_ref()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+}
+
 impl std::fmt::Debug for FingerprintKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("FingerprintKey([redacted])")

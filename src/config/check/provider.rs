@@ -12,6 +12,10 @@ use crate::config::raw::RawProvider;
 use crate::config::types::*;
 use crate::secret::Secret;
 
+/// A grace longer than this is a typo (providers allow seconds to
+/// minutes), and would keep a stolen refresh token usable for as long.
+const MAX_ROTATION_GRACE: Duration = Duration::from_secs(3600);
+
 const GRANTS: &str = "\"password\", \"client_credentials\", \"refresh_token\", \"implicit\", \"jwt_bearer\", \"authorization_code\" or \"device_code\"";
 
 impl Checker<'_> {
@@ -138,6 +142,7 @@ impl Checker<'_> {
                         | "refresh_token"
                         | "extra"
                         | "token_timeout"
+                        | "rotation_grace"
                         | "private_key"
                         | "key_id"
                         | "key_certificate"
@@ -170,6 +175,7 @@ impl Checker<'_> {
                         | "authorize_url"
                         | "redirect_uri"
                         | "refresh_token"
+                        | "rotation_grace"
                         | "device_authorization_url"
                 ),
                 // The person's login is the grant: no password of theirs
@@ -314,6 +320,17 @@ impl Checker<'_> {
             p.token_timeout,
             Duration::from_secs(15),
         );
+        let rotation_grace = self.duration(
+            &format!("{key}.rotation_grace"),
+            p.rotation_grace,
+            Duration::ZERO,
+        );
+        if rotation_grace > MAX_ROTATION_GRACE {
+            self.err(
+                format!("{key}.rotation_grace"),
+                format!("{rotation_grace:?} is longer than any provider's reuse interval; set the provider's own (Auth0 reuse interval, Okta grace period, Cognito RetryGracePeriodSeconds), at most \"1h\""),
+            );
+        }
         let mut extra = Vec::new();
         for (k, v) in p.extra.unwrap_or_default() {
             const RESERVED: [&str; 11] = [
@@ -373,6 +390,7 @@ impl Checker<'_> {
             seed_access_token: seed_access_token.filter(|s| !s.is_empty()),
             redirect_uri,
             token_timeout,
+            rotation_grace,
             issuer,
             allow_http,
             client_assertion: auth.client_assertion,

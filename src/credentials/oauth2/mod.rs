@@ -450,6 +450,7 @@ impl OAuthProvider {
                 obtained_at: now,
                 owner: Owner::Identity(self.identity.clone()),
                 dpop_key: self.dpop_key_record(),
+                rotation: None,
             };
             let saved = match lease {
                 Some(lease) => lease.save(record).await,

@@ -513,6 +513,7 @@ mod tests {
             obtained_at: 0,
             owner: Owner::Identity(p.identity.clone()),
             dpop_key: None,
+            rotation: None,
         };
         store.save("p", theirs).await.unwrap();
         // Before the fix this waited for the lock held above, forever:

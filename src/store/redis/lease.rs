@@ -101,7 +101,8 @@ struct RedisLease {
     shared: Arc<Shared>,
     provider: String,
     owner: String,
-    /// The token's version when the lock was taken (the fencing token).
+    /// The token's version when the lock was taken, or of this lease's
+    /// own last write (the fencing token).
     version_at_take: u64,
     keeper: tokio::task::JoinHandle<()>,
     released: bool,
@@ -209,11 +210,16 @@ impl RenewalLease for RedisLease {
                     Err(StoreError::LeaseLost(self.provider.clone()))
                 }
                 Ok((version, Acked::Enough)) => {
+                    // Our own write: a later one of this lease (the answer
+                    // after the rotation intent) is fenced against writes
+                    // made since this one, not since the take.
+                    self.version_at_take = version;
                     s.remember_written(&self.provider, version, token, None);
                     s.note_form(&self.provider, codec.sealer.is_some());
                     Ok(())
                 }
                 Ok((version, Acked::Short { acked, wanted })) => {
+                    self.version_at_take = version;
                     s.remember_written(&self.provider, version, token, Some(json));
                     s.note_form(&self.provider, codec.sealer.is_some());
                     Err(s.not_durable(&self.provider, acked, wanted))
