@@ -102,6 +102,9 @@ pub(super) async fn status(State(admin): State<Arc<Admin>>) -> Response {
                         "message": stats.last_error_message,
                     })),
                     "store_error": stats.store_error,
+                    // The rotation whose answer was lost, when its refresh
+                    // token was then refused.
+                    "rotation_interrupted_at": stats.rotation_interrupted_at.map(rfc3339),
                     "login_url": matches!(p.config().grant, Grant::Implicit | Grant::AuthorizationCode).then(|| p.login_url()),
                     // Device code: the flow pending (until when) or how the last one ended.
                     "device_login": (p.config().grant == Grant::DeviceCode).then(|| p.device_state().to_json()),

@@ -102,10 +102,19 @@ impl AppState {
     }
 
     /// Writes stored records that were taken at start but are in an older
-    /// form again (see `OAuthProvider::upgrade_stored_record`). Once per
+    /// form again (see `OAuthProvider::upgrade_stored_record`), and starts
+    /// the retry of rotations a crash interrupted within `rotation_grace`
+    /// (see `OAuthProvider::resume_interrupted_rotation`; in tasks of
+    /// their own, never cancelled halfway by a caller's timeout). Once per
     /// provider; later calls do nothing.
     pub async fn upgrade_store_records(&self) {
         let runtime = self.runtime();
+        for credential in runtime.credentials.values() {
+            if let Credential::OAuth2(p) = credential.as_ref() {
+                let p = p.clone();
+                tokio::spawn(async move { p.resume_interrupted_rotation().await });
+            }
+        }
         for credential in runtime.credentials.values() {
             if let Credential::OAuth2(p) = credential.as_ref() {
                 p.upgrade_stored_record().await;

@@ -3,7 +3,8 @@
 //! and durable hand-off of every new token to the store.
 //!
 //! Split by concern: the token in use ([`state`]), single-flight renewal
-//! and hand-off to the store ([`renew`]), what `/_authproxy/status`
+//! ([`renew`]), the hand-off of tokens to and from the store
+//! ([`handoff`]), a rotation interrupted by a crash ([`rotation`]), what `/_authproxy/status`
 //! shows ([`status`]), stored records in an older form ([`upgrade`]), the
 //! DPoP key and proofs ([`dpop`]), the token request a provider makes and
 //! whose tokens they are ([`request`]), and
@@ -14,19 +15,21 @@
 mod discover;
 mod dpop;
 mod grants;
+mod handoff;
 mod login;
 mod renew;
 mod request;
+mod rotation;
 mod scrub;
 mod state;
 mod status;
 mod upgrade;
 
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use arc_swap::ArcSwapOption;
-use http::{HeaderName, HeaderValue};
+use http::HeaderName;
 use url::Url;
 
 use crate::clock::unix_now;
@@ -61,6 +64,8 @@ pub enum Trigger {
     XApiExpired,
     /// Upstream said `401` + `X-API-Revoked`: drop everything, log in again.
     XApiRevoked,
+    /// At start, a rotation interrupted within `rotation_grace` is retried.
+    Interrupted,
     /// A plain `401` on an oauth2 route (treated like expired, unless a
     /// renewal after a plain `401` did not cure the last one).
     Unauthorized,
@@ -74,6 +79,7 @@ impl Trigger {
             Trigger::Expired => "expired",
             Trigger::XApiExpired => "x_api_expired",
             Trigger::XApiRevoked => "x_api_revoked",
+            Trigger::Interrupted => "interrupted_rotation",
             Trigger::Unauthorized => "unauthorized",
         }
     }
@@ -125,6 +131,9 @@ pub struct OAuthProvider {
     /// form (older fingerprint, or plain text while a key is set): see
     /// [`OAuthProvider::upgrade_stored_record`].
     upgrade_pending: AtomicBool,
+    /// A rotation interrupted within `rotation_grace` is to be retried at
+    /// start (see [`OAuthProvider::resume_interrupted_rotation`]).
+    resume_pending: AtomicBool,
     /// The shared token client, or one with this provider's TLS settings.
     client: TokenClient,
     /// What discovery found (see [`discover`]).
@@ -176,6 +185,7 @@ impl OAuthProvider {
             name: name.to_string(),
             identity,
             upgrade_pending: AtomicBool::new(false),
+            resume_pending: AtomicBool::new(false),
             client,
             endpoints: ArcSwapOption::empty(),
             discovery_lock: tokio::sync::Mutex::new(()),
@@ -247,6 +257,7 @@ impl OAuthProvider {
             let state = provider.make_state(access, refresh, expires_at, obtained_at, token_type);
             provider.current.store(Some(Arc::new(state)));
         }
+        provider.note_open_rotation();
         provider
     }
 
@@ -268,56 +279,6 @@ impl OAuthProvider {
 
     pub fn current(&self) -> Option<Arc<TokenState>> {
         self.current.load_full()
-    }
-
-    fn make_state(
-        &self,
-        access: Option<Secret>,
-        refresh: Option<Secret>,
-        expires_at: Option<u64>,
-        obtained_at: u64,
-        token_type: Option<String>,
-    ) -> TokenState {
-        let scheme = self
-            .cfg
-            .scheme
-            .clone()
-            .or_else(|| token_type.clone())
-            .unwrap_or_else(|| "Bearer".into());
-        let access = access.and_then(|a| {
-            // Zeroed when dropped; the `HeaderValue` copy cannot be.
-            let text = zeroize::Zeroizing::new(if scheme.is_empty() {
-                a.expose().to_string()
-            } else {
-                format!("{scheme} {}", a.expose())
-            });
-            match HeaderValue::from_str(&text) {
-                Ok(mut v) => {
-                    v.set_sensitive(true);
-                    Some((a, v))
-                }
-                Err(_) => {
-                    tracing::error!(provider = %self.name, "token is not a valid header value; ignoring it");
-                    None
-                }
-            }
-        });
-        // Bound to the key of now: a key taken from the store later does
-        // not change what this token's proofs are signed with.
-        let dpop = match (&self.dpop, &access) {
-            (Some(d), Some((a, _))) => Some((d.key(), crate::oauth::dpop::ath(a.expose()))),
-            _ => None,
-        };
-        TokenState {
-            generation: self.next_generation.fetch_add(1, Ordering::Relaxed),
-            dpop,
-            access,
-            refresh,
-            expires_at,
-            obtained_at,
-            token_type,
-            plain_401: AtomicU8::new(state::RENEWS),
-        }
     }
 
     /// A token fit to inject now, renewing first if needed. The common case
@@ -423,6 +384,7 @@ impl OAuthProvider {
         self.accept(set, None, Trigger::Initial).await;
         self.take_skipped_sync().await;
         let mut stats = self.stats.lock().unwrap();
+        stats.rotation_interrupted_at = None;
         stats.renewals += 1;
         stats.last_renewal_at = Some(now);
         stats.last_renewal_outcome = Some("ok");

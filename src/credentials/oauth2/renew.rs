@@ -9,14 +9,14 @@ use std::time::{Duration, Instant};
 
 use url::Url;
 
-use super::state::UNPROVEN;
+use super::rotation::Rotation;
 use super::status::error_code;
 use super::{token_request, CredentialError, OAuthProvider, TokenState, Trigger};
 use crate::clock::unix_now;
 use crate::config::Grant;
 use crate::oauth::{TokenError, TokenSet};
 use crate::secret::Secret;
-use crate::store::{OwnerMatch, RenewalLease, StoredToken};
+use crate::store::RenewalLease;
 use crate::telemetry::metrics::{ReauthLabels, TokenLabels};
 
 /// A failed renewal remembered so waiters and the next few requests get the
@@ -64,7 +64,9 @@ impl OAuthProvider {
         // Re-check under the lock: whoever held it may have done our work.
         let now = unix_now();
         let cur = self.current.load_full();
-        if let Some(c) = &cur {
+        // An interrupted rotation is retried however fresh the token looks.
+        let force = trigger == Trigger::Interrupted;
+        if let Some(c) = cur.as_ref().filter(|_| !force) {
             let done = match used {
                 None => c.fresh(now, self.cfg.refresh_before),
                 Some(g) => c.generation != g && c.usable(now),
@@ -139,10 +141,12 @@ impl OAuthProvider {
         let mut renew_from = cur.clone();
         if lease.is_some() {
             if let Some(adopted) = self.adopt_from_store().await {
-                let done = match used {
-                    None => adopted.fresh(now, self.cfg.refresh_before),
-                    Some(_) => adopted.usable(now),
-                };
+                // Another replica wrote: that write ended the rotation.
+                let done = force
+                    || match used {
+                        None => adopted.fresh(now, self.cfg.refresh_before),
+                        Some(_) => adopted.usable(now),
+                    };
                 if done {
                     if let Some(l) = lease.take() {
                         l.release().await;
@@ -153,6 +157,13 @@ impl OAuthProvider {
             }
         }
 
+        if force && !self.rotation_still_open(renew_from.as_ref()) {
+            // Finished meanwhile (a request's renewal, another replica).
+            if let Some(l) = lease.take() {
+                l.release().await;
+            }
+            return renew_from.ok_or_else(|| CredentialError::Reauthentication("no token".into()));
+        }
         self.metrics
             .reauthentications
             .get_or_create(&ReauthLabels {
@@ -179,6 +190,7 @@ impl OAuthProvider {
         match result {
             Ok(state) => {
                 *self.failure.lock().unwrap() = None;
+                stats.rotation_interrupted_at = None;
                 stats.renewals += 1;
                 stats.last_renewal_outcome = Some("ok");
                 drop(stats);
@@ -222,13 +234,19 @@ impl OAuthProvider {
             refresh = None;
         }
         let mut refresh_error = None;
-        if let Some(rt) = refresh {
+        // The refused token's rotation was interrupted: why, in words.
+        let mut lost = None;
+        if let (Some(rt), Some(cur)) = (refresh, cur) {
+            let rotation = self.begin_rotation(cur, &rt, lease.as_mut()).await?;
             match self.grant(token_url, Some(&rt)).await {
                 Ok(set) => return Ok(self.accept(set, lease.as_mut(), trigger).await),
                 Err(e) => {
                     if e.is_grant_refused() {
                         // A refused refresh token is dead; never send it again.
                         self.drop_refresh_token();
+                        if let Rotation::Interrupted(at) = rotation {
+                            lost = Some(self.rotation_lost(at, &e));
+                        }
                     }
                     tracing::warn!(provider = %self.name, error = %e, "refresh grant failed");
                     refresh_error = Some(e);
@@ -248,9 +266,9 @@ impl OAuthProvider {
         if !self.cfg.grant.has_primary() {
             return Err(match refresh_error {
                 Some(e) if !e.is_grant_refused() => CredentialError::TokenEndpoint(e),
-                Some(e) => CredentialError::Reauthentication(format!(
-                    "refresh token refused ({e}); set a new refresh_token seed in the config and reload"
-                )),
+                Some(e) => CredentialError::Reauthentication(lost.unwrap_or_else(|| {
+                    format!("refresh token refused ({e}); set a new refresh_token seed in the config and reload")
+                })),
                 None => CredentialError::Reauthentication(
                     "no refresh token left; set a new refresh_token seed in the config and reload".into(),
                 ),
@@ -309,142 +327,19 @@ impl OAuthProvider {
         result.map_err(|e| e.scrub(&self.scrubber(refresh)))
     }
 
-    fn drop_refresh_token(&self) {
-        if let Some(c) = self.current.load_full() {
-            let state = self.make_state(
-                c.access.as_ref().map(|(s, _)| s.clone()),
-                None,
-                c.expires_at,
-                c.obtained_at,
-                c.token_type.clone(),
-            );
-            self.current.store(Some(Arc::new(state)));
-        }
-    }
-
-    /// Makes a new token durable, then current. A store failure is logged
-    /// and reported, but the token is still used: the provider already
-    /// considers it issued, and the store retries the write later.
-    ///
-    /// A token renewed because of a plain `401` starts unproven: if its
-    /// first answer is a `401` too, that `401` was not about the token and
-    /// a plain `401` does not renew it again.
-    pub(super) async fn accept(
-        &self,
-        set: TokenSet,
-        lease: Option<&mut Box<dyn RenewalLease>>,
-        trigger: Trigger,
-    ) -> Arc<TokenState> {
-        self.note_token_type(set.token_type.as_deref());
-        let mut record = StoredToken::new(&set, &self.identity);
-        record.dpop_key = self.dpop_key_record();
-        let saved = match lease {
-            Some(lease) => lease.save(record).await,
-            None => self.store.save(&self.name, record).await,
-        };
-        match saved {
-            Ok(()) => self.stats.lock().unwrap().store_error = None,
-            Err(e) => {
-                self.metrics.store_write_failures.inc();
-                tracing::error!(provider = %self.name, error = %e, "TOKEN STORE WRITE FAILED: the new token is only in memory; a restart now would lose it. Retrying in the background");
-                self.stats.lock().unwrap().store_error = Some(e.to_string());
-            }
-        }
-        let state = self.make_state(
-            Some(set.access_token),
-            set.refresh_token,
-            set.expires_at,
-            set.obtained_at,
-            set.token_type,
-        );
-        if trigger == Trigger::Unauthorized {
-            state.plain_401.store(UNPROVEN, Ordering::Relaxed);
-        }
-        let state = Arc::new(state);
-        self.current.store(Some(state.clone()));
-        state
-    }
-
-    /// Takes the store's record as the current token if it differs from
-    /// ours (another replica renewed). Returns the adopted state.
-    async fn adopt_from_store(&self) -> Option<Arc<TokenState>> {
-        let record = match self.store.reread(&self.name).await {
-            Ok(Some(r)) => r,
-            Ok(None) => return None,
-            Err(e) => {
-                tracing::warn!(provider = %self.name, error = %e, "cannot re-read the shared store");
-                return None;
-            }
-        };
-        let key = self.store.fingerprint_key();
-        if record.owner_match(&self.identity, key.as_ref()) == OwnerMatch::Other {
-            return None;
-        }
-        let cur = self.current.load_full();
-        let same = cur.as_ref().is_some_and(|c| {
-            c.access.as_ref().map(|(a, _)| a) == record.access_token.as_ref()
-                && c.refresh == record.refresh_token
-        });
-        if same {
-            return None;
-        }
-        self.adopt_dpop_key(record.dpop_key.as_ref());
-        let state = Arc::new(self.make_state(
-            record.access_token,
-            record.refresh_token,
-            record.expires_at,
-            record.obtained_at,
-            record.token_type,
-        ));
-        tracing::info!(provider = %self.name, generation = state.generation, "using a token another replica obtained");
-        self.current.store(Some(state.clone()));
-        Some(state)
-    }
-
-    /// Called when a shared store says another replica wrote this
-    /// provider's token: take it without a token request.
-    ///
-    /// Never waits for the renewal lock: a renewal with a slow token
-    /// endpoint can hold it for minutes (every try of two grants), and the
-    /// store's change feed calls this for every provider in turn. While
-    /// the lock is held, a note is left instead, and the holder looks at
-    /// the store before it lets go ([`Self::take_skipped_sync`]).
-    pub async fn sync_from_store(&self) {
-        let _guard = match self.renew_lock.try_lock() {
-            Ok(guard) => guard,
-            Err(_) => {
-                self.sync_skipped.store(true, Ordering::Release);
-                // The holder may have let go before it could see the note.
-                match self.renew_lock.try_lock() {
-                    Ok(guard) => guard,
-                    Err(_) => return,
-                }
-            }
-        };
-        self.sync_skipped.store(false, Ordering::Release);
-        if self.adopt_from_store().await.is_some() {
-            *self.failure.lock().unwrap() = None;
-        }
-    }
-
-    /// With the renewal lock held, at the end: takes over a token another
-    /// replica wrote meanwhile, if the change feed announced one. Returns
-    /// it, as it is newer than what this holder got.
-    pub(super) async fn take_skipped_sync(&self) -> Option<Arc<TokenState>> {
-        if !self.sync_skipped.swap(false, Ordering::AcqRel) {
-            return None;
-        }
-        let adopted = self.adopt_from_store().await?;
-        *self.failure.lock().unwrap() = None;
-        Some(adopted)
-    }
-
     fn record_failure(&self, trigger: Trigger, error: &CredentialError, cooldown: Duration) {
         let mut stats = self.stats.lock().unwrap();
         stats.last_renewal_at = Some(unix_now());
         stats.last_renewal_reason = Some(trigger.as_str());
         stats.last_renewal_outcome = Some("error");
-        stats.last_error_code = Some(error_code(error));
+        let refused = matches!(
+            error,
+            CredentialError::Reauthentication(_) | CredentialError::LoginRequired { .. }
+        );
+        stats.last_error_code = Some(match stats.rotation_interrupted_at {
+            Some(_) if refused => "rotation_interrupted".into(),
+            _ => error_code(error),
+        });
         stats.last_error_message = Some(error.to_string());
         *self.failure.lock().unwrap() = Some(Failure {
             error: error.clone(),

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use http::HeaderValue;
 
+use super::OAuthProvider;
 use crate::oauth::DpopKey;
 use crate::secret::Secret;
 
@@ -92,6 +93,60 @@ impl TokenState {
                 let window = refresh_before.as_secs().min(lifetime / 2);
                 now.saturating_add(window) < exp
             }
+        }
+    }
+}
+
+impl OAuthProvider {
+    /// A new token state (the next generation), its header value made
+    /// with the configured or answered scheme.
+    pub(super) fn make_state(
+        &self,
+        access: Option<Secret>,
+        refresh: Option<Secret>,
+        expires_at: Option<u64>,
+        obtained_at: u64,
+        token_type: Option<String>,
+    ) -> TokenState {
+        let scheme = self
+            .cfg
+            .scheme
+            .clone()
+            .or_else(|| token_type.clone())
+            .unwrap_or_else(|| "Bearer".into());
+        let access = access.and_then(|a| {
+            // Zeroed when dropped; the `HeaderValue` copy cannot be.
+            let text = zeroize::Zeroizing::new(if scheme.is_empty() {
+                a.expose().to_string()
+            } else {
+                format!("{scheme} {}", a.expose())
+            });
+            match HeaderValue::from_str(&text) {
+                Ok(mut v) => {
+                    v.set_sensitive(true);
+                    Some((a, v))
+                }
+                Err(_) => {
+                    tracing::error!(provider = %self.name, "token is not a valid header value; ignoring it");
+                    None
+                }
+            }
+        });
+        // Bound to the key of now: a key taken from the store later does
+        // not change what this token's proofs are signed with.
+        let dpop = match (&self.dpop, &access) {
+            (Some(d), Some((a, _))) => Some((d.key(), crate::oauth::dpop::ath(a.expose()))),
+            _ => None,
+        };
+        TokenState {
+            generation: self.next_generation.fetch_add(1, Ordering::Relaxed),
+            dpop,
+            access,
+            refresh,
+            expires_at,
+            obtained_at,
+            token_type,
+            plain_401: AtomicU8::new(RENEWS),
         }
     }
 }

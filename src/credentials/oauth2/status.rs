@@ -17,6 +17,9 @@ pub struct RenewalStats {
     pub last_error_code: Option<String>,
     pub last_error_message: Option<String>,
     pub store_error: Option<String>,
+    /// When the rotation started whose refresh token the provider then
+    /// refused (its answer was lost: a crash, a lost answer).
+    pub rotation_interrupted_at: Option<u64>,
 }
 
 impl OAuthProvider {

@@ -198,6 +198,11 @@ impl MockProvider {
         self.state.lock().unwrap().reuse_detected
     }
 
+    /// Spent refresh tokens taken once more within the grace window.
+    pub fn grace_reuses(&self) -> u64 {
+        self.state.lock().unwrap().grace_reuses
+    }
+
     /// Changes knobs: `mock.set(|s| s.fail_always = Some(503))`.
     pub fn set(&self, f: impl FnOnce(&mut MockState)) {
         f(&mut self.state.lock().unwrap());
@@ -319,6 +324,9 @@ impl MockProvider {
         };
         let response = match refusal {
             None => {
+                if let Some(a) = token.as_ref().and_then(|t| s.access.get_mut(t)) {
+                    a.used = true;
+                }
                 s.counters.api_ok += 1;
                 if s.replays.refused_paths.remove(&path) {
                     let after = s.replays.issued_at.map(|at| at.elapsed());

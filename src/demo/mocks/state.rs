@@ -126,6 +126,8 @@ pub(super) struct Access {
     pub forced_expired: bool,
     /// The refresh-token chain it came from (0: none).
     pub family: u64,
+    /// The API took it at least once.
+    pub used: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -140,6 +142,19 @@ pub(super) enum RefreshState {
 pub(super) struct Refresh {
     pub family: u64,
     pub state: RefreshState,
+    /// Single-use styles: when it was spent and what its answer carried.
+    pub spent: Option<Spent>,
+}
+
+/// A spent refresh token's rotation, for the grace window.
+#[derive(Debug, Clone)]
+pub(super) struct Spent {
+    pub at: Instant,
+    /// The tokens its answer carried (superseded if the grace is used).
+    pub next_refresh: String,
+    pub next_access: String,
+    /// The grace was used once already.
+    pub regraced: bool,
 }
 
 /// Counters for benchmarks (also served as JSON at `GET /_mock/stats`).
@@ -172,6 +187,13 @@ pub struct MockState {
     counter: u64,
     /// A spent single-use refresh token was presented (OneCloud).
     pub reuse_detected: bool,
+    /// OneCloud: how long a spent refresh token is taken once more, while
+    /// the tokens its answer carried are unused (Auth0's reuse interval,
+    /// Okta's grace period, Cognito's `RetryGracePeriodSeconds`); zero:
+    /// never (reuse detection at once).
+    pub rotation_grace: Duration,
+    /// Spent refresh tokens taken again within `rotation_grace`.
+    pub grace_reuses: u64,
     /// Every token request (authorize request for `Implicit`) answered.
     pub token_requests: Vec<TokenRequest>,
     /// Token requests that arrived (counted before any injected delay).
@@ -220,6 +242,8 @@ impl MockState {
             families: 0,
             counter: 0,
             reuse_detected: false,
+            rotation_grace: Duration::ZERO,
+            grace_reuses: 0,
             token_requests: Vec::new(),
             token_hits: 0,
             fail_queue: VecDeque::new(),
@@ -270,6 +294,7 @@ impl MockState {
                 revoked: false,
                 forced_expired: false,
                 family,
+                used: false,
             },
         );
         self.replays.issued_at = Some(Instant::now());
@@ -281,6 +306,7 @@ impl MockState {
             Refresh {
                 family,
                 state: RefreshState::Live,
+                spent: None,
             },
         );
     }

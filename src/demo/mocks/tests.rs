@@ -84,6 +84,62 @@ async fn onecloud_refresh_tokens_work_once_and_reuse_revokes_the_chain() {
     assert_eq!(mock.live_refresh_tokens(), vec!["other-chain".to_string()]);
 }
 
+/// With a grace window, a spent refresh token is taken once more while
+/// the pair its first answer carried is unused (that pair is superseded);
+/// a second reuse, a reuse after the chain moved on, or one past the
+/// window is detected as reuse.
+#[tokio::test]
+async fn onecloud_grace_window_takes_a_spent_token_once_while_its_answer_is_unused() {
+    let mock = MockProvider::start(Style::OneCloud).await;
+    mock.set(|s| s.rotation_grace = std::time::Duration::from_secs(60));
+    mock.issue_seed("seed-g");
+    let (_, lost) = post_json(&mock, refresh("seed-g")).await;
+    // The answer is "lost": the seed is sent again within the window.
+    let (status, again) = post_json(&mock, refresh("seed-g")).await;
+    assert_eq!(status, 200, "{again}");
+    assert!(!mock.reuse_detected());
+    assert_eq!(mock.grace_reuses(), 1);
+    // Only the newest pair is valid.
+    let old_access = lost["access_token"].as_str().unwrap();
+    assert_eq!(api(&mock, old_access).await.status(), 401);
+    assert_eq!(
+        post_json(&mock, refresh(lost["refresh_token"].as_str().unwrap()))
+            .await
+            .0,
+        400
+    );
+    assert!(
+        !mock.reuse_detected(),
+        "a superseded token is refused, not a reuse"
+    );
+    // Once only: a third send of the seed is reuse.
+    assert_eq!(post_json(&mock, refresh("seed-g")).await.0, 400);
+    assert!(mock.reuse_detected());
+
+    // A chain that moved on (its answer was used) gets no grace.
+    let mock = MockProvider::start(Style::OneCloud).await;
+    mock.set(|s| s.rotation_grace = std::time::Duration::from_secs(60));
+    mock.issue_seed("seed-h");
+    let (_, first) = post_json(&mock, refresh("seed-h")).await;
+    assert_eq!(
+        api(&mock, first["access_token"].as_str().unwrap())
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(post_json(&mock, refresh("seed-h")).await.0, 400);
+    assert!(mock.reuse_detected());
+
+    // Past the window: reuse, as without a grace.
+    let mock = MockProvider::start(Style::OneCloud).await;
+    mock.set(|s| s.rotation_grace = std::time::Duration::ZERO);
+    mock.issue_seed("seed-i");
+    assert_eq!(post_json(&mock, refresh("seed-i")).await.0, 200);
+    assert_eq!(post_json(&mock, refresh("seed-i")).await.0, 400);
+    assert!(mock.reuse_detected());
+    assert_eq!(mock.grace_reuses(), 0);
+}
+
 #[tokio::test]
 async fn json_only_endpoints_refuse_forms_echoing_the_body() {
     for style in [Style::Rips, Style::OneCloud] {
