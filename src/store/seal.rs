@@ -210,6 +210,18 @@ mod tests {
     }
 
     #[test]
+    fn token_hashes_are_keyed_and_never_the_token() {
+        let t = Secret::new("rt-SECRET-1");
+        let a = FingerprintKey::random();
+        let h = a.token_hash(&t);
+        assert_eq!(h.len(), 64);
+        assert!(!h.contains("SECRET"));
+        assert_eq!(h, a.token_hash(&t));
+        assert_ne!(h, a.token_hash(&Secret::new("rt-SECRET-2")));
+        assert_ne!(h, FingerprintKey::random().token_hash(&t));
+    }
+
+    #[test]
     fn fingerprints_depend_on_the_store_key() {
         let id = Identity::of(&["password", "https://id.example/token", "pw"]);
         let a = FingerprintKey::random();
