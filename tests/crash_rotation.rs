@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use support::providers::{MockProvider, Style, CLIENT_ID};
 use support::redis_server::RedisServer;
-use support::{client, ProxyProcess};
+use support::{client, get_text, ProxyProcess};
 
 /// The provider's grace window when the variant has one: far longer than
 /// a restart (and, for Redis, the dead proxy's 1 s lease) takes.
@@ -197,16 +197,6 @@ provider = "one"
     }
 }
 
-async fn get(url: String) -> (u16, String) {
-    match client().get(url).send().await {
-        Ok(r) => {
-            let status = r.status().as_u16();
-            (status, r.text().await.unwrap_or_default())
-        }
-        Err(e) => (0, e.to_string()),
-    }
-}
-
 #[derive(Debug, Default)]
 struct Counts {
     rotations: u64,
@@ -228,7 +218,7 @@ async fn after_interruption(h: &Harness, proxy: &ProxyProcess, counts: &mut Coun
         // first one may come after the provider's window): poll status.
         let deadline = Instant::now() + Duration::from_secs(30);
         let retried = loop {
-            let (_, text) = get(proxy.url("/_authproxy/status")).await;
+            let (_, text) = get_text(proxy.url("/_authproxy/status")).await;
             let status: Value = serde_json::from_str(&text).unwrap_or_default();
             let entry = &status["providers"]["one"];
             if entry["last_renewal_reason"] == "interrupted_rotation" {
@@ -246,7 +236,7 @@ async fn after_interruption(h: &Harness, proxy: &ProxyProcess, counts: &mut Coun
             return false;
         }
     }
-    let (code, body) = get(proxy.url("/one/after-crash")).await;
+    let (code, body) = get_text(proxy.url("/one/after-crash")).await;
     if h.grace {
         if code == 200 {
             counts.continued += 1;
@@ -257,7 +247,7 @@ async fn after_interruption(h: &Harness, proxy: &ProxyProcess, counts: &mut Coun
         }
         return code == 200;
     }
-    let (_, status) = get(proxy.url("/_authproxy/status")).await;
+    let (_, status) = get_text(proxy.url("/_authproxy/status")).await;
     let status: Value = serde_json::from_str(&status).unwrap();
     let entry = &status["providers"]["one"];
     let reported = code == 502

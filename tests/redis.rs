@@ -11,17 +11,17 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use authproxy::secret::Secret;
-use authproxy::store::{Owner, RedisOptions, RedisStore, StoreError, StoredToken, TokenStore};
+use authproxy::store::{RedisStore, StoreError, TokenStore};
 use serde_json::Value;
 use support::providers::{MockProvider, Style, CLIENT_ID};
-use support::redis_server::RedisServer;
-use support::{client, Echo, ProxyProcess};
+use support::redis_server::{access_of, quick_options, token, RedisServer};
+use support::{get_text, storm, write_config, Echo, ProxyProcess};
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
 
@@ -54,47 +54,10 @@ provider = "one"
     )
 }
 
-fn write_config(dir: &Path, text: &str) -> PathBuf {
-    let path = dir.join("authproxy.toml");
-    std::fs::write(&path, text).unwrap();
-    path
-}
-
-async fn get(url: String) -> (u16, String) {
-    match client().get(url).send().await {
-        Ok(r) => {
-            let status = r.status().as_u16();
-            (status, r.text().await.unwrap_or_default())
-        }
-        Err(e) => (0, e.to_string()),
-    }
-}
-
 async fn status_json(p: &ProxyProcess) -> Value {
-    let (code, text) = get(p.url("/_authproxy/status")).await;
+    let (code, text) = get_text(p.url("/_authproxy/status")).await;
     assert_eq!(code, 200, "{text}");
     serde_json::from_str(&text).unwrap()
-}
-
-/// `n` concurrent requests spread over the replicas; their statuses.
-async fn storm(replicas: &[ProxyProcess], n: usize, tag: &str) -> Vec<u16> {
-    let c = client();
-    let requests = (0..n).map(|i| {
-        let url = replicas[i % replicas.len()].url(&format!("/one/{tag}/{i}"));
-        let c = c.clone();
-        tokio::spawn(async move {
-            c.get(url)
-                .send()
-                .await
-                .map(|r| r.status().as_u16())
-                .unwrap_or(0)
-        })
-    });
-    let mut statuses = Vec::new();
-    for r in futures_util::future::join_all(requests).await {
-        statuses.push(r.unwrap());
-    }
-    statuses
 }
 
 /// Polls an async condition every 50 ms until it holds or `timeout` passes.
@@ -273,7 +236,7 @@ async fn replica_killed_holding_the_lock_is_taken_over_after_the_lease() {
     let a = ProxyProcess::start(&config, &envs);
     let b = ProxyProcess::start(&config, &envs);
 
-    let doomed = tokio::spawn(get(a.url("/one/doomed")));
+    let doomed = tokio::spawn(get_text(a.url("/one/doomed")));
     let mut conn = redis.connection();
     let holding = until(Duration::from_secs(10), || {
         let locked = redis::cmd("EXISTS")
@@ -290,7 +253,7 @@ async fn replica_killed_holding_the_lock_is_taken_over_after_the_lease() {
     relay.forward.store(true, Ordering::SeqCst);
 
     let started = Instant::now();
-    let (code, body) = get(b.url("/one/after")).await;
+    let (code, body) = get_text(b.url("/one/after")).await;
     let waited = started.elapsed();
     assert_eq!(code, 200, "{body}\nB's log:\n{}", b.log());
     assert!(
@@ -333,7 +296,7 @@ async fn redis_restart_loses_no_token() {
         .map(|_| ProxyProcess::start(&config, &envs))
         .collect();
     for (i, r) in replicas.iter().enumerate() {
-        let (code, body) = get(r.url(&format!("/one/warm{i}"))).await;
+        let (code, body) = get_text(r.url(&format!("/one/warm{i}"))).await;
         assert_eq!(code, 200, "{body}");
     }
     assert_eq!(mock.token_request_count(), 1);
@@ -345,13 +308,13 @@ async fn redis_restart_loses_no_token() {
         })
         .await;
         assert!(down, "status does not report redis down");
-        let (code, body) = get(r.url("/one/while-down")).await;
+        let (code, body) = get_text(r.url("/one/while-down")).await;
         assert_eq!(code, 200, "tokens in memory are still served: {body}");
     }
 
     // Every access token expires: renewal needs the lock, which is gone.
     mock.expire_all();
-    let (code, body) = get(replicas[0].url("/one/expired-while-down")).await;
+    let (code, body) = get_text(replicas[0].url("/one/expired-while-down")).await;
     assert_eq!(code, 502, "{body}");
     assert!(body.contains("renewal refused"), "{body}");
     assert_eq!(
@@ -371,7 +334,7 @@ async fn redis_restart_loses_no_token() {
             .contains("unreachable"),
         "{status}"
     );
-    let (_, metrics) = get(replicas[0].url("/_authproxy/metrics")).await;
+    let (_, metrics) = get_text(replicas[0].url("/_authproxy/metrics")).await;
     assert!(
         metrics.contains("outcome=\"refused_store_unavailable\""),
         "{metrics}"
@@ -399,7 +362,7 @@ async fn redis_restart_loses_no_token() {
 
     for (i, r) in replicas.iter().enumerate() {
         let ok = until(Duration::from_secs(15), || async {
-            get(r.url(&format!("/one/recovered{i}"))).await.0 == 200
+            get_text(r.url(&format!("/one/recovered{i}"))).await.0 == 200
         })
         .await;
         assert!(ok, "replica {i} did not recover; log:\n{}", r.log());
@@ -452,10 +415,10 @@ provider = "plain"
         proxy.log()
     );
 
-    let (code, body) = get(proxy.url("/plain/x")).await;
+    let (code, body) = get_text(proxy.url("/plain/x")).await;
     assert_eq!(code, 200, "{body}");
     assert_eq!(echo.last().header("x-api-key"), Some("k-123"));
-    let (code, body) = get(proxy.url("/one/x")).await;
+    let (code, body) = get_text(proxy.url("/one/x")).await;
     assert_eq!(code, 502, "{body}");
     assert!(body.contains("renewal refused"), "{body}");
     assert_eq!(mock.token_request_count(), 0);
@@ -469,7 +432,7 @@ provider = "plain"
 
     let _redis = RedisServer::start_with(Some(reserved), None).unwrap();
     let ok = until(Duration::from_secs(30), || async {
-        get(proxy.url("/one/y")).await.0 == 200
+        get_text(proxy.url("/one/y")).await.0 == 200
     })
     .await;
     assert!(ok, "no recovery; log:\n{}", proxy.log());
@@ -485,37 +448,8 @@ provider = "plain"
 // The store itself, in process.
 // ---------------------------------------------------------------------------
 
-fn quick() -> RedisOptions {
-    RedisOptions {
-        lease_ttl: Duration::from_millis(600),
-        lease_wait: Duration::from_millis(1500),
-        op_timeout: Duration::from_secs(2),
-        heartbeat: Duration::from_secs(1),
-        ..RedisOptions::default()
-    }
-}
-
 fn open(redis: &RedisServer, prefix: &str) -> RedisStore {
-    RedisStore::open(&Secret::new(redis.url()), prefix, None, quick()).unwrap()
-}
-
-fn token(access: &str) -> StoredToken {
-    StoredToken {
-        access_token: Some(Secret::new(access)),
-        refresh_token: Some(Secret::new(format!("r-{access}"))),
-        expires_at: Some(4_000_000_000),
-        token_type: None,
-        obtained_at: 1,
-        owner: Owner::Fingerprint("fp".into()),
-        dpop_key: None,
-        rotation: None,
-    }
-}
-
-fn access_of(t: Option<StoredToken>) -> String {
-    t.and_then(|t| t.access_token)
-        .map(|a| a.expose().to_string())
-        .unwrap_or_default()
+    RedisStore::open(&Secret::new(redis.url()), prefix, None, quick_options()).unwrap()
 }
 
 /// One holder at a time; the lock is extended past its TTL while held;

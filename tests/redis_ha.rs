@@ -10,16 +10,15 @@
 
 mod support;
 
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use authproxy::config::{RedisTarget, SentinelConfig};
 use authproxy::secret::Secret;
-use authproxy::store::{Owner, RedisOptions, RedisStore, StoreError, StoredToken, TokenStore};
+use authproxy::store::{RedisStore, StoreError, TokenStore};
 use support::providers::{MockProvider, Style, CLIENT_ID};
-use support::redis_server::RedisServer;
-use support::{client, ProxyProcess};
+use support::redis_server::{access_of, quick_options, token, RedisServer};
+use support::{client, get_text, storm, write_config, ProxyProcess};
 
 const MASTER: &str = "mymaster";
 
@@ -246,36 +245,6 @@ impl Ha {
     }
 }
 
-fn quick() -> RedisOptions {
-    RedisOptions {
-        lease_ttl: Duration::from_millis(600),
-        lease_wait: Duration::from_millis(1500),
-        op_timeout: Duration::from_secs(2),
-        heartbeat: Duration::from_secs(1),
-        min_replicas: None,
-        replica_timeout: Duration::from_millis(300),
-    }
-}
-
-fn token(access: &str) -> StoredToken {
-    StoredToken {
-        access_token: Some(Secret::new(access)),
-        refresh_token: Some(Secret::new(format!("r-{access}"))),
-        expires_at: Some(4_000_000_000),
-        token_type: None,
-        obtained_at: 1,
-        owner: Owner::Fingerprint("fp".into()),
-        dpop_key: None,
-        rotation: None,
-    }
-}
-
-fn access_of(t: Option<StoredToken>) -> String {
-    t.and_then(|t| t.access_token)
-        .map(|a| a.expose().to_string())
-        .unwrap_or_default()
-}
-
 fn stored_record(port: u16, key: &str) -> String {
     sync_query::<Option<String>>(port, redis::cmd("HGET").arg(key).arg("token"))
         .flatten()
@@ -291,8 +260,8 @@ fn stored_record(port: u16, key: &str) -> String {
 async fn fencing_survives_a_failover_and_the_store_follows_the_primary() {
     let Some(mut ha) = Ha::start() else { return };
     let target = RedisTarget::Sentinel(ha.sentinel_config());
-    let a = RedisStore::open_target(&target, "fence:", None, quick()).unwrap();
-    let b = RedisStore::open_target(&target, "fence:", None, quick()).unwrap();
+    let a = RedisStore::open_target(&target, "fence:", None, quick_options()).unwrap();
+    let b = RedisStore::open_target(&target, "fence:", None, quick_options()).unwrap();
     let _feed_a = a.subscribe();
     let _feed_b = b.subscribe();
     a.save("p", token("t1")).await.unwrap();
@@ -356,7 +325,13 @@ async fn unacknowledged_write_fails_closed_until_the_replica_has_it() {
     });
     assert!(ok, "replica not in sync");
     // min_replicas left to its default: 1, as the primary has a replica.
-    let store = RedisStore::open(&Secret::new(primary.url()), "durable:", None, quick()).unwrap();
+    let store = RedisStore::open(
+        &Secret::new(primary.url()),
+        "durable:",
+        None,
+        quick_options(),
+    )
+    .unwrap();
     store.save("p", token("t1")).await.unwrap();
     assert!(store.pending_error().is_none());
 
@@ -419,34 +394,6 @@ provider = "one"
 "#,
         sentinels = sentinels.join(", ")
     )
-}
-
-/// `n` concurrent requests spread over the proxies; their statuses (0:
-/// no answer at all).
-async fn storm(proxies: &[ProxyProcess], n: usize, tag: &str) -> Vec<u16> {
-    let c = client();
-    let requests = (0..n).map(|i| {
-        let url = proxies[i % proxies.len()].url(&format!("/one/{tag}/{i}"));
-        let c = c.clone();
-        tokio::spawn(async move {
-            c.get(url)
-                .send()
-                .await
-                .map(|r| r.status().as_u16())
-                .unwrap_or(0)
-        })
-    });
-    let mut statuses = Vec::new();
-    for r in futures_util::future::join_all(requests).await {
-        statuses.push(r.unwrap());
-    }
-    statuses
-}
-
-fn write_config(dir: &Path, text: &str) -> std::path::PathBuf {
-    let path = dir.join("authproxy.toml");
-    std::fs::write(&path, text).unwrap();
-    path
 }
 
 fn percentile(sorted: &[Duration], p: usize) -> Duration {
@@ -669,16 +616,6 @@ fn check_probe_reports_the_topology_without_writing() {
     }
     let keys: u64 = sync_query(primary, &mut redis::cmd("DBSIZE")).unwrap();
     assert_eq!(keys, 0, "the probe wrote to the primary");
-}
-
-async fn get_text(url: String) -> (u16, String) {
-    match client().get(url).send().await {
-        Ok(r) => {
-            let status = r.status().as_u16();
-            (status, r.text().await.unwrap_or_default())
-        }
-        Err(e) => (0, e.to_string()),
-    }
 }
 
 /// One proxy, a primary and a replica (`store.url`, `min_replicas` left

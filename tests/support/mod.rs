@@ -95,6 +95,46 @@ pub fn client() -> reqwest::Client {
 }
 
 /// GETs `url` and parses the answer as JSON (status endpoints and the like).
+/// A GET's status and body; status 0 (and the error) when it got no answer.
+pub async fn get_text(url: String) -> (u16, String) {
+    match client().get(url).send().await {
+        Ok(r) => {
+            let status = r.status().as_u16();
+            (status, r.text().await.unwrap_or_default())
+        }
+        Err(e) => (0, e.to_string()),
+    }
+}
+
+/// `n` concurrent GETs of `/one/<tag>/<i>` spread over `proxies`; their
+/// statuses (0: no answer).
+pub async fn storm(proxies: &[ProxyProcess], n: usize, tag: &str) -> Vec<u16> {
+    let c = client();
+    let requests = (0..n).map(|i| {
+        let url = proxies[i % proxies.len()].url(&format!("/one/{tag}/{i}"));
+        let c = c.clone();
+        tokio::spawn(async move {
+            c.get(url)
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+                .unwrap_or(0)
+        })
+    });
+    let mut statuses = Vec::new();
+    for r in futures_util::future::join_all(requests).await {
+        statuses.push(r.unwrap());
+    }
+    statuses
+}
+
+/// Writes `text` as `authproxy.toml` in `dir`; its path.
+pub fn write_config(dir: &Path, text: &str) -> PathBuf {
+    let path = dir.join("authproxy.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
 pub async fn get_json(client: &reqwest::Client, url: String) -> serde_json::Value {
     client.get(url).send().await.unwrap().json().await.unwrap()
 }

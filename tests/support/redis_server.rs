@@ -13,7 +13,44 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use authproxy::secret::Secret;
+use authproxy::store::{Owner, RedisOptions, StoredToken};
+
 use super::ClosedPort;
+
+/// Store timings short enough for tests that drive a `RedisStore`
+/// directly (a lease handed over within a second).
+pub fn quick_options() -> RedisOptions {
+    RedisOptions {
+        lease_ttl: Duration::from_millis(600),
+        lease_wait: Duration::from_millis(1500),
+        op_timeout: Duration::from_secs(2),
+        heartbeat: Duration::from_secs(1),
+        min_replicas: None,
+        replica_timeout: Duration::from_millis(300),
+    }
+}
+
+/// A record with access token `access` and refresh token `r-<access>`.
+pub fn token(access: &str) -> StoredToken {
+    StoredToken {
+        access_token: Some(Secret::new(access)),
+        refresh_token: Some(Secret::new(format!("r-{access}"))),
+        expires_at: Some(4_000_000_000),
+        token_type: None,
+        obtained_at: 1,
+        owner: Owner::Fingerprint("fp".into()),
+        dpop_key: None,
+        rotation: None,
+    }
+}
+
+/// The access token of a record read back ("" for none).
+pub fn access_of(t: Option<StoredToken>) -> String {
+    t.and_then(|t| t.access_token)
+        .map(|a| a.expose().to_string())
+        .unwrap_or_default()
+}
 
 pub struct RedisServer {
     child: Option<Child>,
