@@ -256,6 +256,10 @@ mod tests {
         let text = std::str::from_utf8(json.as_slice()).unwrap();
         assert!(text.contains("\"refresh_token\":\"rt-SECRET\""), "{text}");
         assert!(text.contains("\"dpop_key\":\"dpop-SECRET\""), "{text}");
+        assert!(
+            text.contains("\"rotation\":{\"refresh_hash\":\"ab12\",\"started_at\":4}"),
+            "{text}"
+        );
         assert!(!text.contains(&id.legacy_fingerprint()), "{text}");
         let back = c.decode(json.as_slice(), "one").unwrap();
         assert!(!back.sealed);
@@ -279,7 +283,9 @@ mod tests {
         let json = c.encode(&token(&id), "one");
         let text = std::str::from_utf8(json.as_slice()).unwrap();
         assert!(
-            !text.contains("SECRET") && !text.contains("fingerprint"),
+            !text.contains("SECRET")
+                && !text.contains("fingerprint")
+                && !text.contains("refresh_hash"),
             "{text}"
         );
         let back = c.decode(json.as_slice(), "one").unwrap();
