@@ -34,6 +34,8 @@ pub(super) fn errors(text: &str) -> Vec<KeyError> {
 
 /// The authorization-code and device-code grants' keys.
 mod login_grants;
+/// `rotation_grace`.
+mod rotation_grace;
 
 pub(super) const ROUTE: &str = "[[routes]]\nprefix = \"/a/\"\nupstream = \"http://127.0.0.1:9/\"\n";
 
@@ -236,37 +238,6 @@ fn durations_and_sizes_name_key() {
     let keys: Vec<&str> = e.iter().map(|e| e.key.as_str()).collect();
     assert!(keys.contains(&"server.upstream_timeout"), "{keys:?}");
     assert!(keys.contains(&"server.max_replay_body"), "{keys:?}");
-}
-
-#[test]
-fn rotation_grace_is_a_duration_of_refresh_token_grants() {
-    let provider = |grant: &str, extra: &str, grace: &str| {
-        format!(
-            "[providers.x]\ntype = \"oauth2\"\ngrant = \"{grant}\"\ntoken_url = \"https://a.example/t\"\n{extra}rotation_grace = \"{grace}\"\n{ROUTE}"
-        )
-    };
-    let ok = parse(&provider("refresh_token", "refresh_token = \"r\"\n", "30s")).unwrap();
-    let ProviderKind::OAuth2(o) = &ok.providers["x"].kind else {
-        unreachable!()
-    };
-    assert_eq!(o.rotation_grace, Duration::from_secs(30));
-    for (grant, extra, grace, fix) in [
-        ("refresh_token", "refresh_token = \"r\"\n", "30", "\"30s\""),
-        (
-            "refresh_token",
-            "refresh_token = \"r\"\n",
-            "2h",
-            "at most \"1h\"",
-        ),
-        ("jwt_bearer", "", "30s", "remove it"),
-    ] {
-        let e = errors(&provider(grant, extra, grace));
-        let e = e
-            .iter()
-            .find(|e| e.key == "providers.x.rotation_grace")
-            .unwrap_or_else(|| panic!("{grant} {grace}: {e:?}"));
-        assert!(e.message.contains(fix), "{grace}: {}", e.message);
-    }
 }
 
 #[test]
