@@ -120,3 +120,55 @@ async fn unfinished_request_head_gets_a_json_408() {
     assert!(body["message"].is_string(), "{body}");
     assert_eq!(echo.count(), 0);
 }
+
+/// Reads one answer head from `s` (up to the blank line).
+async fn read_head(s: &mut TcpStream) -> String {
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        if s.read(&mut byte).await.unwrap() == 0 {
+            break;
+        }
+        head.push(byte[0]);
+    }
+    String::from_utf8_lossy(&head).to_lowercase()
+}
+
+/// Our error answered before the request's body was read (here: no route
+/// for a large upload) says `Connection: close` and closes. Without it,
+/// hyper decides to close only after the head is sent (when the rest of
+/// the body is not in its buffer yet), and a client that saw a keep-alive
+/// answer sends its next request into a closing connection: reqwest's
+/// `IncompleteMessage`, seen as a flaky failure in tests/secrets_audit.rs.
+#[tokio::test]
+async fn an_error_before_the_body_is_read_closes_the_connection_and_says_so() {
+    let echo = Echo::start().await;
+    let proxy = start_proxy(&config(&echo)).await;
+    let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+    s.write_all(
+        b"POST /nowhere HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 1000000\r\n\r\nfirst bytes",
+    )
+    .await
+    .unwrap();
+    let head = read_head(&mut s).await;
+    assert!(head.starts_with("http/1.1 404 "), "{head}");
+    assert!(head.contains("connection: close"), "{head}");
+    // An error without a body to read keeps the connection for the next
+    // request.
+    let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+    for _ in 0..2 {
+        s.write_all(b"GET /nowhere HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            .await
+            .unwrap();
+        let head = read_head(&mut s).await;
+        assert!(head.starts_with("http/1.1 404 "), "{head}");
+        assert!(!head.contains("connection: close"), "{head}");
+        let length: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length: "))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap();
+        let mut body = vec![0u8; length];
+        s.read_exact(&mut body).await.unwrap();
+    }
+}

@@ -19,7 +19,7 @@ use axum::body::Body;
 use axum::response::IntoResponse;
 use axum::Router;
 use futures_util::future::Either;
-use http::{Request, Response};
+use http::{HeaderValue, Request, Response};
 use http_body::Body as _;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -137,6 +137,7 @@ impl App {
             activity.peer(),
             started,
         );
+        record.request_body = !req.body().is_end_stream();
         if forward_form && req.method() == http::Method::CONNECT {
             let app = self.clone();
             return Either::Right(Either::Left(Box::pin(super::connect::connect(
@@ -201,6 +202,17 @@ pub(super) fn answer(
     response
         .headers_mut()
         .insert(telemetry::X_REQUEST_ID, record.request_id.clone());
+    if record.request_body && response.extensions().get::<ErrorCode>().is_some() {
+        // Our error, most often answered before the request's body was
+        // read (413, 404, 403): hyper closes the connection after it
+        // unless the rest of the body is already in its buffer, but
+        // decides that only once this head has gone out. Said up front,
+        // as nginx does, a client does not send its next request into a
+        // closing connection (hyper drops the header on HTTP/2).
+        response
+            .headers_mut()
+            .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+    }
     let status = response.status();
     response.map(|body| in_flight.attach(status, Logged::new(body, record, status)))
 }

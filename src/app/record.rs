@@ -32,6 +32,8 @@ pub struct Record {
     pub(super) request_id: HeaderValue,
     client: SocketAddr,
     pub(super) info: AccessInfo,
+    /// The request came with a body (not known to be empty from its head).
+    pub(super) request_body: bool,
     /// How the answer went, once there is one.
     answer: Option<Answer>,
 }
@@ -62,6 +64,7 @@ impl Record {
             request_id,
             client,
             info: AccessInfo::default(),
+            request_body: false,
             answer: None,
         }
     }
