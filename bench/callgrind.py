@@ -32,7 +32,9 @@ valgrind processes per system, default 2, to show the spread), SYSTEMS
 (default "authproxy floor nginx"), PATHS ("small large upload"), CONNS
 ("1 64"), ROUTES (default 1: with e.g. 1000, authproxy and nginx get that
 many routes, each with its own credential, and the load goes to the last
-one; the floor has no route table and keeps its one route), PROFILE_DIR
+one; the floor has no route table and keeps its one route), KIND (authproxy's credential:
+static (default), allow (static with an `allow` policy), basic, query,
+aws_sigv4), PROFILE_DIR
 (keep each 10N phase's dump there, with `--dump-instr=yes`, for
 callgrind_annotate / kcachegrind).
 """
@@ -57,6 +59,18 @@ PATHS = {
     "small": ("small GET (100 B)", "/small", None, 100),
     "large": ("64 KiB GET", "/large", None, 65536),
     "upload": ("64 KiB POST", "/upload", 65536, 3),
+}
+# KIND: the credential on authproxy's route (one route; nginx and the floor
+# always inject the static header): provider body, route `allow` or None.
+KINDS = {
+    "static": (f'type = "static"\nheaders = {{ Authorization = "Bearer {TOKEN}" }}', None),
+    "allow": (f'type = "static"\nheaders = {{ Authorization = "Bearer {TOKEN}" }}',
+              '["GET /small", "GET /large", "POST /upload", "GET /admin/**"]'),
+    "basic": ('type = "basic"\nusername = "bench-user"\npassword = "bench-password-0123456789"', None),
+    "query": ('type = "query"\nparams = { api_key = "bench-key-0123456789abcdef" }', None),
+    "aws_sigv4": ('type = "aws_sigv4"\naccess_key_id = "AKIDEXAMPLE"\n'
+                  'secret_access_key = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"\n'
+                  'region = "us-east-1"\nservice = "execute-api"', None),
 }
 SYSTEM_LABELS = {"authproxy": "authproxy", "floor": "hyper floor", "nginx": "nginx"}
 PHASE_TIMEOUT = 1800.0  # seconds; a phase of 10N requests under valgrind
@@ -231,6 +245,11 @@ class Callgrind:
         self.conns = [int(c) for c in os.environ.get("CONNS", "1 64").split()]
         self.profile_dir = os.environ.get("PROFILE_DIR")
         self.routes = int(os.environ.get("ROUTES", "1"))
+        self.kind = os.environ.get("KIND", "static")
+        if self.kind not in KINDS:
+            sys.exit(f"KIND: unknown credential kind {self.kind!r} (known: {' '.join(KINDS)})")
+        if self.kind != "static" and self.routes > 1:
+            sys.exit("KIND applies to the single-route config only (ROUTES=1)")
         for s in self.systems:
             if s not in SYSTEM_LABELS:
                 sys.exit(f"SYSTEMS: unknown system {s!r} (known: {' '.join(SYSTEM_LABELS)})")
@@ -324,9 +343,19 @@ class Callgrind:
                 for i in range(self.routes)
             )
         else:
-            body = (f'[providers.static]\ntype = "static"\nheaders = {{ Authorization = "Bearer {TOKEN}" }}\n\n'
-                    f'[[routes]]\nprefix = "/s/"\nupstream = "http://127.0.0.1:{self.up_port}/"\nprovider = "static"\n')
-        conf = write(os.path.join(self.tmp, f"proxy-{port}.toml"), head + body)
+            provider, allow = KINDS[self.kind]
+            body = (f'[providers.cred]\n{provider}\n\n'
+                    f'[[routes]]\nprefix = "/s/"\nupstream = "http://127.0.0.1:{self.up_port}/"\nprovider = "cred"\n'
+                    + (f'allow = {allow}\n' if allow else ''))
+        # In a folder of its own: the config watch wakes for any change in
+        # the config's folder and hashes the config to compare, and the
+        # proxy's log is written in the temp dir, so a config next to it
+        # was re-read about once a second, which under valgrind (50x
+        # slower) added up to 9k instructions per request with the 1,000
+        # routes config (SHA-256 of 150 KB). Not a per-request cost.
+        folder = os.path.join(self.tmp, f"conf-{port}")
+        os.makedirs(folder, exist_ok=True)
+        conf = write(os.path.join(folder, "proxy.toml"), head + body)
         env = {k: v for k, v in os.environ.items() if k not in ("RUST_LOG", "TOKIO_WORKER_THREADS")}
         # One thread (the current-thread scheduler), as bench/instructions.sh
         # and the floor; default logging: one access-log line per request on
@@ -461,6 +490,9 @@ class Callgrind:
             f"- (Ir(10N) − Ir(N)) / 9N with N = {self.n}, over C keep-alive connections opened per phase; "
             f"proxy under `valgrind --tool=callgrind`, one thread (authproxy `TOKIO_WORKER_THREADS=1`, "
             f"the floor's current-thread runtime, nginx `master_process off`); upstream nginx and client uninstrumented.",
+            *([f"- authproxy's route uses the `{self.kind}` credential"
+               + (" with an `allow` policy" if KINDS[self.kind][1] else "")
+               + "; nginx and the floor inject the static header."] if self.kind != "static" else []),
             *([f"- {self.routes:,} routes in the authproxy and nginx configs (each with its own credential; requests "
                f"go to the last one); the floor keeps its single route."] if self.routes > 1 else []),
             f"- {self.runs} run(s), each a separate valgrind process per system; the figure is the mean, "

@@ -9,6 +9,7 @@
 #   RUNS=1 PATHS=small CONNS=1 bash bench/callgrind.sh         # about 1 minute
 #   SYSTEMS="authproxy floor" OUT=/tmp/cg.md bash bench/callgrind.sh
 #   ROUTES=1000 PATHS=small SYSTEMS="authproxy nginx" bash bench/callgrind.sh
+#   KIND=aws_sigv4 SYSTEMS=authproxy bash bench/callgrind.sh  # static basic query allow aws_sigv4
 #   PROFILE_DIR=/tmp/prof bash bench/callgrind.sh   # keep the 10N dumps
 #                                                  # (callgrind_annotate --auto=yes)
 #
