@@ -410,6 +410,12 @@ impl PathPrefix {
         }
     }
 
+    /// The prefix without its trailing `/` (`"/"` for the root): the
+    /// part of a path it matches, up to a segment boundary.
+    pub fn normalized(&self) -> &str {
+        &self.normalized
+    }
+
     /// How specific the prefix is: the longer, the more.
     pub fn depth(&self) -> usize {
         self.normalized.len()

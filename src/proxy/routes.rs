@@ -129,14 +129,88 @@ fn host_for_authority(url: &Url) -> String {
     }
 }
 
-/// Routes sorted longest prefix first, so the first match is the best one.
+/// The route table: the listen address's prefix routes and each target's
+/// host routes, each set indexed by prefix.
 #[derive(Debug, Clone, Default)]
 pub struct RouteTable {
     /// Prefix routes (the listen address's).
-    routes: Vec<Route>,
-    /// Host routes by target, each list longest prefix first.
-    hosts: std::collections::HashMap<Authority, Vec<Route>>,
+    routes: Prefixes,
+    /// Host routes by target.
+    hosts: std::collections::HashMap<Authority, Prefixes>,
 }
+
+/// Routes indexed by their normalised prefix, so a lookup costs one hash
+/// probe per segment of the path (at most as many segments as the longest
+/// prefix has), whatever the number of routes: with 1,000 routes the
+/// linear scan cost about 110k instructions per request (callgrind:
+/// 166.6k per small GET with 1,000 routes, 56.8k with the index). A few
+/// routes are still scanned, longest prefix first: cheaper than hashing
+/// (one route: 467 instructions per lookup with the hash, 42.06k per
+/// request against 41.69k with the scan).
+#[derive(Debug, Clone, Default)]
+struct Prefixes {
+    /// In config order.
+    routes: Vec<Route>,
+    /// Indexes into `routes`, longest prefix first (config order among
+    /// equals): the scan of small tables.
+    longest_first: Vec<usize>,
+    /// Normalised prefix (no trailing `/`) → index into `routes`; the
+    /// first route in config order wins a duplicate, as the scan did.
+    by_prefix: std::collections::HashMap<String, usize>,
+    /// The route with prefix `/`, which matches every path.
+    root: Option<usize>,
+    /// Length of the longest normalised prefix: longer candidates are not
+    /// looked up.
+    longest: usize,
+}
+
+impl Prefixes {
+    fn push(&mut self, route: Route) {
+        let i = self.routes.len();
+        let key = route.prefix.normalized();
+        if key == "/" {
+            self.root.get_or_insert(i);
+        } else {
+            self.longest = self.longest.max(key.len());
+            self.by_prefix.entry(key.to_string()).or_insert(i);
+        }
+        self.routes.push(route);
+        self.longest_first = (0..self.routes.len()).collect();
+        self.longest_first
+            .sort_by_key(|&i| std::cmp::Reverse(self.routes[i].prefix.depth()));
+    }
+
+    /// Longest prefix first: `path` itself, then `path` cut before each
+    /// `/` from the right, then the root route.
+    fn lookup(&self, path: &str) -> Option<&Route> {
+        if self.routes.len() <= SCAN_MAX {
+            return self
+                .longest_first
+                .iter()
+                .map(|&i| &self.routes[i])
+                .find(|r| r.prefix.strip(path).is_some());
+        }
+        if !self.by_prefix.is_empty() {
+            let mut end = path.len();
+            loop {
+                let candidate = &path[..end];
+                if end <= self.longest {
+                    if let Some(&i) = self.by_prefix.get(candidate) {
+                        return Some(&self.routes[i]);
+                    }
+                }
+                match candidate.rfind('/') {
+                    Some(cut) if cut > 0 => end = cut,
+                    _ => break,
+                }
+            }
+        }
+        self.root.map(|i| &self.routes[i])
+    }
+}
+
+/// Tables up to this many routes are scanned rather than hashed into.
+const SCAN_MAX: usize = 8;
 
 /// Which routes a request may use.
 #[derive(Debug, Clone, Copy)]
@@ -159,28 +233,19 @@ impl RouteTable {
             }
         }
         table
-            .routes
-            .sort_by_key(|r| std::cmp::Reverse(r.prefix.depth()));
-        for routes in table.hosts.values_mut() {
-            routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.depth()));
-        }
-        table
     }
 
-    /// The prefix route for `path`.
+    /// The prefix route for `path`: the longest prefix that matches it on
+    /// whole segments.
     pub fn lookup(&self, path: &str) -> Option<&Route> {
-        self.routes.iter().find(|r| r.prefix.strip(path).is_some())
+        self.routes.lookup(path)
     }
 
     /// The route for `path` among those `scope` allows.
     pub fn lookup_in(&self, scope: Scope<'_>, path: &str) -> Option<&Route> {
         match scope {
             Scope::Listen => self.lookup(path),
-            Scope::Host(target) => self
-                .hosts
-                .get(target)?
-                .iter()
-                .find(|r| r.prefix.strip(path).is_some()),
+            Scope::Host(target) => self.hosts.get(target)?.lookup(path),
         }
     }
 
@@ -198,8 +263,9 @@ impl RouteTable {
     pub fn in_config_order(&self) -> Vec<&Route> {
         let mut v: Vec<&Route> = self
             .routes
+            .routes
             .iter()
-            .chain(self.hosts.values().flatten())
+            .chain(self.hosts.values().flat_map(|p| p.routes.iter()))
             .collect();
         v.sort_by_key(|r| r.index);
         v
@@ -254,6 +320,85 @@ mod tests {
         assert_eq!(t.lookup("/api/v2").unwrap().prefix.as_str(), "/api/v2/");
         assert_eq!(t.lookup("/api/v23").unwrap().prefix.as_str(), "/api/");
         assert_eq!(t.lookup("/other").unwrap().prefix.as_str(), "/");
+    }
+
+    #[test]
+    fn lookup_matches_the_scan_it_replaced() {
+        let prefixes = [
+            "/",
+            "/api/",
+            "/api/v2/",
+            "/api/v2",
+            "/a/b/c/",
+            "/apix",
+            "/x/y/",
+            "/_authproxyish",
+        ];
+        let mut configs: Vec<RouteConfig> = prefixes
+            .iter()
+            .enumerate()
+            .map(|(i, p)| route(p, &format!("http://127.0.0.1:{}/", i + 1), true))
+            .collect();
+        assert!(configs.len() <= SCAN_MAX, "the scanned table");
+        check_against_scan(&configs);
+        // The same past SCAN_MAX: the hashed table.
+        configs.extend(
+            (0..SCAN_MAX).map(|i| route(&format!("/z{i}/y/"), "http://127.0.0.1:9/", true)),
+        );
+        check_against_scan(&configs);
+        // Without a root route nothing else matches everything.
+        for configs in [&configs[1..], &configs[1..SCAN_MAX]] {
+            let t = RouteTable::new(configs);
+            assert!(t.lookup("/other").is_none());
+            assert_eq!(t.lookup("/api/v2/q").unwrap().prefix.as_str(), "/api/v2/");
+        }
+    }
+
+    fn check_against_scan(configs: &[RouteConfig]) {
+        let t = RouteTable::new(configs);
+        // The reference: longest prefix first, the first in config order
+        // among equals (a stable sort), as the linear scan did.
+        let mut sorted: Vec<Route> = configs
+            .iter()
+            .enumerate()
+            .map(|(i, c)| Route::new(i, c))
+            .collect();
+        sorted.sort_by_key(|r| std::cmp::Reverse(r.prefix.depth()));
+        let paths = [
+            "/",
+            "/a",
+            "/a/b",
+            "/a/b/c",
+            "/a/b/c/",
+            "/a/b/cd",
+            "/a/b/c/d/e",
+            "/api",
+            "/api/",
+            "/api/v2",
+            "/api/v2/",
+            "/api/v2/x/y",
+            "/api/v23",
+            "/apix",
+            "/apix/1",
+            "/apixy",
+            "/x",
+            "/x/y",
+            "/x/yz",
+            "//",
+            "/api//v2",
+            "/_authproxyish/z",
+            "/z3/y",
+            "/z3/y/w",
+            "/z3",
+        ];
+        for path in paths {
+            let want = sorted.iter().find(|r| r.prefix.strip(path).is_some());
+            assert_eq!(
+                t.lookup(path).map(|r| r.index),
+                want.map(|r| r.index),
+                "{path}"
+            );
+        }
     }
 
     #[test]
