@@ -17,6 +17,11 @@
 //!
 //! Not a product: a wrong config panics, and upstream errors answer 502
 //! without a body.
+//!
+//! hyper's own knobs, to see whether one lowers the floor (both sides of
+//! the proxy): `FLOOR_WRITEV=true|false` (the write strategy: vectored
+//! writes or one flattened buffer; unset: hyper's default, which picks
+//! per connection), `FLOOR_MAX_BUF=BYTES` (the read buffer's limit).
 
 use std::sync::Arc;
 
@@ -88,7 +93,14 @@ async fn serve_connection(stream: TcpStream, route: Arc<Route>) {
         let upstream = upstream.clone();
         async move { Ok::<_, hyper::Error>(forward(req, &route, &upstream).await) }
     });
-    let _ = hyper::server::conn::http1::Builder::new()
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    if let Some(w) = knob("FLOOR_WRITEV") {
+        builder.writev(w);
+    }
+    if let Some(n) = knob("FLOOR_MAX_BUF") {
+        builder.max_buf_size(n);
+    }
+    let _ = builder
         .serve_connection(TokioIo::new(stream), service)
         .await;
 }
@@ -139,11 +151,21 @@ async fn forward(
 async fn connect(host: &str) -> Option<SendRequest<Incoming>> {
     let stream = TcpStream::connect(host).await.ok()?;
     let _ = stream.set_nodelay(true);
-    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .ok()?;
+    let mut builder = hyper::client::conn::http1::Builder::new();
+    if let Some(w) = knob("FLOOR_WRITEV") {
+        builder.writev(w);
+    }
+    if let Some(n) = knob("FLOOR_MAX_BUF") {
+        builder.max_buf_size(n);
+    }
+    let (sender, conn) = builder.handshake(TokioIo::new(stream)).await.ok()?;
     tokio::spawn(conn);
     Some(sender)
+}
+
+/// An environment knob, parsed; unset (or unparsable): hyper's default.
+fn knob<T: std::str::FromStr>(name: &str) -> Option<T> {
+    std::env::var(name).ok()?.parse().ok()
 }
 
 fn bad_gateway() -> Response<BoxBody<Bytes, hyper::Error>> {
