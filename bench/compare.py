@@ -270,12 +270,15 @@ class Sys:
     """One system in a scenario: where wrk sends requests and what the
     upstream must see. `proc` is None for the upstream itself."""
 
-    def __init__(self, port, prefix, proc, scheme="http", auth=None, auth_is_prefix=False):
+    def __init__(self, port, prefix, proc, scheme="http", auth=None, auth_is_prefix=False, load=None):
         self.port, self.prefix, self.proc, self.scheme, self.auth = port, prefix, proc, scheme, auth
         self.auth_is_prefix = auth_is_prefix  # the oauth2 route: `Bearer at-<n>-<hex>`
+        # bench/tunnel_load.rs instead of wrk: (mode, [HOST:PORT, CA]) for
+        # `tunnel` / `tls`, ("reverse", []) for the plain comparison.
+        self.load = load
 
     def key(self):
-        return (self.port, self.prefix, self.scheme)
+        return (self.port, self.prefix, self.scheme, self.load and self.load[0])
 
 
 class Scenario:
@@ -376,7 +379,7 @@ http {{
       proxy_max_temp_file_size 0;
 """
 
-    def nginx_front_text(self, name, port, tls_port, health=False):
+    def nginx_front_text(self, name, port, tls_port, health=False, term_port=None):
         P = self.port
         proxy = self.NGINX_PROXY.format(token=TOKEN)
         health_loc = '    location = /health { return 200 "ok\\n"; }\n' if health else ""
@@ -396,6 +399,16 @@ http {{
       proxy_ssl_session_reuse on;
     }}
   }}"""
+        if term_port:
+            # The tunnel rows' counterpart: TLS from the client terminated
+            # here (the bench CA's `localhost` certificate), on to the HTTPS
+            # upstream's pool: TLS on both sides, the work a tunnel adds.
+            tls_server += "\n" + tls_server.replace(
+                f"listen 127.0.0.1:{tls_port} backlog=4096;",
+                f"listen 127.0.0.1:{term_port} ssl backlog=4096;\n"
+                f"    ssl_certificate {self.crt};\n    ssl_certificate_key {self.key};\n"
+                "    ssl_protocols TLSv1.2 TLSv1.3;\n    ssl_session_cache shared:term:1m;",
+            )
         return self.nginx_text(
             name,
             port,
@@ -410,9 +423,16 @@ http {{
             servers=tls_server,
         )
 
-    def haproxy_text(self, port, tls_port, health=False):
+    def haproxy_text(self, port, tls_port, health=False, term_port=None):
         P = self.port
         monitor = "  monitor-uri /health\n" if health else ""
+        term = ""
+        if term_port:
+            term = f"""frontend fe_term
+  bind 127.0.0.1:{term_port} ssl crt {self.crt_and_key}
+  http-request set-header Authorization "Bearer {TOKEN}"
+  default_backend be_tls
+"""
         return f"""
 global
   nbthread 1
@@ -438,7 +458,7 @@ frontend fe_tls
 backend be_tls
   http-reuse always
   server up_tls 127.0.0.1:{P['up_tls']} ssl verify required ca-file {self.ca} verifyhost localhost sni str(localhost)
-"""
+{term}"""
 
     def authproxy_text(self, port):
         P = self.port
@@ -487,6 +507,40 @@ provider = "dp"
 prefix = "/sink/"
 upstream = "http://127.0.0.1:{P['sink']}/"
 provider = "static"
+
+[[routes]]
+prefix = "/tls/"
+upstream = "https://127.0.0.1:{P['up_tls']}/"
+provider = "static"
+ca_file = "{self.ca}"
+"""
+
+    FP_HOST = "api.bench.test"
+
+    def authproxy_fp_text(self, port):
+        P = self.port
+        fp = os.path.join(self.tmp, "fp")
+        return f"""
+[server]
+listen = "127.0.0.1:{port}"
+
+[store]
+kind = "memory"
+
+[forward_proxy]
+enabled = true
+ca_cert = "{fp}/ca.pem"
+ca_key = "{fp}/ca.key"
+
+[providers.static]
+type = "static"
+headers = {{ Authorization = "Bearer {TOKEN}" }}
+
+[[routes]]
+host = "{self.FP_HOST}"
+upstream = "https://127.0.0.1:{P['up_tls']}/"
+provider = "static"
+ca_file = "{self.ca}"
 
 [[routes]]
 prefix = "/tls/"
@@ -578,11 +632,14 @@ backend be
             'wrk.headers["Content-Type"] = "application/octet-stream"\n',
         )
         self.ca, crt, key = make_ca(os.path.join(t, "tls"))
+        self.crt, self.key = crt, key
+        self.crt_and_key = self.write("tls/server-and-key.pem", open(crt).read() + open(key).read())
 
         self.port = {
             k: free_port()
             for k in ("up", "up_tls", "sink", "token", "ap1", "ap", "apq", "nginx", "nginx_tls", "haproxy",
-                      "haproxy_tls", "ap_routes", "nginx_routes", "haproxy_routes")
+                      "haproxy_tls", "ap_routes", "nginx_routes", "haproxy_routes", "ap_fp", "nginx_term",
+                      "haproxy_term")
         }
         P = self.port
 
@@ -612,8 +669,11 @@ backend be
     ssl_protocols TLSv1.2 TLSv1.3;
 {up_body}  }}""",
         )
-        front = self.write("nginx-front.conf", self.nginx_front_text("nginx-front", P["nginx"], P["nginx_tls"]))
-        hap = self.write("haproxy.cfg", self.haproxy_text(P["haproxy"], P["haproxy_tls"]))
+        term = "tunnel" in ROWS
+        front = self.write("nginx-front.conf", self.nginx_front_text(
+            "nginx-front", P["nginx"], P["nginx_tls"], term_port=P["nginx_term"] if term else None))
+        hap = self.write("haproxy.cfg", self.haproxy_text(
+            P["haproxy"], P["haproxy_tls"], term_port=P["haproxy_term"] if term else None))
 
         me = os.path.abspath(__file__)
         p = self.spawn("upload-sink", [sys.executable, me, "upload-sink", str(P["sink"])])
@@ -636,6 +696,17 @@ backend be
             p = self.spawn(f"authproxy-{key}", [self.binary, "run", "--config", conf], env=self.ap_env(threads, rust_log))
             wait_port(P[key], p)
             self.ap[key] = p
+
+        self.fp = None
+        if term:
+            # Forward-proxy mode: its CA made on first start in fp/; one host
+            # route (api.bench.test) and one prefix route, both to the HTTPS
+            # upstream with the bench's static credential.
+            conf = self.write("authproxy-fp.toml", self.authproxy_fp_text(P["ap_fp"]))
+            self.fp = self.spawn("authproxy-fp", [self.binary, "run", "--config", conf], env=self.ap_env("1", None))
+            wait_port(P["ap_fp"], self.fp)
+            wait_port(P["nginx_term"], self.nginx)
+            wait_port(P["haproxy_term"], self.haproxy)
 
         self.routes = {}
         if "routes" in ROWS:
@@ -828,25 +899,53 @@ backend be
                          "/small", 64, {name: dp}, baseline={name: ("small64", oauth_name)})]
 
     def tunnel_rows(self):
-        """Placeholder: requests inside a forward-proxy tunnel.
+        """Requests inside a forward-proxy tunnel (issue 18) against the
+        reverse path, both to the HTTPS upstream, with bench/tunnel_load.rs
+        (wrk cannot CONNECT): each connection sends `CONNECT
+        api.bench.test:443` once, TLS inside trusting authproxy's own CA,
+        then keep-alive GETs. The reverse row is the same authproxy process
+        and upstream, plain HTTP from the client. nginx and HAProxy cannot
+        terminate CONNECT: their counterpart is a TLS-terminating front
+        (`listen … ssl` / `bind … ssl crt`) on to the same HTTPS upstream,
+        TLS on both sides of the proxy, which is the work a tunnel adds."""
+        if self.fp is None:
+            return []
+        P = self.port
+        fp_ca = os.path.join(self.tmp, "fp", "ca.pem")
+        bearer = f"Bearer {TOKEN}"
+        ap = "authproxy, 1 worker thread"
+        systems = {
+            f"{ap}, inside a CONNECT tunnel (TLS both sides)":
+                Sys(P["ap_fp"], "", self.fp, scheme="https", auth=bearer,
+                    load=("tunnel", [f"{self.FP_HOST}:443", fp_ca])),
+            f"{ap}, reverse route (plain HTTP from the client)":
+                Sys(P["ap_fp"], "/tls", self.fp, auth=bearer, load=("reverse", [])),
+            "nginx, 1 worker, TLS-terminating front":
+                Sys(P["nginx_term"], "", self.nginx, scheme="https", auth=bearer,
+                    load=("tls", ["localhost:443", self.ca])),
+            "haproxy, nbthread 1, TLS-terminating front":
+                Sys(P["haproxy_term"], "", self.haproxy, scheme="https", auth=bearer,
+                    load=("tls", ["localhost:443", self.ca])),
+        }
+        return [
+            Scenario("tunnel_small64", "tunnel", "Inside a forward-proxy tunnel (HTTPS upstream): small GET (100 B), "
+                     "64 connections", "/small", 64, systems),
+            Scenario("tunnel_large64", "tunnel", "Inside a forward-proxy tunnel (HTTPS upstream): 64 KiB GET, "
+                     "64 connections", "/large", 64, dict(systems)),
+        ]
 
-        TODO(issue 18, forward-proxy mode): needs, once the feature exists:
-        - `[forward_proxy] enabled = true, ca_cert = "<tmp>/fp/ca.pem",
-          ca_key = "<tmp>/fp/ca.key"` and a host route `[[routes]] host =
-          "localhost", provider = "static", upstream =
-          "https://127.0.0.1:<up_tls>/", ca_file = <bench CA>`;
-        - a load generator that sends `CONNECT localhost:443` once per
-          connection, then TLS (trusting the forward-proxy CA) and keep-alive
-          requests inside: wrk cannot; a small client in bench/ (e.g. next to
-          callgrind.py's) can;
-        - for nginx and HAProxy (no CONNECT termination in either) the
-          equivalent is a TLS-terminating front (`listen ... ssl` /
-          `bind ... ssl crt`) proxying to the same HTTPS upstream: TLS on
-          both sides of the proxy, which is the work a tunnel adds."""
-        if "tunnel" in ROWS:
-            log("skipped: 'inside a forward-proxy tunnel' - needs forward-proxy mode (issue 18), not built yet")  # TODO(issue 18)
-            self.notes.append("Row 'inside a forward-proxy tunnel' skipped: the feature does not exist yet (issue 18).")
-        return []
+    def tunnel_get(self, s, path):
+        """(status, body) of one GET through `s` as its load generator sends
+        it: through the tunnel with curl (`--proxy`, the proxy's CA), else
+        as usual."""
+        if s.load and s.load[0] == "tunnel":
+            r = subprocess.run(
+                ["curl", "-s", "--max-time", "10", "--proxy", f"http://127.0.0.1:{s.port}", "--cacert", s.load[1][1],
+                 "-o", "-", "-w", "\n%{http_code}", f"https://{s.load[1][0].split(':')[0]}{path}"],
+                capture_output=True, timeout=20)
+            body, _, code = r.stdout.rpartition(b"\n")
+            return int(code or 0), body
+        return http_get(s.port, s.prefix + path, tls_ca=self.ca if s.scheme == "https" else None)
 
     def check(self, scenarios):
         """Every path works and carries the injected credential."""
@@ -858,6 +957,16 @@ backend be
                     continue
                 seen.add((s.key(), sc.path, sc.lua))
                 ca = self.ca if s.scheme == "https" else None
+                if s.load:
+                    st, body = self.tunnel_get(s, "/auth")
+                    want = (s.auth or "").encode()
+                    if st != 200 or body != want:
+                        problems.append(f"{sc.title} / {name}: /auth -> {st} {body[:80]!r}")
+                    want_len = {"/small": 100, "/large": 64 * 1024}[sc.path]
+                    st, body = self.tunnel_get(s, sc.path)
+                    if st != 200 or len(body) != want_len:
+                        problems.append(f"{sc.title} / {name}: {sc.path} -> {st}, {len(body)} bytes")
+                    continue
                 st, body = http_get(s.port, s.prefix + "/auth", tls_ca=ca)
                 want = (s.auth or "").encode()
                 if st != 200 or not (body.startswith(want) if s.auth_is_prefix else body == want):
@@ -905,6 +1014,8 @@ backend be
     # -- runs
 
     def wrk(self, s, path, conns, seconds, lua=None, headers=()):
+        if s.load:
+            return self.tunnel_load(s, path, conns, seconds)
         cmd = ["wrk", "-t1", f"-c{conns}", f"-d{seconds}s", "--timeout", "2s", "--latency"]
         for h in headers:
             cmd += ["-H", h]
@@ -913,6 +1024,30 @@ backend be
         cmd.append(f"{s.scheme}://127.0.0.1:{s.port}{s.prefix}{path}")
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 20).stdout
         return parse_wrk(out)
+
+    def tunnel_load(self, s, path, conns, seconds):
+        """bench/tunnel_load.rs, one thread like wrk -t1; its line parsed
+        into wrk's fields."""
+        binary = os.path.join(os.path.dirname(self.binary), "examples", "tunnel_load")
+        mode, extra = s.load
+        if mode == "reverse":
+            cmd = [binary, mode, f"127.0.0.1:{s.port}", s.prefix + path, str(conns), str(seconds)]
+        else:
+            cmd = [binary, mode, f"127.0.0.1:{s.port}", extra[0], extra[1], path, str(conns), str(seconds)]
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 30)
+        fields = dict(kv.split("=", 1) for kv in r.stdout.split() if "=" in kv)
+        out = {
+            "requests": int(fields.get("requests", 0)),
+            "rps": float(fields.get("rps", 0)),
+            "p50": float(fields.get("p50_ms", "nan")),
+            "p99": float(fields.get("p99_ms", "nan")),
+            "errors": int(fields.get("errors", 1)),
+            "raw": r.stdout + r.stderr,
+        }
+        if out["requests"] == 0 or r.returncode != 0:
+            out["errors"] += 1
+            log(f"tunnel_load produced no result: {r.stdout}{r.stderr}")
+        return out
 
     def measure(self, s, sc, seconds):
         proc = s.proc

@@ -9,8 +9,9 @@
 # scenarios below plus the oauth2 / RUST_LOG=warn rows and 1 GiB streaming),
 # tls (HTTPS upstream), close (Connection: close), routes (1,000 routes),
 # footprint (start-to-ready over 20 starts), dpop (the oauth2 row with a
-# DPoP proof per request), tunnel (a placeholder that says it is skipped
-# until that feature exists). BENCH_SECONDS and
+# DPoP proof per request), tunnel (requests inside a forward-proxy CONNECT
+# tunnel vs the reverse route, both to the HTTPS upstream, loaded by
+# bench/tunnel_load.rs; nginx and HAProxy as TLS-terminating fronts). BENCH_SECONDS and
 # BENCH_REPS override the 5 s x 3 runs. Only a full default run writes
 # bench/results.md; any other run writes /tmp/authproxy-bench-results.md
 # (BENCH_OUT=FILE chooses).
@@ -93,7 +94,7 @@ export PATH="$PATH:/usr/sbin:/sbin"
 # own instances on free ports and leaves those alone.
 
 echo "building authproxy (release)…"
-(cd "$ROOT" && timeout 300 cargo build --release --quiet --bin authproxy --example mock_provider)
+(cd "$ROOT" && timeout 300 cargo build --release --quiet --bin authproxy --example mock_provider --example tunnel_load)
 BIN="$ROOT/target/release/authproxy"
 
 # python in the background so the traps fire promptly on ^C.
