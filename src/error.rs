@@ -265,6 +265,87 @@ fn login_message(login_url: &str, device: Option<&DevicePrompt>) -> String {
     }
 }
 
+/// gRPC status codes (grpc/doc/statuscodes.md) our errors map to.
+mod grpc_code {
+    pub const INVALID_ARGUMENT: u8 = 3;
+    pub const DEADLINE_EXCEEDED: u8 = 4;
+    pub const PERMISSION_DENIED: u8 = 7;
+    pub const RESOURCE_EXHAUSTED: u8 = 8;
+    pub const UNIMPLEMENTED: u8 = 12;
+    pub const INTERNAL: u8 = 13;
+    pub const UNAVAILABLE: u8 = 14;
+    pub const UNAUTHENTICATED: u8 = 16;
+}
+
+impl ProxyError {
+    /// The gRPC status of this error, for a gRPC client: no route →
+    /// UNIMPLEMENTED, upstream unreachable → UNAVAILABLE, no answer in time
+    /// → DEADLINE_EXCEEDED, no credential → UNAUTHENTICATED, refused by
+    /// policy or browser rules → PERMISSION_DENIED.
+    pub fn grpc_status(&self) -> u8 {
+        use grpc_code::*;
+        use ProxyError::*;
+        match self {
+            NoRoute { .. } | NoLocalEndpoint { .. } | MethodNotAllowed { .. } => UNIMPLEMENTED,
+            BadRequest(_) => INVALID_ARGUMENT,
+            PayloadTooLarge { .. } | TooLargeToSign { .. } => RESOURCE_EXHAUSTED,
+            Unauthorized | ProxyAuthenticationRequired => UNAUTHENTICATED,
+            TokenEndpoint { .. } | ReauthenticationFailed { .. } | LoginRequired { .. } => {
+                UNAUTHENTICATED
+            }
+            ForbiddenOrigin { .. }
+            | ForbiddenHost { .. }
+            | NotForwarded { .. }
+            | Misdirected { .. }
+            | ForbiddenBrowser { .. }
+            | ForbiddenByPolicy { .. } => PERMISSION_DENIED,
+            Busy { .. } | TooManyConnections | UpstreamUnreachable { .. } => UNAVAILABLE,
+            UpstreamTimeout { .. } | RequestTimeout { .. } => DEADLINE_EXCEEDED,
+            Internal(_) => INTERNAL,
+        }
+    }
+
+    /// Our answer: JSON, or for a gRPC client (`grpc`) a gRPC
+    /// trailers-only answer: HTTP 200 with `grpc-status` and
+    /// `grpc-message` in the head, no body.
+    pub fn answer(self, grpc: bool) -> Response {
+        if !grpc {
+            return self.into_response();
+        }
+        let code = self.code();
+        let mut response = Response::new(axum::body::Body::empty());
+        let headers = response.headers_mut();
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/grpc"),
+        );
+        headers.insert(
+            "grpc-status",
+            HeaderValue::from(u16::from(self.grpc_status())),
+        );
+        if let Ok(message) = HeaderValue::from_str(&grpc_message(&self.to_string())) {
+            headers.insert("grpc-message", message);
+        }
+        headers.insert("x-authproxy-error", HeaderValue::from_static(code));
+        response.extensions_mut().insert(ErrorCode(code));
+        response
+    }
+}
+
+/// `grpc-message`'s encoding: percent-encoded UTF-8, every byte outside
+/// printable ASCII and `%` itself encoded.
+fn grpc_message(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if (0x20..=0x7e).contains(&b) && b != b'%' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 impl IntoResponse for ProxyError {
     fn into_response(self) -> Response {
         let (status, code, provider) = self.parts();

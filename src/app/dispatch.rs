@@ -155,6 +155,7 @@ impl App {
         };
         if let Err(e) = checked {
             record.info.error = Some(e.code());
+            let e = e.answer(crate::http::headers::is_grpc(req.headers()));
             return Either::Left(std::future::ready(Ok(answer(record, local(e), in_flight))));
         }
         let inner = self.inner.clone();
@@ -179,7 +180,7 @@ impl App {
                 // answered: they hold nothing.
                 let e = ProxyError::TooManyConnections;
                 record.info.error = Some(e.code());
-                local(e)
+                local(e.answer(crate::http::headers::is_grpc(req.headers())))
             } else {
                 record
                     .runtime

@@ -397,6 +397,19 @@ fn resource_bounds_have_defaults_and_bad_values_name_their_key() {
 }
 
 #[test]
+fn http2_is_auto_always_or_never() {
+    use crate::config::Http2Mode;
+    assert_eq!(parse(ROUTE).unwrap().routes[0].http2, Http2Mode::Auto);
+    for (text, mode) in [("always", Http2Mode::Always), ("never", Http2Mode::Never)] {
+        let c = parse(&format!("{ROUTE}http2 = \"{text}\"\n")).unwrap();
+        assert_eq!(c.routes[0].http2, mode);
+    }
+    let e = errors(&format!("{ROUTE}http2 = \"yes\"\n"));
+    assert_eq!(e[0].key, "routes[0].http2");
+    assert!(e[0].message.contains("\"always\""), "{e:?}");
+}
+
+#[test]
 fn egress_proxy_explicit_env_or_none() {
     let server = |extra: &str, env: &[(&str, &str)]| {
         let env = MapEnv(

@@ -305,6 +305,30 @@ pub struct OAuth2Config {
     pub dpop: bool,
 }
 
+/// `routes[].http2`: the protocol of upstream connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Http2Mode {
+    /// HTTP/2 when an https upstream offers it in ALPN; HTTP/1.1 to http
+    /// upstreams.
+    #[default]
+    Auto,
+    /// HTTP/2 only: ALPN `h2` on https, h2c prior knowledge on http.
+    Always,
+    /// HTTP/1.1 only.
+    Never,
+}
+
+impl Http2Mode {
+    pub fn parse(text: &str) -> Option<Http2Mode> {
+        match text {
+            "auto" => Some(Http2Mode::Auto),
+            "always" => Some(Http2Mode::Always),
+            "never" => Some(Http2Mode::Never),
+            _ => None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct RouteConfig {
     pub prefix: PathPrefix,
@@ -317,6 +341,8 @@ pub struct RouteConfig {
     pub allow_browsers: bool,
     /// Connections to the upstream (idle and busy) this route keeps at most.
     pub max_upstream_connections: usize,
+    /// `http2`: whether upstream connections speak HTTP/2.
+    pub http2: Http2Mode,
     /// `allow`: the request policy, compiled; `None` lets everything through.
     pub allow: Option<super::policy::Policy>,
     /// `client_cert` + `client_key`: presented to the upstream (mTLS).
@@ -343,6 +369,7 @@ impl RouteConfig {
             ca_file: None,
             allow_browsers: false,
             max_upstream_connections: Self::DEFAULT_MAX_UPSTREAM_CONNECTIONS,
+            http2: Http2Mode::Auto,
             client_identity: None,
             allow: None,
             host: None,

@@ -21,6 +21,15 @@ pub fn is_hop_by_hop(name: &HeaderName) -> bool {
     HOP_BY_HOP.contains(name)
 }
 
+/// Whether the message is gRPC (`content-type: application/grpc`, with
+/// any `+proto`, `+json`, … suffix, or gRPC-Web's `application/grpc-web…`).
+pub fn is_grpc(headers: &HeaderMap) -> bool {
+    headers.get(header::CONTENT_TYPE).is_some_and(|v| {
+        let v = v.as_bytes();
+        v.len() >= 16 && v[..16].eq_ignore_ascii_case(b"application/grpc")
+    })
+}
+
 /// Whether the message asks for a protocol upgrade (e.g. WebSocket).
 pub fn upgrade_requested(headers: &HeaderMap) -> Option<HeaderValue> {
     let wants = headers

@@ -14,6 +14,7 @@ use http_body::Body as _;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
+use super::grpc;
 use super::routes::{Route, Scope};
 use super::{Forwarder, ProxyResponse};
 use crate::credentials::Credential;
@@ -24,7 +25,7 @@ use crate::http::body::{
 };
 use crate::http::buffer::{BufferBudget, BufferWriter, Refused};
 use crate::http::head_timeout::Activity;
-use crate::http::headers::{strip_hop_by_hop, upgrade_requested};
+use crate::http::headers::{is_grpc, strip_hop_by_hop, upgrade_requested};
 use crate::http::path::has_dot_segment;
 use crate::telemetry::{AccessInfo, RouteTag};
 use crate::upstream::PooledBody;
@@ -138,7 +139,19 @@ pub(super) async fn forward(
     let body = limit_body(body, &parts.headers, fwd.config.server.max_request_body)?;
     let client_upgrade = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
     let upgrade = upgrade_requested(&parts.headers).filter(|p| !close_after && !names_h2c(p));
+    let grpc = is_grpc(&parts.headers);
+    // gRPC asks for trailers (and its servers may check that it does);
+    // other requests have `TE` stripped as any hop-by-hop header.
+    let te_trailers = grpc && grpc::wants_trailers(&parts.headers);
     strip_hop_by_hop(&mut parts.headers, upgrade.clone());
+    if te_trailers {
+        grpc::put_te_trailers(&mut parts.headers);
+    }
+    // A gRPC call's deadline is the longest the upstream gets to answer.
+    let timeout = match grpc.then(|| grpc::timeout(&parts.headers)).flatten() {
+        Some(deadline) => deadline.min(fwd.config.server.upstream_timeout),
+        None => fwd.config.server.upstream_timeout,
+    };
     parts.headers.insert(header::HOST, route.host_value.clone());
     if close_after {
         // The pool never reuses a connection whose request said this.
@@ -164,6 +177,7 @@ pub(super) async fn forward(
         uri,
         client_upgrade,
         upgrade,
+        timeout,
     };
 
     match credential {
@@ -188,6 +202,11 @@ pub(super) async fn forward(
             let provider = route.provider.as_deref().unwrap_or("-");
             Box::pin(ctx.send_aws(a, provider, parts.headers, body, info)).await
         }
+        Some(Credential::OAuth2(p)) if grpc => {
+            parts.headers.remove(header::AUTHORIZATION);
+            parts.headers.remove(p.header_name());
+            Box::pin(ctx.send_grpc_oauth(p, parts.headers, body, info)).await
+        }
         Some(Credential::OAuth2(p)) => {
             parts.headers.remove(header::AUTHORIZATION);
             parts.headers.remove(p.header_name());
@@ -209,6 +228,8 @@ pub(super) struct Forward<'a> {
     client_upgrade: Option<hyper::upgrade::OnUpgrade>,
     /// The protocol(s) of the upgrade forwarded, if any.
     upgrade: Option<HeaderValue>,
+    /// `server.upstream_timeout`, or a gRPC call's shorter deadline.
+    timeout: std::time::Duration,
 }
 
 impl Forward<'_> {
@@ -246,7 +267,7 @@ impl Forward<'_> {
         body: OutBody,
     ) -> Result<Response<PooledBody>, ProxyError> {
         let pool = self.fwd.upstreams.for_route(self.route.index);
-        let timeout = self.fwd.config.server.upstream_timeout;
+        let timeout = self.timeout;
         // `upstream_timeout` is the upstream's time to answer: for a body
         // that is still streaming it starts once the body is sent. A
         // buffered body goes out at once.

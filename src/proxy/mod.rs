@@ -6,10 +6,12 @@
 //! [`replay`] (oauth2 routes: 401 → renew → replay once), [`aws`]
 //! (aws_sigv4 routes: hash the body, sign, re-sign once after a refusal
 //! explained by clock skew), [`upgrade`] (101: splice the two
-//! connections).
+//! connections), [`grpc`] (gRPC: trailers, deadlines, UNAUTHENTICATED
+//! as a `401`).
 
 mod aws;
 mod forward;
+mod grpc;
 mod replay;
 pub mod routes;
 pub mod security;
@@ -104,19 +106,21 @@ impl Forwarder {
             }
             _ => req.headers().get(header::HOST).cloned(),
         };
+        let grpc = crate::http::headers::is_grpc(req.headers());
         match forward::forward(self, req, conn, info).await {
             Ok(r) => r,
             Err(e) => {
                 info.error = Some(e.code());
-                self.refusal(e, host)
+                self.refusal(e, host, grpc)
             }
         }
     }
 
     /// Our answer for a request we could not forward. A `login_required`
     /// answer gets the login URL in full, on the host the client used.
-    fn refusal(&self, e: ProxyError, host: Option<http::HeaderValue>) -> ProxyResponse {
-        match e {
+    /// A gRPC client gets it as a gRPC status.
+    fn refusal(&self, e: ProxyError, host: Option<http::HeaderValue>, grpc: bool) -> ProxyResponse {
+        let e = match e {
             ProxyError::LoginRequired {
                 provider,
                 login_url,
@@ -126,13 +130,14 @@ impl Forwarder {
                     .as_ref()
                     .and_then(|h| h.to_str().ok())
                     .unwrap_or("127.0.0.1");
-                local(ProxyError::LoginRequired {
+                ProxyError::LoginRequired {
                     provider,
                     device,
                     login_url: format!("http://{host}{login_url}"),
-                })
+                }
             }
-            e => local(e),
-        }
+            e => e,
+        };
+        local(e.answer(grpc))
     }
 }

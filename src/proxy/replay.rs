@@ -165,7 +165,7 @@ impl Forward<'_> {
     /// `401` asking for a nonce (`WWW-Authenticate: DPoP
     /// error="use_dpop_nonce"`) that brought a new one is sent once more,
     /// with a new proof carrying it, if the body was kept (`again`).
-    async fn send_proved(
+    pub(super) async fn send_proved(
         &self,
         provider: &OAuthProvider,
         token: &TokenState,

@@ -1,6 +1,6 @@
-//! Connections to upstreams: a pool of HTTP/1.1 keep-alive connections
-//! per upstream origin, CA file and client certificate, over plain TCP or
-//! rustls.
+//! Connections to upstreams: a pool of HTTP/1.1 keep-alive connections,
+//! or shared HTTP/2 connections ([`pool::h2`]), per upstream origin, CA
+//! file and client certificate, over plain TCP or rustls.
 //!
 //! Our own small pool on hyper's connection API instead of hyper-util's
 //! legacy client: that client spawned a task per request to put the
@@ -26,7 +26,7 @@ use std::sync::Arc;
 use http::Uri;
 use hyper_rustls::HttpsConnector;
 
-use crate::config::{Config, EgressConfig};
+use crate::config::{Config, EgressConfig, Http2Mode};
 
 pub use pool::{Pool, PooledBody};
 
@@ -89,6 +89,20 @@ pub fn describe(error: &(dyn std::error::Error + 'static)) -> String {
     parts.join(": ")
 }
 
+/// Whether a pool speaks HTTP/2 and how: the ALPN protocols its TLS
+/// offers, and whether every connection is HTTP/2 (prior knowledge). An
+/// http upstream reached in absolute form through the egress proxy, and
+/// an http upstream in auto mode, speak HTTP/1.1 only.
+fn h2_side(mode: Http2Mode, https: bool, absolute_form: bool) -> Option<(Vec<Vec<u8>>, bool)> {
+    match mode {
+        Http2Mode::Never => None,
+        _ if absolute_form => None,
+        Http2Mode::Auto if https => Some((vec![b"h2".to_vec(), b"http/1.1".to_vec()], false)),
+        Http2Mode::Auto => None,
+        Http2Mode::Always => Some((vec![b"h2".to_vec()], true)),
+    }
+}
+
 impl Upstreams {
     /// The pools of `config`'s routes, each going direct or through the
     /// egress proxy of `egress` (the one the process started with: the
@@ -104,7 +118,7 @@ impl Upstreams {
         // own limit, and a connection made with one client certificate
         // never serves a route with another.
         let mut tls_configs: HashMap<TlsKey, Arc<rustls::ClientConfig>> = HashMap::new();
-        let mut pools: HashMap<(String, TlsKey, usize), Arc<Pool>> = HashMap::new();
+        let mut pools: HashMap<(String, TlsKey, usize, Http2Mode), Arc<Pool>> = HashMap::new();
         let mut by_route = Vec::with_capacity(config.routes.len());
         for (i, route) in config.routes.iter().enumerate() {
             let tls_key: TlsKey = (
@@ -133,7 +147,7 @@ impl Upstreams {
             let origin = route.upstream.origin().ascii_serialization();
             let limit = route.max_upstream_connections;
             let pool = pools
-                .entry((origin.clone(), tls_key, limit))
+                .entry((origin.clone(), tls_key, limit, route.http2))
                 .or_insert_with(|| {
                     let origin: Uri = origin
                         .parse()
@@ -144,10 +158,19 @@ impl Upstreams {
                     let absolute_form = via
                         .filter(|_| !https)
                         .map(|p| egress::AbsoluteForm::new(&origin, p));
+                    let h2 = h2_side(route.http2, https, absolute_form.is_some()).map(
+                        |(alpn, prior)| {
+                            let mut tls = (*tls).clone();
+                            tls.alpn_protocols = alpn;
+                            let connector = HttpsConnector::from((dialer.clone(), Arc::new(tls)));
+                            pool::h2::H2::new(connector, prior, &origin)
+                        },
+                    );
                     Arc::new(Pool::new(
                         HttpsConnector::from((dialer, tls)),
                         origin,
                         absolute_form,
+                        h2,
                         limit,
                     ))
                 })

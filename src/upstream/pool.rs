@@ -21,6 +21,8 @@ use tower::ServiceExt;
 use super::egress::{AbsoluteForm, Dialer};
 use super::UpstreamError;
 
+pub(super) mod h2;
+
 /// Idle connections kept per pool (at most its limit); more are closed
 /// when they come back.
 const MAX_IDLE: usize = 256;
@@ -38,6 +40,8 @@ pub struct Pool {
     origin: Uri,
     /// An http upstream reached through the egress proxy.
     absolute_form: Option<AbsoluteForm>,
+    /// Upstreams that may speak HTTP/2 (`routes[].http2`).
+    h2: Option<h2::H2>,
     shared: Arc<Shared>,
 }
 
@@ -207,12 +211,14 @@ impl Pool {
         connector: HttpsConnector<Dialer>,
         origin: Uri,
         absolute_form: Option<AbsoluteForm>,
+        h2: Option<h2::H2>,
         limit: usize,
     ) -> Pool {
         Pool {
             connector,
             origin,
             absolute_form,
+            h2,
             shared: Arc::new(Shared {
                 limit: limit.max(1),
                 state: Mutex::new(State {
@@ -249,6 +255,13 @@ impl Pool {
         }
         let now = tokio::time::Instant::now();
         let mut deadline = now + timeout;
+        if let Some(h2) = &self.h2 {
+            // Boxed: only HTTP/2 routes carry its state.
+            match Box::pin(self.send_h2(h2, req, timeout, &mut body_sent, deadline)).await {
+                h2::Sent::Done(answer) => return answer,
+                h2::Sent::UseH1(back) => req = back,
+            }
+        }
         loop {
             let (mut conn, reused) = match self.shared.checkout(now.into_std()) {
                 Checkout::Idle(c) => (c, true),
@@ -298,7 +311,11 @@ impl Pool {
                     let reusable =
                         response.status() != StatusCode::SWITCHING_PROTOCOLS && !close_after;
                     let owner = reusable.then(|| (conn, self.clone()));
-                    return Ok(response.map(|inner| PooledBody { inner, owner }));
+                    return Ok(response.map(|inner| PooledBody {
+                        inner,
+                        owner,
+                        _stream: None,
+                    }));
                 }
                 Err(mut e) => match e.take_message() {
                     // Never written: safe to send again on another connection.
@@ -336,7 +353,10 @@ impl Pool {
             .oneshot(self.origin.clone())
             .await
             .map_err(UpstreamError::Connect)?;
-        let io = Counted { io, _slot: slot };
+        Pool::handshake_h1(Counted { io, _slot: slot }).await
+    }
+
+    async fn handshake_h1(io: Counted<Io>) -> Result<Conn, UpstreamError> {
         let (sender, conn) = hyper::client::conn::http1::Builder::new()
             .handshake(io)
             .await?;
@@ -360,6 +380,9 @@ fn says_close(headers: &http::HeaderMap) -> bool {
         .flat_map(|v| v.as_bytes().split(|b| *b == b','))
         .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"))
 }
+
+/// An upstream socket, plain or TLS, direct or through the egress proxy.
+type Io = hyper_rustls::MaybeHttpsStream<hyper_util::rt::TokioIo<tokio::net::TcpStream>>;
 
 /// An upstream socket that holds one of its pool's slots while it is open.
 struct Counted<T> {
@@ -413,9 +436,19 @@ impl<T: hyper::rt::Write + Unpin> hyper::rt::Write for Counted<T> {
 pub struct PooledBody {
     inner: Incoming,
     owner: Option<(Conn, Arc<Pool>)>,
+    /// An HTTP/2 stream, counted on its shared connection while it lives.
+    _stream: Option<h2::StreamGuard>,
 }
 
 impl PooledBody {
+    fn h2(inner: Incoming, stream: h2::StreamGuard) -> PooledBody {
+        PooledBody {
+            inner,
+            owner: None,
+            _stream: Some(stream),
+        }
+    }
+
     fn release(&mut self) {
         if let Some((conn, pool)) = self.owner.take() {
             pool.put_back(conn);

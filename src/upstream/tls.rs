@@ -46,7 +46,8 @@ pub(super) fn add_pem_roots(roots: &mut RootCertStore, path: &Path) -> Result<()
     Ok(())
 }
 
-/// TLS to upstreams trusting `roots` (HTTP/1.1: no ALPN), presenting
+/// TLS to upstreams trusting `roots` (no ALPN: HTTP/1.1; HTTP/2 pools
+/// add theirs), presenting
 /// `identity` when the server asks for a client certificate. The identity
 /// was checked at load (the key is the certificate's), so rustls refusing
 /// it is unexpected: the error says why.

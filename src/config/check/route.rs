@@ -109,6 +109,20 @@ impl Checker<'_> {
                 "must be between 1 and 65536; e.g. 256",
             );
         }
+        let http2 = match r.http2.as_deref().map(|t| (t, Http2Mode::parse(t))) {
+            None => Http2Mode::Auto,
+            Some((_, Some(mode))) => mode,
+            Some((text, None)) => {
+                self.err(
+                    format!("{key}.http2"),
+                    format!(
+                        "`{}` is not one of \"auto\" (HTTP/2 when an https upstream offers it), \"always\" (also h2c to an http upstream), \"never\"",
+                        crate::text::sanitize(text, 40)
+                    ),
+                );
+                Http2Mode::Auto
+            }
+        };
         let allow =
             r.allow.as_deref().and_then(|entries| {
                 match crate::config::policy::Policy::parse(entries) {
@@ -132,6 +146,7 @@ impl Checker<'_> {
             ca_file,
             allow_browsers: r.allow_browsers.unwrap_or(false),
             max_upstream_connections: max_upstream_connections.clamp(1, 65_536),
+            http2,
             allow,
             client_identity,
             host,
