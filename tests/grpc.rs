@@ -198,6 +198,25 @@ async fn unary_and_streaming_calls_carry_the_token_both_ways() {
     // One token for all of them.
     assert_eq!(mock.token_request_count(), 1);
     assert!(server.seen().iter().all(|l| l.starts_with("ACCEPTED ")));
+
+    // The metrics know the protocol and the gRPC statuses: the five calls,
+    // and a call to no route (answered UNIMPLEMENTED by the proxy).
+    let got = calls(&python, &proxy, &["unrouted"]).await;
+    assert_eq!(got[0]["status"], "UNIMPLEMENTED", "{}", got[0]);
+    let text = support::client()
+        .get(proxy.url("/_authproxy/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for series in [
+        r#"authproxy_upstream_responses_total{route="/test.Echo/",protocol="h2"} 5"#,
+        r#"authproxy_grpc_responses_total{route="/test.Echo/",grpc_status="0"} 5"#,
+    ] {
+        assert!(text.contains(series), "{series} not in\n{text}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -215,6 +215,15 @@ pub(super) fn answer(
             .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
     }
     let status = response.status();
+    let mut record = record;
+    if record.info.upstream_latency.is_some() && record.info.error.is_none() {
+        record.info.upstream_protocol = Some(if response.version() == http::Version::HTTP_2 {
+            "h2"
+        } else {
+            "h1"
+        });
+    }
+    record.info.grpc_status = telemetry::grpc_status(response.headers());
     response.map(|body| in_flight.attach(status, Logged::new(body, record, status)))
 }
 

@@ -157,6 +157,8 @@ where
                 Some(Ok(f)) => {
                     if let Some(data) = f.data_ref() {
                         answer.bytes_out += data.len() as u64;
+                    } else if let Some(code) = f.trailers_ref().and_then(telemetry::grpc_status) {
+                        this.record.info.grpc_status = Some(code);
                     }
                     answer.ended |= this.body.is_end_stream();
                 }

@@ -38,6 +38,9 @@ pub struct Entry<'a> {
     pub renewal: Option<&'a str>,
     pub error: Option<&'a str>,
     pub aborted: Option<&'a str>,
+    /// `h1` or `h2`, when an upstream answered.
+    pub upstream_protocol: Option<&'a str>,
+    pub grpc_status: Option<u16>,
 }
 
 struct Sink {
@@ -81,6 +84,8 @@ pub fn write(e: &Entry<'_>) {
             renewal = e.renewal,
             error = e.error,
             aborted = e.aborted,
+            upstream_protocol = e.upstream_protocol,
+            grpc_status = e.grpc_status,
             "request"
         );
         return;
@@ -131,11 +136,16 @@ fn format_text(out: &mut String, e: &Entry<'_>, now: SystemTime) {
         (" renewal=", e.renewal),
         (" error=", e.error),
         (" aborted=", e.aborted),
+        (" upstream_protocol=", e.upstream_protocol),
     ] {
         if let Some(v) = value {
             out.push_str(key);
             out.push_str(v);
         }
+    }
+    if let Some(code) = e.grpc_status {
+        out.push_str(" grpc_status=");
+        push_u64(out, code.into());
     }
     out.push('\n');
 }
@@ -174,11 +184,16 @@ fn format_json(out: &mut String, e: &Entry<'_>, now: SystemTime) {
         (",\"renewal\":", e.renewal),
         (",\"error\":", e.error),
         (",\"aborted\":", e.aborted),
+        (",\"upstream_protocol\":", e.upstream_protocol),
     ] {
         if let Some(v) = value {
             out.push_str(key);
             push_json_str(out, v);
         }
+    }
+    if let Some(code) = e.grpc_status {
+        out.push_str(",\"grpc_status\":");
+        push_u64(out, code.into());
     }
     out.push_str(",\"target\":\"authproxy::access\"}\n");
 }
@@ -270,6 +285,8 @@ mod tests {
             renewal: Some("proactive"),
             error: Some("upstream_unreachable"),
             aborted: None,
+            upstream_protocol: Some("h2"),
+            grpc_status: Some(14),
         }
     }
 
@@ -283,7 +300,8 @@ mod tests {
             "2023-11-14T22:13:20.000042Z  INFO authproxy::access: request \
              request_id=4bf92f3577b34da6a3ce929d0e0e4736 client=127.0.0.1:50312 method=GET \
              path=/s/a\"b route=/s/ status=502 bytes_in=12 bytes_out=345 upstream_us=1234 \
-             total_us=0 replayed=true renewal=proactive error=upstream_unreachable\n"
+             total_us=0 replayed=true renewal=proactive error=upstream_unreachable \
+             upstream_protocol=h2 grpc_status=14\n"
         );
     }
 
@@ -313,14 +331,24 @@ mod tests {
         assert_eq!(v["renewal"], "proactive");
         assert_eq!(v["error"], "upstream_unreachable");
         assert_eq!(v["aborted"], "client");
+        assert_eq!(v["upstream_protocol"], "h2");
+        assert_eq!(v["grpc_status"], 14);
         assert!(out.ends_with("}\n"));
         // Absent is absent, not null.
         let mut out = String::new();
         let mut e = entry();
         (e.upstream_us, e.renewal, e.error) = (None, None, None);
+        (e.upstream_protocol, e.grpc_status) = (None, None);
         format_json(&mut out, &e, at);
         let v: serde_json::Value = serde_json::from_str(out.trim_end()).unwrap();
-        for key in ["upstream_us", "renewal", "error", "aborted"] {
+        for key in [
+            "upstream_us",
+            "renewal",
+            "error",
+            "aborted",
+            "upstream_protocol",
+            "grpc_status",
+        ] {
             assert!(v.get(key).is_none(), "{key} in {out}");
         }
     }

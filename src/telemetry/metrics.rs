@@ -18,6 +18,10 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+mod format;
+
+pub use format::{to_prometheus_text, Format};
+
 use crate::http::buffer::BufferMetrics;
 use crate::http::load::Counts;
 
@@ -30,6 +34,19 @@ pub struct RequestLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RouteLabels {
     pub route: Arc<str>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProtocolLabels {
+    pub route: Arc<str>,
+    /// `h1` or `h2`.
+    pub protocol: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GrpcLabels {
+    pub route: Arc<str>,
+    pub grpc_status: u16,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -93,6 +110,10 @@ pub struct Metrics {
     pub replays: Family<ProviderLabels, Counter>,
     /// Requests refused by a route's `allow` policy.
     pub policy_denied: Family<RouteLabels, Counter>,
+    /// Upstream answers by the protocol they came in.
+    pub upstream_responses: Family<ProtocolLabels, Counter>,
+    /// gRPC answers by their `grpc-status`.
+    pub grpc_responses: Family<GrpcLabels, Counter>,
     pub store_write_failures: Counter<u64, AtomicU64>,
     /// What the replay buffers hold, handed to their budget.
     pub buffers: BufferMetrics,
@@ -129,6 +150,18 @@ impl Default for Metrics {
         let policy_denied = Family::<RouteLabels, Counter>::default();
         let logins = Family::<LoginLabels, Counter>::default();
         let store_write_failures = Counter::default();
+        let upstream_responses = Family::<ProtocolLabels, Counter>::default();
+        let grpc_responses = Family::<GrpcLabels, Counter>::default();
+        registry.register(
+            "upstream_responses",
+            "Upstream answers, by route prefix and protocol (h1, h2)",
+            upstream_responses.clone(),
+        );
+        registry.register(
+            "grpc_responses",
+            "gRPC answers (the upstream's and the proxy's own), by route prefix and grpc-status",
+            grpc_responses.clone(),
+        );
         registry.register(
             "requests",
             "Requests answered, by route prefix (or `-` for none) and status",
@@ -263,6 +296,8 @@ impl Default for Metrics {
             logins,
             replays,
             policy_denied,
+            upstream_responses,
+            grpc_responses,
             store_write_failures,
         }
     }
@@ -278,6 +313,8 @@ pub struct RouteMetrics {
     /// Counters of the common statuses, created on first use; the rest go
     /// through the family.
     by_status: [std::sync::OnceLock<Counter>; COMMON_STATUSES.len()],
+    /// Upstream answers over HTTP/1.1 and HTTP/2, created on first use.
+    by_protocol: [std::sync::OnceLock<Counter>; 2],
 }
 
 const COMMON_STATUSES: [u16; 16] = [
@@ -296,6 +333,7 @@ impl RouteMetrics {
             label,
             latency,
             by_status: Default::default(),
+            by_protocol: Default::default(),
         }
     }
 
@@ -321,6 +359,33 @@ impl RouteMetrics {
             .policy_denied
             .get_or_create(&RouteLabels {
                 route: self.label.clone(),
+            })
+            .inc();
+    }
+
+    /// One more upstream answer over `protocol` (`h1` or `h2`).
+    pub fn count_protocol(&self, metrics: &Metrics, protocol: &'static str) {
+        let i = usize::from(protocol == "h2");
+        self.by_protocol[i]
+            .get_or_init(|| {
+                metrics
+                    .upstream_responses
+                    .get_or_create(&ProtocolLabels {
+                        route: self.label.clone(),
+                        protocol,
+                    })
+                    .clone()
+            })
+            .inc();
+    }
+
+    /// One more gRPC answer with `grpc_status`.
+    pub fn count_grpc(&self, metrics: &Metrics, grpc_status: u16) {
+        metrics
+            .grpc_responses
+            .get_or_create(&GrpcLabels {
+                route: self.label.clone(),
+                grpc_status,
             })
             .inc();
     }
@@ -377,93 +442,6 @@ impl Metrics {
     }
 }
 
-/// The two exposition formats.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Format {
-    /// OpenMetrics 1.0.0 text.
-    OpenMetrics,
-    /// The Prometheus text format 0.0.4.
-    Prometheus,
-}
-
-impl Format {
-    /// OpenMetrics if the `Accept` header prefers it (its `q` at least that
-    /// of any text type it also lists, as Prometheus sends it); anything
-    /// else, no header included, gets the Prometheus text format.
-    pub fn negotiate(accept: Option<&str>) -> Format {
-        let Some(accept) = accept else {
-            return Format::Prometheus;
-        };
-        let (mut openmetrics, mut text) = (0.0f32, 0.0f32);
-        for range in accept.split(',') {
-            let mut parts = range.split(';');
-            let media = parts.next().unwrap_or("").trim().to_ascii_lowercase();
-            let q = parts
-                .filter_map(|p| p.trim().strip_prefix("q="))
-                .find_map(|q| q.trim().parse::<f32>().ok())
-                .unwrap_or(1.0);
-            match media.as_str() {
-                "application/openmetrics-text" => openmetrics = openmetrics.max(q),
-                "text/plain" | "text/*" | "*/*" => text = text.max(q),
-                _ => {}
-            }
-        }
-        if openmetrics > 0.0 && openmetrics >= text {
-            Format::OpenMetrics
-        } else {
-            Format::Prometheus
-        }
-    }
-
-    pub fn content_type(self) -> &'static str {
-        match self {
-            Format::OpenMetrics => "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            Format::Prometheus => "text/plain; version=0.0.4; charset=utf-8",
-        }
-    }
-}
-
-/// OpenMetrics text (as the registry writes it) to the Prometheus text
-/// format 0.0.4: a counter's `# HELP`/`# TYPE` name its `_total` series,
-/// an info metric becomes a gauge named `_info`, `unknown` is `untyped`,
-/// and `# UNIT` and `# EOF` lines are left out. Sample lines are the same
-/// in both formats (the registry writes no exemplars and no `_created`).
-pub fn to_prometheus_text(openmetrics: &str) -> String {
-    let mut out = String::with_capacity(openmetrics.len());
-    let mut help: Option<(&str, &str)> = None;
-    for line in openmetrics.lines() {
-        if line == "# EOF" || line.starts_with("# UNIT ") {
-            continue;
-        }
-        if let Some(rest) = line.strip_prefix("# HELP ") {
-            let (name, text) = rest.split_once(' ').unwrap_or((rest, ""));
-            help = Some((name, text));
-            continue;
-        }
-        if let Some(rest) = line.strip_prefix("# TYPE ") {
-            let (name, kind) = rest.split_once(' ').unwrap_or((rest, "unknown"));
-            let (suffix, kind) = match kind {
-                "counter" => ("_total", "counter"),
-                "info" => ("_info", "gauge"),
-                "gauge" => ("", "gauge"),
-                "histogram" => ("", "histogram"),
-                "summary" => ("", "summary"),
-                _ => ("", "untyped"),
-            };
-            if let Some((help_name, text)) = help.take() {
-                if help_name == name {
-                    out.push_str(&format!("# HELP {name}{suffix} {text}\n"));
-                }
-            }
-            out.push_str(&format!("# TYPE {name}{suffix} {kind}\n"));
-            continue;
-        }
-        out.push_str(line);
-        out.push('\n');
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -490,54 +468,6 @@ mod tests {
         assert!(
             text.contains(r#"authproxy_upstream_latency_seconds_count{route="/api/"} 1"#),
             "{text}"
-        );
-    }
-}
-
-#[cfg(test)]
-mod format_tests {
-    use super::*;
-
-    #[test]
-    fn negotiation() {
-        use Format::*;
-        assert_eq!(Format::negotiate(None), Prometheus);
-        assert_eq!(Format::negotiate(Some("*/*")), Prometheus);
-        assert_eq!(Format::negotiate(Some("text/plain")), Prometheus);
-        assert_eq!(
-            Format::negotiate(Some("application/openmetrics-text")),
-            OpenMetrics
-        );
-        // What Prometheus 2.x sends.
-        assert_eq!(
-            Format::negotiate(Some("application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1")),
-            OpenMetrics
-        );
-        // A scraper that prefers the classic format.
-        assert_eq!(
-            Format::negotiate(Some(
-                "text/plain;version=0.0.4;q=1, application/openmetrics-text;q=0.5"
-            )),
-            Prometheus
-        );
-        assert_eq!(
-            Format::negotiate(Some("application/openmetrics-text;q=0")),
-            Prometheus
-        );
-    }
-
-    #[test]
-    fn classic_text_names_counters_by_their_total_series() {
-        let om = "# HELP a_requests Requests.\n# TYPE a_requests counter\na_requests_total{x=\"1\"} 3\n\
-                  # HELP a_b Info.\n# TYPE a_b info\na_b_info{v=\"1\"} 1\n\
-                  # HELP a_lat Latency.\n# TYPE a_lat histogram\n# UNIT a_lat seconds\na_lat_sum 0.5\na_lat_count 1\n\
-                  # EOF\n";
-        let text = to_prometheus_text(om);
-        assert_eq!(
-            text,
-            "# HELP a_requests_total Requests.\n# TYPE a_requests_total counter\na_requests_total{x=\"1\"} 3\n\
-             # HELP a_b_info Info.\n# TYPE a_b_info gauge\na_b_info{v=\"1\"} 1\n\
-             # HELP a_lat Latency.\n# TYPE a_lat histogram\na_lat_sum 0.5\na_lat_count 1\n"
         );
     }
 }

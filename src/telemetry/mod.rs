@@ -15,6 +15,12 @@ pub mod writer;
 use tracing_subscriber::EnvFilter;
 
 pub use metrics::{Metrics, RouteMetrics};
+
+/// The `grpc-status` in a gRPC answer's head or trailers.
+pub fn grpc_status(headers: &http::HeaderMap) -> Option<u16> {
+    let v = headers.get("grpc-status")?;
+    std::str::from_utf8(v.as_bytes()).ok()?.trim().parse().ok()
+}
 pub use request::{
     record_request, request_id, AccessInfo, Outcome, RequestLine, RouteTag, X_REQUEST_ID,
 };

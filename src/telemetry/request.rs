@@ -31,6 +31,10 @@ pub struct AccessInfo {
     /// Request body bytes read from the client, counted by the body's
     /// wrapper; `None` for a request without a body.
     pub bytes_in: Option<Arc<AtomicU64>>,
+    /// `h1` or `h2`: how the upstream answered, when it did.
+    pub upstream_protocol: Option<&'static str>,
+    /// A gRPC answer's `grpc-status` (in its head, or its trailers).
+    pub grpc_status: Option<u16>,
 }
 
 /// A matched route, as the log and metrics name it.
@@ -116,6 +120,12 @@ pub fn record_request(
             if info.error == Some("forbidden_by_policy") {
                 handles.count_policy_denied(metrics);
             }
+            if let Some(protocol) = info.upstream_protocol {
+                handles.count_protocol(metrics, protocol);
+            }
+            if let Some(code) = info.grpc_status {
+                handles.count_grpc(metrics, code);
+            }
         }
         None => {
             metrics
@@ -145,6 +155,8 @@ pub fn record_request(
         renewal: info.renewal,
         error: info.error,
         aborted: outcome.aborted,
+        upstream_protocol: info.upstream_protocol,
+        grpc_status: info.grpc_status,
     });
 }
 

@@ -7,8 +7,9 @@ what came back).
 
 CALL is unary, server_stream, client_stream, bidi (ping-pong: each
 message is sent only once the previous one came back, which a proxy that
-held back either direction would never let finish), or large (a 16 MiB
-message each way on a bidi call).
+held back either direction would never let finish), large (a 16 MiB
+message each way on a bidi call), or unrouted (a unary call to a service
+no route serves).
 """
 
 import hashlib
@@ -83,6 +84,10 @@ def run(channel, name):
                 for i in range(rounds)
             ]
             return result(name, call, rounds=len(got), intact=got == expect)
+        if name == "unrouted":
+            m = channel.unary_unary("/other.Service/Call")
+            resp, call = m.with_call(b"", timeout=TIMEOUT)
+            return result(name, call)
         raise SystemExit(f"unknown call {name}")
     except grpc.RpcError as e:
         return result(name, error=e)
