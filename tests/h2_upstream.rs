@@ -376,3 +376,99 @@ async fn grpc_clients_get_grpc_errors_and_deadlines_hold() {
     assert_eq!(r.status(), 404);
     assert!(r.headers().get("grpc-status").is_none());
 }
+
+/// `grpc-status: 16` in trailers, after a response head went to the
+/// client: the token is renewed for the next call (the call itself is
+/// not replayed: its answer already started).
+#[tokio::test]
+async fn unauthenticated_in_trailers_renews_for_the_next_call() {
+    use http_body_util::StreamBody;
+    use hyper::body::Frame;
+    use support::providers::{MockProvider, Style, CLIENT_ID, CLIENT_SECRET};
+
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let tokens: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+    let tokens2 = tokens.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let tokens = tokens2.clone();
+            let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                let token = req
+                    .headers()
+                    .get("authorization")
+                    .map(|v| v.to_str().unwrap().to_string())
+                    .unwrap_or_default();
+                let mut seen = tokens.lock().unwrap();
+                // The first token seen is refused, in trailers.
+                let status = if seen.first().is_none_or(|t| *t == token) {
+                    "16"
+                } else {
+                    "0"
+                };
+                seen.push(token);
+                let mut trailers = http::HeaderMap::new();
+                trailers.insert("grpc-status", status.parse().unwrap());
+                let frames: Vec<Result<Frame<Bytes>, hyper::Error>> = vec![
+                    Ok(Frame::data(Bytes::from_static(b"\0\0\0\0\0"))),
+                    Ok(Frame::trailers(trailers)),
+                ];
+                let body = StreamBody::new(futures_util::stream::iter(frames));
+                let mut r = Response::new(body);
+                r.headers_mut()
+                    .insert("content-type", "application/grpc".parse().unwrap());
+                async move { Ok::<_, hyper::Error>(r) }
+            });
+            tokio::spawn(
+                hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(tcp), service),
+            );
+        }
+    });
+    let mock = MockProvider::start(Style::Standard).await;
+    let config = format!(
+        r#"
+[store]
+kind = "memory"
+
+[providers.svc]
+type = "oauth2"
+grant = "client_credentials"
+token_url = "{token_url}"
+client_id = "{CLIENT_ID}"
+client_secret = "{CLIENT_SECRET}"
+client_auth = "basic"
+
+[[routes]]
+prefix = "/pkg.Svc/"
+upstream = "http://127.0.0.1:{port}/pkg.Svc/"
+provider = "svc"
+http2 = "always"
+"#,
+        token_url = mock.token_url(),
+    );
+    let proxy = start_proxy_in(&config, tempfile::tempdir().unwrap()).await;
+    let call = || {
+        client()
+            .post(proxy.url("/pkg.Svc/Call"))
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .body(vec![0u8, 0, 0, 0, 0])
+            .send()
+    };
+    let r = call().await.unwrap();
+    assert_eq!(r.status(), 200);
+    r.bytes().await.unwrap();
+    assert!(
+        support::eventually(std::time::Duration::from_secs(10), || mock
+            .token_request_count()
+            == 2)
+        .await,
+        "no renewal after UNAUTHENTICATED in trailers"
+    );
+    let r = call().await.unwrap();
+    r.bytes().await.unwrap();
+    let seen = tokens.lock().unwrap().clone();
+    assert_eq!(seen.len(), 2, "not replayed: {seen:?}");
+    assert_ne!(seen[0], seen[1]);
+}

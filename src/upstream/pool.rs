@@ -255,7 +255,7 @@ impl Pool {
         }
         let now = tokio::time::Instant::now();
         let mut deadline = now + timeout;
-        if let Some(h2) = &self.h2 {
+        if let Some(h2) = self.h2.as_ref().filter(|h2| !h2.speaks_h1()) {
             // Boxed: only HTTP/2 routes carry its state.
             match Box::pin(self.send_h2(h2, req, timeout, &mut body_sent, deadline)).await {
                 h2::Sent::Done(answer) => return answer,

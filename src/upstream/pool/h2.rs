@@ -15,7 +15,7 @@
 //! on the least busy one (hyper waits for the server's
 //! `MAX_CONCURRENT_STREAMS` to leave room).
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -55,6 +55,9 @@ pub(in crate::upstream) struct H2 {
     scheme: Scheme,
     authority: http::uri::Authority,
     state: Mutex<State>,
+    /// `state.speaks_h1`, read without the lock: such an origin's requests
+    /// go straight to the HTTP/1.1 pool.
+    speaks_h1: AtomicBool,
     /// Wakes the requests waiting for the first connection.
     made: Notify,
 }
@@ -119,12 +122,23 @@ impl H2 {
                 .cloned()
                 .expect("an upstream origin has an authority"),
             state: Mutex::new(State::default()),
+            speaks_h1: AtomicBool::new(false),
             made: Notify::new(),
         }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Auto mode found the origin speaking HTTP/1.1.
+    pub(super) fn speaks_h1(&self) -> bool {
+        self.speaks_h1.load(Ordering::Relaxed)
+    }
+
+    fn learn_h1(&self) {
+        self.lock().speaks_h1 = true;
+        self.speaks_h1.store(true, Ordering::Relaxed);
     }
 
     fn pick(&self, limit: usize) -> Pick {
@@ -271,14 +285,14 @@ impl Pool {
                 // An HTTP/1.1 connection (auto mode learnt it): back for
                 // the HTTP/1.1 path.
                 self.shared.give(Grant::Conn(conn));
-                h2.lock().speaks_h1 = true;
+                h2.learn_h1();
                 return Ok(());
             }
             Checkout::Wait(rx) => match rx.await {
                 Ok(Grant::Slot(slot)) => slot,
                 Ok(Grant::Conn(conn)) => {
                     self.shared.give(Grant::Conn(conn));
-                    h2.lock().speaks_h1 = true;
+                    h2.learn_h1();
                     return Ok(());
                 }
                 Err(_) => return Err(UpstreamError::Timeout),
@@ -294,7 +308,7 @@ impl Pool {
         let io = Counted { io, _slot: slot };
         if !negotiated_h2 && !h2.prior_knowledge {
             let conn = Pool::handshake_h1(io).await?;
-            h2.lock().speaks_h1 = true;
+            h2.learn_h1();
             self.shared.give(Grant::Conn(conn));
             return Ok(());
         }
