@@ -11,6 +11,22 @@
 //! Everything in one process on loopback: the upstream (hyper, rustls with
 //! a CA made here by rcgen), the proxy (`authproxy::run`), the clients
 //! (reqwest, HTTP/1.1 keep-alive to the proxy, one connection each).
+//!
+//! Measured 2026-12-01 (release without LTO, on a 2-core machine shared
+//! with other builds, load ~5; each protocol twice, in turns):
+//!
+//! ```text
+//! protocol  upstream_conns  p50_ms  p99_ms  max_ms  req/s
+//! h2                     1    27.5   407.8   867.7   1265
+//! h1                    64    25.7   440.2   883.6   1414
+//! h2                     0    24.2   275.3   513.3   1677
+//! h1                     0    23.6   331.4   594.0   1695
+//! ```
+//!
+//! One upstream connection instead of 64, at the same median. On loopback
+//! a connection costs no round trips, so what HTTP/2 saves there (64 TCP
+//! and TLS handshakes, 64 sockets upstream) does not show in the latency;
+//! the tails are the shared machine's.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
