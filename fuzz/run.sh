@@ -18,7 +18,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 
 SECONDS_PER_TARGET="${1:-20}"
-TARGETS="${TARGETS:-fuzz_config fuzz_routes fuzz_token fuzz_discovery fuzz_sigv4 fuzz_policy fuzz_device fuzz_authority fuzz_dpop}"
+TARGETS="${TARGETS:-fuzz_config fuzz_routes fuzz_token fuzz_discovery fuzz_sigv4 fuzz_policy fuzz_device fuzz_authority fuzz_dpop fuzz_grpc}"
 SANITIZER="${SANITIZER:-address}"
 export RUSTC_BOOTSTRAP=1
 

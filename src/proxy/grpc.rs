@@ -42,7 +42,7 @@ const UNAUTHENTICATED: &[u8] = b"16";
 
 /// Whether the client asked for `TE: trailers` (which hop-by-hop
 /// stripping removes; gRPC needs it forwarded).
-pub(super) fn wants_trailers(headers: &HeaderMap) -> bool {
+pub fn wants_trailers(headers: &HeaderMap) -> bool {
     headers
         .get_all(header::TE)
         .iter()
@@ -59,7 +59,7 @@ pub(super) fn put_te_trailers(headers: &mut HeaderMap) {
 
 /// The call's deadline from `grpc-timeout` (gRPC over HTTP/2: 1 to 8
 /// digits and a unit, H M S m u n), if it has a valid one.
-pub(super) fn timeout(headers: &HeaderMap) -> Option<Duration> {
+pub fn timeout(headers: &HeaderMap) -> Option<Duration> {
     let v = headers.get(GRPC_TIMEOUT)?.as_bytes();
     let (digits, unit) = v.split_at(v.len().checked_sub(1)?);
     if digits.is_empty() || digits.len() > 8 || !digits.iter().all(u8::is_ascii_digit) {

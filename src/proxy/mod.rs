@@ -11,7 +11,7 @@
 
 mod aws;
 mod forward;
-mod grpc;
+pub mod grpc;
 mod replay;
 pub mod routes;
 pub mod security;
