@@ -37,7 +37,10 @@ fn check_host(h: &Host) {
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.'),
             "name {n:?} has other characters"
         );
-        assert!(!n.ends_with('.') && !n.is_empty() && n.len() <= 253, "{n:?}");
+        assert!(
+            !n.ends_with('.') && !n.is_empty() && n.len() <= 253,
+            "{n:?}"
+        );
         assert_eq!(Host::parse(&n.to_ascii_uppercase()).as_ref(), Ok(h));
     }
 }
@@ -80,8 +83,10 @@ fuzz_target!(|data: &[u8]| {
     let Some(target) = second else {
         return;
     };
-    let (Ok(pattern), Ok(target)) = (TunnelPattern::parse(first), Authority::parse_connect(target))
-    else {
+    let (Ok(pattern), Ok(target)) = (
+        TunnelPattern::parse(first),
+        Authority::parse_connect(target),
+    ) else {
         return;
     };
     if !pattern.matches(&target) {

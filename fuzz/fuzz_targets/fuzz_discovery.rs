@@ -30,7 +30,9 @@ fn no_controls(what: &str, text: &str) {
 fn check_endpoint(name: &str, url: Option<&url::Url>) {
     let Some(url) = url else { return };
     assert!(url.fragment().is_none(), "{name} {url} has a fragment");
-    let host = url.host().unwrap_or_else(|| panic!("{name} {url} has no host"));
+    let host = url
+        .host()
+        .unwrap_or_else(|| panic!("{name} {url} has no host"));
     match url.scheme() {
         "https" => {}
         "http" => assert!(

@@ -19,14 +19,16 @@ use libfuzzer_sys::fuzz_target;
 
 fn is_token(s: &[u8]) -> bool {
     !s.is_empty()
-        && s
-            .iter()
+        && s.iter()
             .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(b))
 }
 
 fn within(part: &[u8], whole: &[u8]) -> bool {
     let (start, end) = (part.as_ptr() as usize, part.as_ptr() as usize + part.len());
-    let (lo, hi) = (whole.as_ptr() as usize, whole.as_ptr() as usize + whole.len());
+    let (lo, hi) = (
+        whole.as_ptr() as usize,
+        whole.as_ptr() as usize + whole.len(),
+    );
     part.is_empty() || (lo <= start && end <= hi)
 }
 

@@ -175,8 +175,8 @@ fuzz_target!(|data: &[u8]| {
     // `https://h*exa`ple/`); the config check now refuses them, so they
     // never reach a route table.
     if format!("{}://{}/", route.upstream.scheme(), route.authority)
-            .parse::<http::Uri>()
-            .is_err()
+        .parse::<http::Uri>()
+        .is_err()
     {
         return;
     }

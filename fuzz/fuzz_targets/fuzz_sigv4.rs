@@ -128,9 +128,14 @@ fuzz_target!(|data: &[u8]| {
     let target = format!("{}?{query}", if path.starts_with('/') { path } else { "/" });
     if let Ok(uri) = target.parse::<http::Uri>() {
         let signed_target = signer.upstream_target(uri.path(), uri.query());
-        let uri: http::Uri = signed_target.parse().expect("a canonical target is a valid URI");
+        let uri: http::Uri = signed_target
+            .parse()
+            .expect("a canonical target is a valid URI");
         let mut map = http::HeaderMap::new();
-        map.insert(http::header::HOST, http::HeaderValue::from_static("example.com"));
+        map.insert(
+            http::header::HOST,
+            http::HeaderValue::from_static("example.com"),
+        );
         for (n, v) in &headers {
             if let (Ok(n), Ok(v)) = (
                 http::HeaderName::from_bytes(n.as_bytes()),
