@@ -206,15 +206,7 @@ impl Forward<'_> {
         body: Body,
         info: &mut AccessInfo,
     ) -> Result<ProxyResponse, ProxyError> {
-        let (token, renewed_for) = provider
-            .token_for_request()
-            .await
-            .map_err(|e| ProxyError::credential(provider.name(), e))?;
-        info.renewal = renewed_for.map(Trigger::as_str);
-        let value = token
-            .header_value()
-            .ok_or_else(|| ProxyError::Internal("renewed token has no access token".into()))?;
-        headers.insert(provider.header_name().clone(), value.clone());
+        let token = super::replay::current_token(provider, &mut headers, info).await?;
         let kept = Arc::new(Mutex::new(Kept::default()));
         let body = Body::new(Tee {
             body,
@@ -255,14 +247,7 @@ impl Forward<'_> {
             return Ok(self.finish(response));
         };
         super::replay::drain(response).await;
-        let renewed = provider
-            .renew_after_401(token.generation, trigger)
-            .await
-            .map_err(|e| ProxyError::credential(provider.name(), e))?;
-        let value = renewed
-            .header_value()
-            .ok_or_else(|| ProxyError::Internal("renewed token has no access token".into()))?;
-        headers.insert(provider.header_name().clone(), value.clone());
+        let renewed = super::replay::renewed_token(provider, &token, trigger, &mut headers).await?;
         let started = Instant::now();
         let response = self
             .send_proved(

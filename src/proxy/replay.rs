@@ -28,6 +28,50 @@ use crate::upstream::PooledBody;
 const X_API_EXPIRED: HeaderName = HeaderName::from_static("x-api-expired");
 const X_API_REVOKED: HeaderName = HeaderName::from_static("x-api-revoked");
 
+/// The provider's current token (fetched or renewed first if it must be),
+/// put into `headers`; why it was renewed goes to the access log.
+pub(super) async fn current_token(
+    provider: &OAuthProvider,
+    headers: &mut HeaderMap,
+    info: &mut AccessInfo,
+) -> Result<Arc<TokenState>, ProxyError> {
+    let (token, renewed_for) = provider
+        .token_for_request()
+        .await
+        .map_err(|e| ProxyError::credential(provider.name(), e))?;
+    info.renewal = renewed_for.map(Trigger::as_str);
+    put_token(provider, &token, headers)?;
+    Ok(token)
+}
+
+/// The token renewed after the upstream refused `token` (`trigger`), put
+/// into `headers` for the replay.
+pub(super) async fn renewed_token(
+    provider: &OAuthProvider,
+    token: &TokenState,
+    trigger: Trigger,
+    headers: &mut HeaderMap,
+) -> Result<Arc<TokenState>, ProxyError> {
+    let renewed = provider
+        .renew_after_401(token.generation, trigger)
+        .await
+        .map_err(|e| ProxyError::credential(provider.name(), e))?;
+    put_token(provider, &renewed, headers)?;
+    Ok(renewed)
+}
+
+fn put_token(
+    provider: &OAuthProvider,
+    token: &TokenState,
+    headers: &mut HeaderMap,
+) -> Result<(), ProxyError> {
+    let value = token
+        .header_value()
+        .ok_or_else(|| ProxyError::Internal("renewed token has no access token".into()))?;
+    headers.insert(provider.header_name().clone(), value.clone());
+    Ok(())
+}
+
 impl Forward<'_> {
     pub(super) async fn send_oauth(
         self,
@@ -36,15 +80,7 @@ impl Forward<'_> {
         body: Body,
         info: &mut AccessInfo,
     ) -> Result<ProxyResponse, ProxyError> {
-        let (token, renewed_for) = provider
-            .token_for_request()
-            .await
-            .map_err(|e| ProxyError::credential(provider.name(), e))?;
-        info.renewal = renewed_for.map(Trigger::as_str);
-        let header_value = token
-            .header_value()
-            .ok_or_else(|| ProxyError::Internal("renewed token has no access token".into()))?;
-        headers.insert(provider.header_name().clone(), header_value.clone());
+        let token = current_token(provider, &mut headers, info).await?;
 
         let limit = self.fwd.config.server.max_replay_body;
         let body = prepare_body(
@@ -120,14 +156,7 @@ impl Forward<'_> {
             }
         };
         drain(response).await;
-        let renewed = provider
-            .renew_after_401(token.generation, trigger)
-            .await
-            .map_err(|e| ProxyError::credential(provider.name(), e))?;
-        let value = renewed
-            .header_value()
-            .ok_or_else(|| ProxyError::Internal("renewed token has no access token".into()))?;
-        headers.insert(provider.header_name().clone(), value.clone());
+        let renewed = renewed_token(provider, &token, trigger, &mut headers).await?;
         let started = Instant::now();
         let response = self
             .send_proved(
