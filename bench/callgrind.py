@@ -29,7 +29,8 @@ string functions for the CPU valgrind emulates).
 
 Environment: N (requests in the short phase; default 1000), RUNS (separate
 valgrind processes per system, default 2, to show the spread), SYSTEMS
-(default "authproxy floor nginx"), PATHS ("small large upload"), CONNS
+(default "authproxy floor duties nginx"; `duties` is the floor with
+FLOOR_DUTIES=all, or the subset FLOOR_DUTIES names), PATHS ("small large upload"; also "close", a connection per request), CONNS
 ("1 64"), ROUTES (default 1: with e.g. 1000, authproxy and nginx get that
 many routes, each with its own credential, and the load goes to the last
 one; the floor has no route table and keeps its one route), KIND (authproxy's credential:
@@ -59,7 +60,11 @@ PATHS = {
     "small": ("small GET (100 B)", "/small", None, 100),
     "large": ("64 KiB GET", "/large", None, 65536),
     "upload": ("64 KiB POST", "/upload", 65536, 3),
+    # A connection per request (`Connection: close`), as many legacy
+    # clients do: the figure includes accepting and closing the connection.
+    "close": ("small GET, a connection per request", "/small", None, 100),
 }
+CLOSE_PATHS = {"close"}
 # KIND: the credential on authproxy's route (one route; nginx and the floor
 # always inject the static header): provider body, route `allow` or None.
 KINDS = {
@@ -72,7 +77,16 @@ KINDS = {
                   'secret_access_key = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"\n'
                   'region = "us-east-1"\nservice = "execute-api"', None),
 }
-SYSTEM_LABELS = {"authproxy": "authproxy", "floor": "hyper floor", "nginx": "nginx"}
+SYSTEM_LABELS = {"authproxy": "authproxy", "floor": "hyper floor", "duties": "floor + duties", "nginx": "nginx",
+                 "nginx-log": "nginx + log, request id"}
+# nginx doing what authproxy does by default on top of the proxying: an
+# access-log line per request (the fields SPEC.md lists, batched as
+# authproxy's writer does: 64 KiB or 50 ms) and the client's X-Request-Id
+# kept or one made, sent upstream and back.
+NGINX_LOG_HTTP = """  map $http_x_request_id $reqid { default $http_x_request_id; "" $request_id; }
+  log_format spec '$msec $reqid $remote_addr:$remote_port $request_method $uri $status '
+                  '$request_length $bytes_sent $upstream_response_time $request_time';
+"""
 PHASE_TIMEOUT = 1800.0  # seconds; a phase of 10N requests under valgrind
 
 
@@ -86,14 +100,16 @@ class Conn:
         self.sock, self.left, self.out, self.buf, self.need = sock, left, b"", bytearray(), None
 
 
-def exact_load(port, path, n, conns, body_size=None, expect_len=None, timeout=PHASE_TIMEOUT):
+def exact_load(port, path, n, conns, body_size=None, expect_len=None, timeout=PHASE_TIMEOUT, close=False):
     """Sends exactly `n` requests over `conns` keep-alive connections (one
     request in flight per connection, like wrk), checks every answer is a 200
     with `expect_len` body bytes, closes the connections. Raises on anything
-    else. Connection i sends n // conns requests, the first n % conns one more."""
+    else. Connection i sends n // conns requests, the first n % conns one more.
+    With `close`, every request says `Connection: close` and goes on a new
+    connection (`conns` of them open at a time)."""
     if n < conns:
         raise ValueError(f"{n} requests cannot keep {conns} connections busy")
-    head = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode()
+    head = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{'Connection: close' + chr(13) + chr(10) if close else ''}\r\n".encode()
     if body_size is not None:
         head = (
             f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
@@ -101,13 +117,17 @@ def exact_load(port, path, n, conns, body_size=None, expect_len=None, timeout=PH
         ).encode() + b"x" * body_size
     sel = selectors.DefaultSelector()
     active = 0
-    for i in range(conns):
+
+    def open_conn():
         s = socket.create_connection(("127.0.0.1", port), timeout=30)
         s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         s.setblocking(False)
-        c = Conn(s, n // conns + (1 if i < n % conns else 0))
+        return s
+
+    for i in range(conns):
+        c = Conn(open_conn(), n // conns + (1 if i < n % conns else 0))
         c.out = memoryview(head)
-        sel.register(s, selectors.EVENT_WRITE, c)
+        sel.register(c.sock, selectors.EVENT_WRITE, c)
         active += 1
     deadline = time.time() + timeout
     done = 0
@@ -133,12 +153,18 @@ def exact_load(port, path, n, conns, body_size=None, expect_len=None, timeout=PH
                 if not chunk:
                     raise RuntimeError(f"load: connection closed by the proxy after {done} answers")
                 c.buf += chunk
-                if not answer_complete(c, expect_len):
+                if not answer_complete(c, expect_len, close):
                     continue
                 done += 1
                 c.left -= 1
                 c.buf, c.need = bytearray(), None
-                if c.left:
+                if c.left and close:
+                    sel.unregister(c.sock)
+                    c.sock.close()
+                    c.sock = open_conn()
+                    c.out = memoryview(head)
+                    sel.register(c.sock, selectors.EVENT_WRITE, c)
+                elif c.left:
                     c.out = memoryview(head)
                     sel.modify(c.sock, selectors.EVENT_WRITE, c)
                 else:
@@ -152,7 +178,7 @@ def exact_load(port, path, n, conns, body_size=None, expect_len=None, timeout=PH
     return done
 
 
-def answer_complete(c, expect_len):
+def answer_complete(c, expect_len, close=False):
     """True once c.buf holds one whole answer; raises if it is not the
     expected 200 or more than one answer arrived."""
     if c.need is None:
@@ -165,7 +191,7 @@ def answer_complete(c, expect_len):
         fields = {k.strip().lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines[1:])}
         if status != 200:
             raise RuntimeError(f"load: answer {status}: {bytes(c.buf[:300])!r}")
-        if "close" in fields.get("connection", "").lower():
+        if not close and "close" in fields.get("connection", "").lower():
             raise RuntimeError("load: the proxy asked to close a keep-alive connection")
         if "chunked" in fields.get("transfer-encoding", "").lower():
             c.need = ("chunked", end + 4)
@@ -236,12 +262,14 @@ http {{
 
 class Callgrind:
     def __init__(self, authproxy, floor, tmp, out):
-        self.bins = {"authproxy": authproxy, "floor": floor}
+        # `duties`: the floor doing the per-request work the contract asks
+        # of every route (FLOOR_DUTIES=all; see bench/hyper_floor.rs).
+        self.bins = {"authproxy": authproxy, "floor": floor, "duties": floor}
         self.tmp, self.out = tmp, out
         self.n = int(os.environ.get("N", "1000"))
         self.runs = int(os.environ.get("RUNS", "2"))
-        self.systems = os.environ.get("SYSTEMS", "authproxy floor nginx").split()
-        self.paths = os.environ.get("PATHS", "small large upload").split()
+        self.systems = os.environ.get("SYSTEMS", "authproxy floor duties nginx").split()
+        self.paths = os.environ.get("PATHS", "small large upload close").split()
         self.conns = [int(c) for c in os.environ.get("CONNS", "1 64").split()]
         self.profile_dir = os.environ.get("PROFILE_DIR")
         self.routes = int(os.environ.get("ROUTES", "1"))
@@ -304,9 +332,9 @@ class Callgrind:
 
     def command(self, system, port):
         """(argv, env, URL prefix) of one system, listening on `port`."""
-        many = self.routes > 1 and system != "floor"
+        many = self.routes > 1 and system not in ("floor", "duties")
         last = f"/r{self.routes - 1:04d}"
-        if system == "nginx":
+        if system in ("nginx", "nginx-log"):
             if many:
                 # As bench/compare.py's many-routes row: one prefix location
                 # per route, each with its own credential.
@@ -322,13 +350,19 @@ class Callgrind:
       proxy_set_header Authorization "Bearer {TOKEN}";
     }}
 """
+            http_extra = f"  upstream backend {{ server 127.0.0.1:{self.up_port}; keepalive 64; }}"
+            if system == "nginx-log":
+                http_extra += "\n" + NGINX_LOG_HTTP
+                locations = (f"    access_log {self.tmp}/nginx-front-{port}/access.log spec buffer=64k flush=50ms;\n"
+                             "    add_header X-Request-Id $reqid always;\n"
+                             "    proxy_set_header X-Request-Id $reqid;\n" + locations)
             conf = nginx_conf(self.tmp, f"nginx-front-{port}", port, f"""    client_max_body_size 2g;
     client_body_buffer_size 128k;
     proxy_http_version 1.1;
     proxy_buffer_size 16k;
     proxy_buffers 8 16k;
     proxy_max_temp_file_size 0;
-{locations}""", http_extra=f"  upstream backend {{ server 127.0.0.1:{self.up_port}; keepalive 64; }}", under_valgrind=True)
+{locations}""", http_extra=http_extra, under_valgrind=True)
             argv = ["nginx", "-e", f"{self.tmp}/nginx-front-{port}/error.log", "-p", self.tmp, "-c", conf]
             return argv, None, last if many else ""
         head = f'[server]\nlisten = "127.0.0.1:{port}"\n\n[store]\nkind = "memory"\n\n'
@@ -361,6 +395,10 @@ class Callgrind:
         # and the floor; default logging: one access-log line per request on
         # stderr, which goes to a file here.
         env["TOKIO_WORKER_THREADS"] = "1"
+        if system == "duties":
+            env["FLOOR_DUTIES"] = os.environ.get("FLOOR_DUTIES", "all")
+        else:
+            env.pop("FLOOR_DUTIES", None)
         return [self.bins[system], "run", "--config", conf], env, last if many else "/s"
 
     def control(self, pid, *args):
@@ -385,7 +423,7 @@ class Callgrind:
         self.control(pid, "-z")
         self.control(pid, "-i", "on")
         t0 = time.time()
-        exact_load(port, prefix + upath, n, conns, body, expect)
+        exact_load(port, prefix + upath, n, conns, body, expect, close=path in CLOSE_PATHS)
         secs = time.time() - t0
         self.settle(pid)
         before = set(glob.glob(out_file + ".*"))
@@ -438,7 +476,8 @@ class Callgrind:
                     _, upath, body, expect = PATHS[path]
                     # Warm-up, uninstrumented: the pool holds `conns` upstream
                     # connections, allocator caches and lazy statics are grown.
-                    exact_load(port, prefix + upath, max(4 * conns, 200), conns, body, expect)
+                    exact_load(port, prefix + upath, max(4 * conns, 200), conns, body, expect,
+                               close=path in CLOSE_PATHS)
                     keep = None
                     if self.profile_dir:
                         keep = os.path.join(self.profile_dir, f"callgrind.{system}-{path}-c{conns}-run{run}.out")
@@ -503,11 +542,17 @@ class Callgrind:
         have = {s: bool(per_run[s]) for s in per_run}
         head = "| path | connections | " + " | ".join(SYSTEM_LABELS[s] for s in self.systems)
         sep = "|---|---:|" + "---:|" * len(self.systems)
-        ratios = []
+        ratios = []  # (label, numerator, denominator)
         if have.get("authproxy") and have.get("floor"):
-            ratios.append(("authproxy / floor", "floor"))
+            ratios.append(("authproxy / floor", "authproxy", "floor"))
+        if have.get("authproxy") and have.get("duties"):
+            ratios.append(("authproxy / (floor + duties)", "authproxy", "duties"))
+        if have.get("duties") and have.get("floor"):
+            ratios.append(("(floor + duties) / floor", "duties", "floor"))
         if have.get("authproxy") and have.get("nginx"):
-            ratios.append(("authproxy / nginx", "nginx"))
+            ratios.append(("authproxy / nginx", "authproxy", "nginx"))
+        if have.get("authproxy") and have.get("nginx-log"):
+            ratios.append(("authproxy / (nginx + log, request id)", "authproxy", "nginx-log"))
         head += "".join(f" | {r[0]}" for r in ratios) + " | spread |"
         sep += "---:|" * (len(ratios) + 1)
         lines += [head, sep]
@@ -519,7 +564,7 @@ class Callgrind:
                     means[s] = statistics.mean(vals)
                     spread = max(spread, (max(vals) - min(vals)) / means[s])
                 row = f"| {PATHS[path][0]} | {conns} | " + " | ".join(k(means[s]) for s in self.systems)
-                row += "".join(f" | {means['authproxy'] / means[o]:.2f}×" for _, o in ratios)
+                row += "".join(f" | {means[n] / means[d]:.2f}×" for _, n, d in ratios)
                 row += f" | {spread * 100:.1f} % |"
                 lines.append(row)
         lines += ["", "Each run's figures (instructions per request; phase constant = Ir(N) − N × figure):", "",

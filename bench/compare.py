@@ -281,6 +281,10 @@ class Sys:
         return (self.port, self.prefix, self.scheme, self.load and self.load[0])
 
 
+NGX_LOG = "nginx, 1 worker, access log + request id"
+HAP_LOG = "haproxy, nbthread 1, access log + request id"
+
+
 class Scenario:
     def __init__(self, sid, group, title, path, conns, systems, lua=None, headers=(), baseline=None):
         self.sid, self.group, self.title, self.path, self.conns = sid, group, title, path, conns
@@ -421,6 +425,49 @@ http {{
             http_extra=f"  upstream backend {{ server 127.0.0.1:{P['up']}; keepalive 64; }}\n"
             f"  upstream tls_backend {{ server 127.0.0.1:{P['up_tls']}; keepalive 64; }}",
             servers=tls_server,
+        )
+
+    # nginx and HAProxy configured as authproxy is by default (one
+    # access-log line per request with SPEC.md's fields, the client's
+    # X-Request-Id kept or one made, sent upstream and back), for the
+    # "configured equivalently" rows. nginx buffers the log as authproxy's
+    # writer does (64 KiB or 50 ms); HAProxy has no such buffer and writes
+    # each line to stdout (a file here).
+    NGINX_LOG_HTTP = """  map $http_x_request_id $reqid { default $http_x_request_id; "" $request_id; }
+  log_format spec '$msec $reqid $remote_addr:$remote_port $request_method $uri $status '
+                  '$request_length $bytes_sent $upstream_response_time $request_time';
+"""
+
+    def nginx_log_text(self, name, port, tls_port):
+        text = self.nginx_front_text(name, port, tls_port)
+        d = os.path.join(self.tmp, name)
+        text = text.replace("http {\n  access_log off;\n", "http {\n  access_log off;\n" + self.NGINX_LOG_HTTP, 1)
+        old = "    location / {\n      proxy_pass http://backend;\n"
+        assert old in text
+        return text.replace(
+            old,
+            f"    access_log {d}/access.log spec buffer=64k flush=50ms;\n"
+            "    add_header X-Request-Id $reqid always;\n"
+            "    location / {\n      proxy_pass http://backend;\n      proxy_set_header X-Request-Id $reqid;\n",
+            1,
+        )
+
+    def haproxy_log_text(self, port, tls_port):
+        text = self.haproxy_text(port, tls_port)
+        text = text.replace("global\n", "global\n  log stdout format raw local0 info\n", 1)
+        old = f"frontend fe\n  bind 127.0.0.1:{port}\n"
+        assert old in text
+        return text.replace(
+            old,
+            old
+            + "  log global\n"
+            + "  log-format \"%t %[var(txn.reqid)] %ci:%cp %HM %HP %ST %U %B %Tr %Ta\"\n"
+            + "  unique-id-format %{+X}o%ci%cp%fi%fp%Ts%rt%pid\n"
+            + "  http-request set-var(txn.reqid) req.hdr(x-request-id)\n"
+            + "  http-request set-var(txn.reqid) unique-id unless { var(txn.reqid) -m found }\n"
+            + "  http-request set-header X-Request-Id %[var(txn.reqid)]\n"
+            + "  http-response set-header X-Request-Id %[var(txn.reqid)]\n",
+            1,
         )
 
     def haproxy_text(self, port, tls_port, health=False, term_port=None):
@@ -639,7 +686,7 @@ backend be
             k: free_port()
             for k in ("up", "up_tls", "sink", "token", "ap1", "ap", "apq", "nginx", "nginx_tls", "haproxy",
                       "haproxy_tls", "ap_routes", "nginx_routes", "haproxy_routes", "ap_fp", "nginx_term",
-                      "haproxy_term")
+                      "haproxy_term", "nginx_log", "nginx_log_tls", "haproxy_log", "haproxy_log_tls")
         }
         P = self.port
 
@@ -655,6 +702,7 @@ backend be
       return 200 "ok\\n";
     }}
     location = /auth {{ return 200 "$http_authorization"; }}
+    location = /reqid {{ return 200 "$http_x_request_id"; }}
     location = /dpop {{ return 200 "$http_authorization $http_dpop"; }}
     location = /tls-protocol {{ return 200 "$ssl_protocol"; }}
 """
@@ -689,6 +737,12 @@ backend be
         wait_port(P["nginx"], self.nginx)
         self.haproxy = self.spawn("haproxy", ["haproxy", "-db", "-f", hap])
         wait_port(P["haproxy"], self.haproxy)
+        front_log = self.write("nginx-log.conf", self.nginx_log_text("nginx-log", P["nginx_log"], P["nginx_log_tls"]))
+        self.nginx_log = self.spawn("nginx-log", ["nginx", "-e", f"{t}/nginx-log/error.log", "-p", t, "-c", front_log])
+        wait_port(P["nginx_log"], self.nginx_log)
+        hap_log = self.write("haproxy-log.cfg", self.haproxy_log_text(P["haproxy_log"], P["haproxy_log_tls"]))
+        self.haproxy_log = self.spawn("haproxy-log", ["haproxy", "-db", "-f", hap_log])
+        wait_port(P["haproxy_log"], self.haproxy_log)
 
         self.ap = {}
         for key, threads, rust_log in (("ap1", "1", None), ("ap", None, None), ("apq", None, "warn")):
@@ -841,6 +895,8 @@ backend be
             apd: Sys(P["ap"], "/s", A["ap"], auth=bearer),
             ngx: Sys(P["nginx"], "", self.nginx, auth=bearer),
             hap: Sys(P["haproxy"], "", self.haproxy, auth=bearer),
+            NGX_LOG: Sys(P["nginx_log"], "", self.nginx_log, auth=bearer),
+            HAP_LOG: Sys(P["haproxy_log"], "", self.haproxy_log, auth=bearer),
         }
         oauth = Sys(P["ap"], "/o", A["ap"], auth="Bearer at-", auth_is_prefix=True)
         quiet = Sys(P["apq"], "/s", A["apq"], auth=bearer)
@@ -862,7 +918,7 @@ backend be
             Scenario("tls_small64", "tls", "HTTPS upstream: small GET (100 B), 64 connections", "/small", 64, tls),
             Scenario("tls_large64", "tls", "HTTPS upstream: 64 KiB GET, 64 connections", "/large", 64, dict(tls)),
         ]
-        close = {k: base[k] for k in ("direct (nginx upstream)", ap1, ngx, hap)}
+        close = {k: base[k] for k in ("direct (nginx upstream)", ap1, ngx, hap, NGX_LOG, HAP_LOG)}
         out.append(Scenario("close64", "close", "Connection: close (a connection per request): small GET, 64 connections",
                             "/small", 64, close, headers=["Connection: close"]))
         if self.routes:
@@ -990,6 +1046,11 @@ backend be
                     st, body = http_get(s.port, s.prefix + sc.path, tls_ca=ca)
                     if st != 200 or len(body) != want_len:
                         problems.append(f"{sc.title} / {name}: {sc.path} -> {st}, {len(body)} bytes")
+        for name, s in [(n, s) for sc in scenarios for n, s in sc.systems.items() if n in (NGX_LOG, HAP_LOG)][:2]:
+            # The request-id rows: an id is made and sent upstream.
+            st, body = http_get(s.port, s.prefix + "/reqid")
+            if st != 200 or len(body) < 8:
+                problems.append(f"{name}: /reqid -> {st} {body[:80]!r} (no X-Request-Id upstream)")
         if any(sc.group == "base" for sc in scenarios):
             # nginx must read and drop the POST body and keep the connection:
             # two uploads on one curl connection, the second without a connect.

@@ -18,11 +18,33 @@
 //! Not a product: a wrong config panics, and upstream errors answer 502
 //! without a body.
 //!
+//! `FLOOR_DUTIES=all` (or a comma-separated subset of `id,hop,log,metrics,
+//! timeout,pool`) adds, each in the cheapest form that still does the job,
+//! the per-request work SPEC.md asks of any authproxy route, so that the
+//! floor of a proxy that keeps the contract can be measured
+//! (bench/callgrind.sh's `duties` system):
+//!
+//! - `id`: the client's `X-Request-Id` kept (when short and printable) or
+//!   one made (a counter after a random prefix); sent upstream and in the
+//!   answer.
+//! - `hop`: hop-by-hop headers (RFC 9110 §7.6.1) and the headers
+//!   `Connection` names removed from the request and the answer.
+//! - `log`: one access-log line per request, written when the answer's
+//!   body ends, with the fields SPEC.md lists (time as epoch seconds with
+//!   microseconds, the cheapest form) and one `write(2)` per line.
+//! - `metrics`: a request counter per status class and an upstream-latency
+//!   histogram (atomics, no labels map).
+//! - `timeout`: the upstream answer under a deadline (a tokio timer).
+//! - `pool`: one upstream pool shared by all client connections (taken
+//!   under a lock, given back when the answer's body ends), instead of an
+//!   upstream connection per client connection.
+//!
 //! hyper's own knobs, to see whether one lowers the floor (both sides of
 //! the proxy): `FLOOR_WRITEV=true|false` (the write strategy: vectored
 //! writes or one flattened buffer; unset: hyper's default, which picks
 //! per connection), `FLOOR_MAX_BUF=BYTES` (the read buffer's limit).
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -32,13 +54,21 @@ use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Mutex;
+
+// Beside this file rather than in bench/ (a crate root's modules would be).
+#[path = "hyper_floor/duties.rs"]
+mod duties;
+use duties::{forward_with_duties, Conn, Duties, Metrics, Slot};
 
 struct Route {
     prefix: String,
     upstream_host: String,
     upstream_path: String,
     authorization: HeaderValue,
+    duties: Duties,
+    /// The shared pool (`pool` duty).
+    pool: std::sync::Mutex<Vec<Conn>>,
+    metrics: Metrics,
 }
 
 fn main() {
@@ -65,6 +95,9 @@ fn main() {
         upstream_host: upstream.authority().expect("upstream host").to_string(),
         upstream_path: upstream.path().to_string(),
         authorization: HeaderValue::from_str(authorization).expect("header value"),
+        duties: Duties::from_env(),
+        pool: std::sync::Mutex::default(),
+        metrics: Metrics::default(),
     });
 
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -74,25 +107,20 @@ fn main() {
     runtime.block_on(async move {
         let listener = TcpListener::bind(listen).await.expect("listen");
         loop {
-            let Ok((stream, _)) = listener.accept().await else {
+            let Ok((stream, client)) = listener.accept().await else {
                 continue;
             };
             let _ = stream.set_nodelay(true);
             let route = route.clone();
-            tokio::spawn(serve_connection(stream, route));
+            tokio::spawn(serve_connection(stream, client, route));
         }
     });
 }
 
-type Upstream = Arc<Mutex<Option<SendRequest<Incoming>>>>;
+/// The upstream connection of one client connection (no duties).
+type Upstream = Arc<tokio::sync::Mutex<Option<SendRequest<Incoming>>>>;
 
-async fn serve_connection(stream: TcpStream, route: Arc<Route>) {
-    let upstream: Upstream = Arc::default();
-    let service = hyper::service::service_fn(move |req| {
-        let route = route.clone();
-        let upstream = upstream.clone();
-        async move { Ok::<_, hyper::Error>(forward(req, &route, &upstream).await) }
-    });
+async fn serve_connection(stream: TcpStream, client: SocketAddr, route: Arc<Route>) {
     let mut builder = hyper::server::conn::http1::Builder::new();
     if let Some(w) = knob("FLOOR_WRITEV") {
         builder.writev(w);
@@ -100,9 +128,24 @@ async fn serve_connection(stream: TcpStream, route: Arc<Route>) {
     if let Some(n) = knob("FLOOR_MAX_BUF") {
         builder.max_buf_size(n);
     }
-    let _ = builder
-        .serve_connection(TokioIo::new(stream), service)
-        .await;
+    let io = TokioIo::new(stream);
+    if route.duties.any() {
+        let slot = Slot::default();
+        let service = hyper::service::service_fn(move |req| {
+            let route = route.clone();
+            let slot = slot.clone();
+            async move { Ok::<_, hyper::Error>(forward_with_duties(req, client, &route, &slot).await) }
+        });
+        let _ = builder.serve_connection(io, service).await;
+    } else {
+        let upstream = Upstream::default();
+        let service = hyper::service::service_fn(move |req| {
+            let route = route.clone();
+            let upstream = upstream.clone();
+            async move { Ok::<_, hyper::Error>(forward(req, &route, &upstream).await) }
+        });
+        let _ = builder.serve_connection(io, service).await;
+    }
 }
 
 async fn forward(
