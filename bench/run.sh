@@ -94,7 +94,11 @@ export PATH="$PATH:/usr/sbin:/sbin"
 # own instances on free ports and leaves those alone.
 
 echo "building authproxy (release)…"
-(cd "$ROOT" && timeout 300 cargo build --release --quiet --bin authproxy --example mock_provider --example tunnel_load)
+# The examples first, then the proxy on its own: built together, the
+# examples' dev-dependency features (tokio's test-util among them) would be
+# unified into the proxy as well, which the shipped binary does not have.
+(cd "$ROOT" && timeout 300 cargo build --release --quiet --example mock_provider --example tunnel_load \
+    && timeout 300 cargo build --release --quiet --bin authproxy)
 BIN="$ROOT/target/release/authproxy"
 
 # python in the background so the traps fire promptly on ^C.
