@@ -37,6 +37,10 @@ RUN mkdir src \
 
 # The real sources. COPY keeps the files' modification times, which can be
 # older than the placeholder build; touch them so cargo rebuilds the crate.
+# build.rs stamps the version (no .git here: AUTHPROXY_COMMIT, else
+# "unknown") and lays out the binary by build/link-order.txt.
+COPY build.rs ./
+COPY build ./build
 COPY src ./src
 RUN touch src/main.rs src/lib.rs \
     && cargo build --release --locked --bin authproxy \
