@@ -5,7 +5,8 @@
 //!
 //! Release builds of the binary on Linux lay out its code by
 //! `build/link-order.txt` (see `build/link-order.sh`): the code a starting
-//! proxy runs sits together, which took idle RSS from 10.7 to 6.4 MiB.
+//! proxy runs sits together, which took idle RSS from 10.4 to 6.2 MiB
+//! (bench/results.md).
 //! That needs lld (rustc's own, or a system `ld.lld`); without it, or with
 //! `AUTHPROXY_LINK_ORDER=0`, the binary links as usual.
 
