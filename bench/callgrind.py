@@ -39,7 +39,7 @@ every memcpy up to 16 MiB in the vector loop, counted as executed.
 
 Environment: N (requests in the short phase; default 1000), RUNS (separate
 valgrind processes per system, default 2, to show the spread), SYSTEMS
-(default "authproxy floor duties nginx"; `duties` is the floor with
+(default "authproxy floor duties nginx nginx-log"; `duties` is the floor with
 FLOOR_DUTIES=all, or the subset FLOOR_DUTIES names), PATHS ("small large upload"; also "close", a connection per request), CONNS
 ("1 64"), ROUTES (default 1: with e.g. 1000, authproxy and nginx get that
 many routes, each with its own credential, and the load goes to the last
@@ -280,7 +280,7 @@ class Callgrind:
         self.tmp, self.out = tmp, out
         self.n = int(os.environ.get("N", "1000"))
         self.runs = int(os.environ.get("RUNS", "2"))
-        self.systems = os.environ.get("SYSTEMS", "authproxy floor duties nginx").split()
+        self.systems = os.environ.get("SYSTEMS", "authproxy floor duties nginx nginx-log").split()
         self.paths = os.environ.get("PATHS", "small large upload close").split()
         self.conns = [int(c) for c in os.environ.get("CONNS", "1 64").split()]
         self.profile_dir = os.environ.get("PROFILE_DIR")
