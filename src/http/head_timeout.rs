@@ -57,10 +57,10 @@ const REQUEST_TIMEOUT: &[u8] = b"HTTP/1.1 408 Request Timeout\r\n\
 /// One byte short of 16 KiB: a read of 16 KiB would fill hyper's 16 KiB
 /// buffer and double it, one byte less never does, so the buffer stays at
 /// 16 KiB, as it did with the 8 KiB reads this replaced, while a body
-/// takes about half as many reads. Measured (release build, 64 connections, 64 KiB
-/// POSTs): 11.5 `recvfrom` per request with 8 KiB reads, 6.8 with this,
-/// 4.4 with 16 KiB; RSS grown by 200 uploads stalled one byte short of
-/// 64 KiB: 20.8 MB, 21.3 MB, 26.4 MB.
+/// takes about half as many reads. Measured (release build, 64
+/// connections, 64 KiB POSTs): 11.5 `recvfrom` per request with 8 KiB
+/// reads, 6.8 with this, 4.4 with 16 KiB; RSS grown by 200 uploads
+/// stalled one byte short of 64 KiB: 20.8 MB, 21.3 MB, 26.4 MB.
 const BODY_READ: usize = 16 * 1024 - 1;
 
 /// What one connection's requests tell its socket wrapper; also the
