@@ -93,7 +93,7 @@ pub(super) async fn connect(
     app: App,
     mut req: Request<Incoming>,
     in_flight: InFlight,
-    mut record: Record,
+    mut record: Box<Record>,
 ) -> Result<Response<Tracked<Logged<ResponseBody<PooledBody>>>>, Infallible> {
     let runtime = record.runtime.clone();
     match plan(&app, &runtime, &req).await {

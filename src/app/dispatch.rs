@@ -160,9 +160,9 @@ impl App {
         }
         let inner = self.inner.clone();
         Either::Right(Either::Right(async move {
-            // Dropped with the future if the client goes away first: then
-            // it logs 499.
-            let mut record = record;
+            // `record` is dropped with the future if the client goes away
+            // first: then it logs 499. (Used in place: a local copy would
+            // be kept in the future next to the one captured.)
             let response = if !forwarded && is_local(req.uri().path()) {
                 let timeout = record.runtime.config.server.body_read_timeout;
                 let answer = match local_request(req, timeout, &mut record.info).await {
@@ -182,11 +182,11 @@ impl App {
                 record.info.error = Some(e.code());
                 local(e.answer(crate::http::headers::is_grpc(req.headers())))
             } else {
-                record
-                    .runtime
-                    .proxy
-                    .handle(req, in_flight.activity(), &mut record.info)
-                    .await
+                let proxy = &record.runtime.proxy;
+                match proxy.handle(req, in_flight.activity(), &mut record.info).await {
+                    Ok(response) => response,
+                    Err(refused) => refused.answer(&mut record.info),
+                }
             };
             Ok(answer(record, response, in_flight))
         }))
@@ -196,7 +196,7 @@ impl App {
 /// The answer as it goes out: with the request id, its body counted and
 /// logged when dropped, the request in flight until then.
 pub(super) fn answer(
-    record: Record,
+    record: Box<Record>,
     mut response: ProxyResponse,
     in_flight: InFlight,
 ) -> Response<Tracked<Logged<ResponseBody<PooledBody>>>> {
@@ -230,7 +230,7 @@ pub(super) fn answer(
 /// The `2xx` answer to a `CONNECT`, as [`answer`] makes it: the rest of
 /// the connection is a tunnel, not HTTP.
 pub(super) fn answer_tunnel(
-    record: Record,
+    record: Box<Record>,
     mut response: ProxyResponse,
     in_flight: InFlight,
 ) -> Response<Tracked<Logged<ResponseBody<PooledBody>>>> {

@@ -2,11 +2,14 @@
 //! read small bodies in full), strip hop-by-hop headers, inject the
 //! credential, send, and turn the upstream's answer into ours.
 
+use std::future::{Future, Ready};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::Body;
 use bytes::Bytes;
+use futures_util::future::Either;
 use futures_util::{StreamExt, TryStreamExt};
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
@@ -64,12 +67,71 @@ impl NotKept {
 /// more than `server.max_replay_body`, which bounds request buffering.
 const REQUEST_BUFFER: u64 = 64 * 1024;
 
-pub(super) async fn forward(
-    fwd: &Forwarder,
+/// What forwarding one request comes to: sent as it is, or the boxed
+/// future of a credential that may renew and replay.
+pub(super) type Forwarding<'a, P> = Either<Ready<Result<ProxyResponse, ProxyError>>, Either<P, BoxedForward<'a>>>;
+
+type BoxedForward<'a> = Pin<Box<dyn Future<Output = Result<ProxyResponse, ProxyError>> + Send + 'a>>;
+
+/// Forwards one request. The route, the checks and the headers are done
+/// here, before the future is made: it holds only what sending needs
+/// (see [`super`]'s note on future sizes).
+pub(super) fn forward<'a>(
+    fwd: &'a Forwarder,
     req: Request<Incoming>,
-    conn: &Activity,
+    conn: &'a Activity,
+    info: &'a mut AccessInfo,
+) -> Forwarding<'a, impl Future<Output = Result<ProxyResponse, ProxyError>> + Send + 'a> {
+    let (ctx, mut headers, body, credential) = match prepare(fwd, req, conn, info) {
+        Ok(prepared) => prepared,
+        Err(e) => return Either::Left(std::future::ready(Err(e))),
+    };
+    let boxed = |f: BoxedForward<'a>| Either::Right(Either::Right(f));
+    match credential {
+        None => Either::Right(Either::Left(ctx.send_plain(headers, body, info))),
+        Some(Credential::Static(s)) => {
+            // Any client Authorization is dropped; injected names replaced.
+            headers.remove(header::AUTHORIZATION);
+            s.apply(&mut headers);
+            Either::Right(Either::Left(ctx.send_plain(headers, body, info)))
+        }
+        Some(Credential::Basic(b)) => {
+            b.apply(&mut headers);
+            Either::Right(Either::Left(ctx.send_plain(headers, body, info)))
+        }
+        Some(Credential::Query(_)) => {
+            // The credential went into the query (in `prepare`).
+            headers.remove(header::AUTHORIZATION);
+            Either::Right(Either::Left(ctx.send_plain(headers, body, info)))
+        }
+        // Boxed: their state (replay buffer, renewal, signing) would
+        // otherwise size the future of every request, static routes
+        // included.
+        Some(Credential::AwsSigV4(a)) => {
+            let provider = ctx.route.provider.as_deref().unwrap_or("-");
+            boxed(Box::pin(ctx.send_aws(a, provider, headers, body, info)))
+        }
+        Some(Credential::OAuth2(p)) if is_grpc(&headers) => {
+            headers.remove(header::AUTHORIZATION);
+            headers.remove(p.header_name());
+            boxed(Box::pin(ctx.send_grpc_oauth(p, headers, body, info)))
+        }
+        Some(Credential::OAuth2(p)) => {
+            headers.remove(header::AUTHORIZATION);
+            headers.remove(p.header_name());
+            boxed(Box::pin(ctx.send_oauth(p, headers, body, info)))
+        }
+    }
+}
+
+/// Everything before sending: the route, its checks and policy, the
+/// target, the body's guards and the outgoing headers.
+fn prepare<'a>(
+    fwd: &'a Forwarder,
+    req: Request<Incoming>,
+    conn: &'a Activity,
     info: &mut AccessInfo,
-) -> Result<ProxyResponse, ProxyError> {
+) -> Result<(Forward<'a>, HeaderMap, Body, Option<&'a Credential>), ProxyError> {
     let path = req.uri().path();
     if !path.starts_with('/') {
         // `OPTIONS *` and other non-path targets have no route (found by
@@ -179,42 +241,7 @@ pub(super) async fn forward(
         upgrade,
         timeout,
     };
-
-    match credential {
-        None => ctx.send_plain(parts.headers, body, info).await,
-        Some(Credential::Static(s)) => {
-            // Any client Authorization is dropped; injected names replaced.
-            parts.headers.remove(header::AUTHORIZATION);
-            s.apply(&mut parts.headers);
-            ctx.send_plain(parts.headers, body, info).await
-        }
-        Some(Credential::Basic(b)) => {
-            b.apply(&mut parts.headers);
-            ctx.send_plain(parts.headers, body, info).await
-        }
-        Some(Credential::Query(_)) => {
-            // The credential went into the query (above).
-            parts.headers.remove(header::AUTHORIZATION);
-            ctx.send_plain(parts.headers, body, info).await
-        }
-        Some(Credential::AwsSigV4(a)) => {
-            // Boxed for the same reason as oauth2's below.
-            let provider = route.provider.as_deref().unwrap_or("-");
-            Box::pin(ctx.send_aws(a, provider, parts.headers, body, info)).await
-        }
-        Some(Credential::OAuth2(p)) if grpc => {
-            parts.headers.remove(header::AUTHORIZATION);
-            parts.headers.remove(p.header_name());
-            Box::pin(ctx.send_grpc_oauth(p, parts.headers, body, info)).await
-        }
-        Some(Credential::OAuth2(p)) => {
-            parts.headers.remove(header::AUTHORIZATION);
-            parts.headers.remove(p.header_name());
-            // Boxed: its state (replay buffer, renewal) would otherwise size
-            // the future of every request, static routes included.
-            Box::pin(ctx.send_oauth(p, parts.headers, body, info)).await
-        }
-    }
+    Ok((ctx, parts.headers, body, credential))
 }
 
 /// One request on its way out, after the route and credential were found.
@@ -232,40 +259,44 @@ pub(super) struct Forward<'a> {
     timeout: std::time::Duration,
 }
 
-impl Forward<'_> {
-    async fn send_plain(
+impl<'a> Forward<'a> {
+    fn send_plain<'i>(
         self,
         headers: HeaderMap,
         body: Body,
-        info: &mut AccessInfo,
-    ) -> Result<ProxyResponse, ProxyError> {
+        info: &'i mut AccessInfo,
+    ) -> impl Future<Output = Result<ProxyResponse, ProxyError>> + Send + use<'a, 'i> {
         let server = &self.fwd.config.server;
         // Never more than the spec's buffering bound, `max_replay_body`.
         let limit = REQUEST_BUFFER.min(server.max_replay_body);
-        let declared = declared_length(&headers);
-        let body = if declared.is_some_and(|n| n <= limit) {
-            prepare_body(
-                body,
-                declared,
-                limit,
-                server.max_request_body,
-                &self.fwd.buffers,
-            )
-            .await?
-        } else {
-            OutBody::Stream(body, NotKept::TooLarge)
-        };
-        let started = Instant::now();
-        let response = self.send(headers, body).await;
-        set_latency(info, started);
-        Ok(self.finish(response?))
+        let max_body = server.max_request_body;
+        let declared = declared_length(&headers).filter(|n| *n <= limit);
+        async move {
+            let started;
+            // Awaited as the block's value: a future in a local would be
+            // kept twice, and the body in one next to the request it went
+            // into.
+            let response = {
+                let body = match declared {
+                    Some(n) => {
+                        prepare_body(body, Some(n), limit, max_body, &self.fwd.buffers).await?
+                    }
+                    None => OutBody::Stream(body, NotKept::TooLarge),
+                };
+                started = Instant::now();
+                self.send(headers, body)
+            }
+            .await;
+            set_latency(info, started);
+            Ok(self.finish(response?))
+        }
     }
 
-    pub(super) async fn send(
+    pub(super) fn send(
         &self,
         headers: HeaderMap,
         body: OutBody,
-    ) -> Result<Response<PooledBody>, ProxyError> {
+    ) -> impl Future<Output = Result<Response<PooledBody>, ProxyError>> + Send + '_ {
         let pool = self.fwd.upstreams.for_route(self.route.index);
         let timeout = self.timeout;
         // `upstream_timeout` is the upstream's time to answer: for a body
@@ -284,15 +315,17 @@ impl Forward<'_> {
         *req.uri_mut() = self.uri.clone();
         *req.version_mut() = Version::HTTP_11;
         *req.headers_mut() = headers;
-        match pool.send(req, timeout, sent).await {
-            Ok(response) => Ok(response),
-            Err(e) => Err(ProxyError::upstream(
-                e,
-                self.route.provider.as_deref(),
-                self.route.origin(),
-                timeout,
-                self.fwd.config.server.max_request_body,
-            )),
+        async move {
+            match pool.send(req, timeout, sent).await {
+                Ok(response) => Ok(response),
+                Err(e) => Err(ProxyError::upstream(
+                    e,
+                    self.route.provider.as_deref(),
+                    self.route.origin(),
+                    timeout,
+                    self.fwd.config.server.max_request_body,
+                )),
+            }
         }
     }
 

@@ -32,11 +32,11 @@ use crate::credentials::oauth2::TokenState;
 use crate::credentials::{OAuthProvider, Trigger};
 use crate::error::ProxyError;
 use crate::http::body::{BoxError, ResponseBody};
+use crate::http::headers::GRPC_STATUS;
 use crate::telemetry::metrics::ProviderLabels;
 use crate::telemetry::AccessInfo;
 use crate::upstream::PooledBody;
 
-pub const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
 const GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
 const UNAUTHENTICATED: &[u8] = b"16";
 

@@ -18,7 +18,7 @@ pub use metrics::{Metrics, RouteMetrics};
 
 /// The `grpc-status` in a gRPC answer's head or trailers.
 pub fn grpc_status(headers: &http::HeaderMap) -> Option<u16> {
-    let v = headers.get("grpc-status")?;
+    let v = headers.get(crate::http::headers::GRPC_STATUS)?;
     std::str::from_utf8(v.as_bytes()).ok()?.trim().parse().ok()
 }
 pub use request::{

@@ -2,6 +2,7 @@
 //! that gives its connection back.
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
@@ -238,12 +239,15 @@ impl Pool {
     /// head, the wait for a connection (at the pool's limit) included;
     /// with `body_sent` given, the answer's clock starts once the request
     /// body has been sent (a slow upload is not a slow upstream).
-    pub async fn send(
+    ///
+    /// Not an `async fn`: see [`crate::proxy`]'s note on future sizes. The
+    /// head is settled here; the future holds the request once.
+    pub fn send(
         self: &Arc<Self>,
         mut req: Request<Body>,
         timeout: Duration,
         mut body_sent: Option<oneshot::Receiver<()>>,
-    ) -> Result<Response<PooledBody>, UpstreamError> {
+    ) -> impl Future<Output = Result<Response<PooledBody>, UpstreamError>> + Send + '_ {
         // A request that says `Connection: close` is the last on its
         // connection (RFC 9112 §9.6), whatever the upstream answers: the
         // forwarder sends it after a body the upstream may have misread
@@ -255,73 +259,75 @@ impl Pool {
         }
         let now = tokio::time::Instant::now();
         let mut deadline = now + timeout;
-        if let Some(h2) = self.h2.as_ref().filter(|h2| !h2.speaks_h1()) {
-            // Boxed: only HTTP/2 routes carry its state.
-            match Box::pin(self.send_h2(h2, req, timeout, &mut body_sent, deadline)).await {
-                h2::Sent::Done(answer) => return answer,
-                h2::Sent::UseH1(back) => req = back,
-            }
-        }
-        loop {
-            let (mut conn, reused) = match self.shared.checkout(now.into_std()) {
-                Checkout::Idle(c) => (c, true),
-                Checkout::Connect(slot) => (self.connect_by(slot, deadline).await?, false),
-                // Boxed: waiting is rare, and its state would size every
-                // request's future.
-                Checkout::Wait(rx) => match Box::pin(tokio::time::timeout_at(deadline, rx)).await {
-                    Ok(Ok(Grant::Conn(c))) => (c, true),
-                    Ok(Ok(Grant::Slot(slot))) => (self.connect_by(slot, deadline).await?, false),
-                    // Timed out (a grant sent meanwhile is dropped with the
-                    // channel, and passed on); or the pool is gone.
-                    Ok(Err(_)) | Err(_) => return Err(UpstreamError::Timeout),
-                },
-            };
-            // A reused connection may still be finishing its last response;
-            // one the upstream closed fails here.
-            let ready = match conn.sender.ready().now_or_never() {
-                Some(ready) => ready,
-                None => tokio::time::timeout_at(deadline, conn.sender.ready())
-                    .await
-                    .map_err(|_| UpstreamError::Timeout)?,
-            };
-            if ready.is_err() && reused {
-                continue;
-            }
-            let answer = conn.sender.try_send_request(req);
-            let timer = &mut conn.timer;
-            let expired = async {
-                if let Some(sent) = body_sent.as_mut() {
-                    let _ = sent.await;
-                    deadline = tokio::time::Instant::now() + timeout;
+        async move {
+            if let Some(h2) = self.h2.as_ref().filter(|h2| !h2.speaks_h1()) {
+                // Boxed: only HTTP/2 routes carry its state.
+                match Box::pin(self.send_h2(h2, req, timeout, &mut body_sent, deadline)).await {
+                    h2::Sent::Done(answer) => return answer,
+                    h2::Sent::UseH1(back) => req = back,
                 }
-                timer.as_mut().reset(deadline);
-                timer.as_mut().await;
-            };
-            let answer = tokio::select! {
-                answer = answer => answer,
-                () = expired => return Err(UpstreamError::Timeout),
-            };
-            match answer {
-                Ok(response) => {
-                    let refused = self.absolute_form.as_ref();
-                    if let Some(e) = refused.and_then(|f| f.refused(response.status())) {
-                        return Err(UpstreamError::Connect(e.into()));
+            }
+            loop {
+                let (mut conn, reused) = match self.shared.checkout(now.into_std()) {
+                    Checkout::Idle(c) => (c, true),
+                    Checkout::Connect(slot) => (self.connect_by(slot, deadline).await?, false),
+                    // Boxed: waiting is rare, and its state would size every
+                    // request's future.
+                    Checkout::Wait(rx) => match Box::pin(tokio::time::timeout_at(deadline, rx)).await {
+                        Ok(Ok(Grant::Conn(c))) => (c, true),
+                        Ok(Ok(Grant::Slot(slot))) => (self.connect_by(slot, deadline).await?, false),
+                        // Timed out (a grant sent meanwhile is dropped with the
+                        // channel, and passed on); or the pool is gone.
+                        Ok(Err(_)) | Err(_) => return Err(UpstreamError::Timeout),
+                    },
+                };
+                // A reused connection may still be finishing its last response;
+                // one the upstream closed fails here.
+                let ready = match conn.sender.ready().now_or_never() {
+                    Some(ready) => ready,
+                    None => tokio::time::timeout_at(deadline, conn.sender.ready())
+                        .await
+                        .map_err(|_| UpstreamError::Timeout)?,
+                };
+                if ready.is_err() && reused {
+                    continue;
+                }
+                let answer = conn.sender.try_send_request(req);
+                let timer = &mut conn.timer;
+                let expired = async {
+                    if let Some(sent) = body_sent.as_mut() {
+                        let _ = sent.await;
+                        deadline = tokio::time::Instant::now() + timeout;
                     }
-                    // After a protocol switch the connection is no longer HTTP.
-                    let reusable =
-                        response.status() != StatusCode::SWITCHING_PROTOCOLS && !close_after;
-                    let owner = reusable.then(|| (conn, self.clone()));
-                    return Ok(response.map(|inner| PooledBody {
-                        inner,
-                        owner,
-                        _stream: None,
-                    }));
+                    timer.as_mut().reset(deadline);
+                    timer.as_mut().await;
+                };
+                let answer = tokio::select! {
+                    answer = answer => answer,
+                    () = expired => return Err(UpstreamError::Timeout),
+                };
+                match answer {
+                    Ok(response) => {
+                        let refused = self.absolute_form.as_ref();
+                        if let Some(e) = refused.and_then(|f| f.refused(response.status())) {
+                            return Err(UpstreamError::Connect(e.into()));
+                        }
+                        // After a protocol switch the connection is no longer HTTP.
+                        let reusable =
+                            response.status() != StatusCode::SWITCHING_PROTOCOLS && !close_after;
+                        let owner = reusable.then(|| (conn, self.clone()));
+                        return Ok(response.map(|inner| PooledBody {
+                            inner,
+                            owner,
+                            _stream: None,
+                        }));
+                    }
+                    Err(mut e) => match e.take_message() {
+                        // Never written: safe to send again on another connection.
+                        Some(unsent) if reused => req = unsent,
+                        _ => return Err(UpstreamError::Http(e.into_error())),
+                    },
                 }
-                Err(mut e) => match e.take_message() {
-                    // Never written: safe to send again on another connection.
-                    Some(unsent) if reused => req = unsent,
-                    _ => return Err(UpstreamError::Http(e.into_error())),
-                },
             }
         }
     }
