@@ -183,7 +183,10 @@ impl App {
                 local(e.answer(crate::http::headers::is_grpc(req.headers())))
             } else {
                 let proxy = &record.runtime.proxy;
-                match proxy.handle(req, in_flight.activity(), &mut record.info).await {
+                match proxy
+                    .handle(req, in_flight.activity(), &mut record.info)
+                    .await
+                {
                     Ok(response) => response,
                     Err(refused) => refused.answer(&mut record.info),
                 }

@@ -69,9 +69,11 @@ const REQUEST_BUFFER: u64 = 64 * 1024;
 
 /// What forwarding one request comes to: sent as it is, or the boxed
 /// future of a credential that may renew and replay.
-pub(super) type Forwarding<'a, P> = Either<Ready<Result<ProxyResponse, ProxyError>>, Either<P, BoxedForward<'a>>>;
+pub(super) type Forwarding<'a, P> =
+    Either<Ready<Result<ProxyResponse, ProxyError>>, Either<P, BoxedForward<'a>>>;
 
-type BoxedForward<'a> = Pin<Box<dyn Future<Output = Result<ProxyResponse, ProxyError>> + Send + 'a>>;
+type BoxedForward<'a> =
+    Pin<Box<dyn Future<Output = Result<ProxyResponse, ProxyError>> + Send + 'a>>;
 
 /// Forwards one request. The route, the checks and the headers are done
 /// here, before the future is made: it holds only what sending needs

@@ -273,13 +273,17 @@ impl Pool {
                     Checkout::Connect(slot) => (self.connect_by(slot, deadline).await?, false),
                     // Boxed: waiting is rare, and its state would size every
                     // request's future.
-                    Checkout::Wait(rx) => match Box::pin(tokio::time::timeout_at(deadline, rx)).await {
-                        Ok(Ok(Grant::Conn(c))) => (c, true),
-                        Ok(Ok(Grant::Slot(slot))) => (self.connect_by(slot, deadline).await?, false),
-                        // Timed out (a grant sent meanwhile is dropped with the
-                        // channel, and passed on); or the pool is gone.
-                        Ok(Err(_)) | Err(_) => return Err(UpstreamError::Timeout),
-                    },
+                    Checkout::Wait(rx) => {
+                        match Box::pin(tokio::time::timeout_at(deadline, rx)).await {
+                            Ok(Ok(Grant::Conn(c))) => (c, true),
+                            Ok(Ok(Grant::Slot(slot))) => {
+                                (self.connect_by(slot, deadline).await?, false)
+                            }
+                            // Timed out (a grant sent meanwhile is dropped with the
+                            // channel, and passed on); or the pool is gone.
+                            Ok(Err(_)) | Err(_) => return Err(UpstreamError::Timeout),
+                        }
+                    }
                 };
                 // A reused connection may still be finishing its last response;
                 // one the upstream closed fails here.
