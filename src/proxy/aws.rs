@@ -16,9 +16,8 @@ use axum::body::Body;
 use http::header::{self, HeaderMap};
 use http::StatusCode;
 
-use super::forward::{
-    declared_length, prepare_body_hashed, set_latency, Forward, NotKept, OutBody,
-};
+use super::forward::{set_latency, Forward};
+use super::outbody::{declared_length, prepare_body_hashed, NotKept, OutBody};
 use super::replay::drain;
 use super::ProxyResponse;
 use crate::credentials::aws_sigv4::{

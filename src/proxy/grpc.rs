@@ -6,7 +6,7 @@
 //!
 //! The request body streams (a bidirectional call may wait for answers
 //! before it sends more): what passes is copied aside up to the replay
-//! limit, rather than read in full first as [`super::forward::prepare_body`]
+//! limit, rather than read in full first as [`super::outbody::prepare_body`]
 //! does. A unary call's request has passed in full by the time its server
 //! answers, so it is the one that gets replayed.
 //!
@@ -26,7 +26,8 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::Response;
 use http_body::{Frame, SizeHint};
 
-use super::forward::{set_latency, Forward, NotKept, OutBody};
+use super::forward::{set_latency, Forward};
+use super::outbody::{NotKept, OutBody};
 use super::ProxyResponse;
 use crate::credentials::oauth2::TokenState;
 use crate::credentials::{OAuthProvider, Trigger};

@@ -3,6 +3,7 @@
 //! request meets them: [`security`] (who may use the proxy; checked for
 //! local endpoints too), [`routes`] (which route), [`forward`] (guard the
 //! body, check the route's `allow` policy, inject the credential, send),
+//! [`outbody`] (the body read in full and kept for a replay, or streamed),
 //! [`replay`] (oauth2 routes: 401 → renew → replay once), [`aws`]
 //! (aws_sigv4 routes: hash the body, sign, re-sign once after a refusal
 //! explained by clock skew), [`upgrade`] (101: splice the two
@@ -27,6 +28,7 @@
 mod aws;
 mod forward;
 pub mod grpc;
+mod outbody;
 mod replay;
 pub mod routes;
 pub mod security;

@@ -14,7 +14,8 @@ use http::header::{HeaderMap, HeaderName, WWW_AUTHENTICATE};
 use http::{Response, StatusCode};
 use http_body_util::BodyExt;
 
-use super::forward::{declared_length, prepare_body, set_latency, Forward, OutBody};
+use super::forward::{set_latency, Forward};
+use super::outbody::{declared_length, prepare_body, OutBody};
 use super::ProxyResponse;
 use crate::credentials::oauth2::TokenState;
 use crate::credentials::{OAuthProvider, Trigger};

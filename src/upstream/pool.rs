@@ -2,7 +2,6 @@
 //! that gives its connection back.
 
 use std::collections::VecDeque;
-use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
@@ -238,16 +237,14 @@ impl Pool {
     /// The upstream gets `timeout` to connect and answer with a response
     /// head, the wait for a connection (at the pool's limit) included;
     /// with `body_sent` given, the answer's clock starts once the request
-    /// body has been sent (a slow upload is not a slow upstream).
-    ///
-    /// Not an `async fn`: see [`crate::proxy`]'s note on future sizes. The
-    /// head is settled here; the future holds the request once.
+    /// body has been sent (a slow upload is not a slow upstream). Not an
+    /// `async fn`, so that the future holds `req` once ("Future sizes").
     pub fn send(
         self: &Arc<Self>,
         mut req: Request<Body>,
         timeout: Duration,
         mut body_sent: Option<oneshot::Receiver<()>>,
-    ) -> impl Future<Output = Result<Response<PooledBody>, UpstreamError>> + Send + '_ {
+    ) -> impl std::future::Future<Output = Result<Response<PooledBody>, UpstreamError>> + '_ {
         // A request that says `Connection: close` is the last on its
         // connection (RFC 9112 §9.6), whatever the upstream answers: the
         // forwarder sends it after a body the upstream may have misread
