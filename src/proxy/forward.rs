@@ -51,46 +51,60 @@ pub(super) fn forward<'a>(
     conn: &'a Activity,
     info: &'a mut AccessInfo,
 ) -> Forwarding<'a, impl Future<Output = Result<ProxyResponse, ProxyError>> + Send + 'a> {
-    let (ctx, mut headers, body, credential) = match prepare(fwd, req, conn, info) {
+    let Prepared {
+        ctx,
+        mut headers,
+        body,
+        credential,
+        grpc,
+    } = match prepare(fwd, req, conn, info) {
         Ok(prepared) => prepared,
         Err(e) => return Either::Left(std::future::ready(Err(e))),
     };
-    let boxed = |f: BoxedForward<'a>| Either::Right(Either::Right(f));
-    match credential {
-        None => Either::Right(Either::Left(ctx.send_plain(headers, body, info))),
+    // Boxed: their state (replay buffer, renewal, signing) would otherwise
+    // size the future of every request, static routes included.
+    let boxed: BoxedForward<'a> = match credential {
+        None => return Either::Right(Either::Left(ctx.send_plain(headers, body, info))),
         Some(Credential::Static(s)) => {
             // Any client Authorization is dropped; injected names replaced.
             headers.remove(header::AUTHORIZATION);
             s.apply(&mut headers);
-            Either::Right(Either::Left(ctx.send_plain(headers, body, info)))
+            return Either::Right(Either::Left(ctx.send_plain(headers, body, info)));
         }
         Some(Credential::Basic(b)) => {
             b.apply(&mut headers);
-            Either::Right(Either::Left(ctx.send_plain(headers, body, info)))
+            return Either::Right(Either::Left(ctx.send_plain(headers, body, info)));
         }
         Some(Credential::Query(_)) => {
             // The credential went into the query (in `prepare`).
             headers.remove(header::AUTHORIZATION);
-            Either::Right(Either::Left(ctx.send_plain(headers, body, info)))
+            return Either::Right(Either::Left(ctx.send_plain(headers, body, info)));
         }
-        // Boxed: their state (replay buffer, renewal, signing) would
-        // otherwise size the future of every request, static routes
-        // included.
         Some(Credential::AwsSigV4(a)) => {
             let provider = ctx.route.provider.as_deref().unwrap_or("-");
-            boxed(Box::pin(ctx.send_aws(a, provider, headers, body, info)))
-        }
-        Some(Credential::OAuth2(p)) if is_grpc(&headers) => {
-            headers.remove(header::AUTHORIZATION);
-            headers.remove(p.header_name());
-            boxed(Box::pin(ctx.send_grpc_oauth(p, headers, body, info)))
+            Box::pin(ctx.send_aws(a, provider, headers, body, info))
         }
         Some(Credential::OAuth2(p)) => {
             headers.remove(header::AUTHORIZATION);
             headers.remove(p.header_name());
-            boxed(Box::pin(ctx.send_oauth(p, headers, body, info)))
+            if grpc {
+                Box::pin(ctx.send_grpc_oauth(p, headers, body, info))
+            } else {
+                Box::pin(ctx.send_oauth(p, headers, body, info))
+            }
         }
-    }
+    };
+    Either::Right(Either::Right(boxed))
+}
+
+/// A request ready to send: its route and target, outgoing head and body,
+/// and the credential to inject.
+struct Prepared<'a> {
+    ctx: Forward<'a>,
+    headers: HeaderMap,
+    body: Body,
+    credential: Option<&'a Credential>,
+    grpc: bool,
 }
 
 /// Everything before sending: the route, its checks and policy, the
@@ -100,7 +114,7 @@ fn prepare<'a>(
     req: Request<Incoming>,
     conn: &'a Activity,
     info: &mut AccessInfo,
-) -> Result<(Forward<'a>, HeaderMap, Body, Option<&'a Credential>), ProxyError> {
+) -> Result<Prepared<'a>, ProxyError> {
     let path = req.uri().path();
     if !path.starts_with('/') {
         // `OPTIONS *` and other non-path targets have no route (found by
@@ -210,7 +224,13 @@ fn prepare<'a>(
         upgrade,
         timeout,
     };
-    Ok((ctx, parts.headers, body, credential))
+    Ok(Prepared {
+        ctx,
+        headers: parts.headers,
+        body,
+        credential,
+        grpc,
+    })
 }
 
 /// One request on its way out, after the route and credential were found.

@@ -21,7 +21,7 @@
 //! return a future holding only what sending needs: [`Forwarder::handle`],
 //! [`forward::forward`], `send_plain`, `send` and the pool's `send`. That
 //! took the request's future from 4,992 to 2,392 bytes (`-Zprint-type-sizes`)
-//! and, with the access-log record boxed, a small GET from 42.4k to 41.6k
+//! and, with the access-log record boxed, a small GET from 42.3k to 41.6k
 //! instructions (callgrind). Paths that may renew or replay stay
 //! `async fn`s, boxed, so they do not size the plain path's future.
 
