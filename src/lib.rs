@@ -57,7 +57,11 @@ pub use upstream::tls::install_crypto_provider;
 /// Serves until `shutdown` resolves, then drains: the local endpoints
 /// under `/_authproxy/`, everything else forwarded. Also retries pending
 /// token-store writes and follows a shared store in the background.
-pub async fn run(state: Arc<AppState>, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+pub async fn run(
+    state: Arc<AppState>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) {
     let local = admin::router(state.clone());
     app::serve(state, local, listener, shutdown).await;
 }

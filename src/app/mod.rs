@@ -38,7 +38,7 @@ pub async fn serve(
     state: Arc<AppState>,
     local: Router,
     listener: TcpListener,
-    shutdown: impl Future<Output = ()>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
     let server = &state.runtime().config.server;
     let limits = crate::http::Limits {

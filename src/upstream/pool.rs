@@ -23,8 +23,7 @@ use super::UpstreamError;
 
 pub(super) mod h2;
 
-/// Idle connections kept per pool (at most its limit); more are closed
-/// when they come back.
+/// Idle connections kept per pool (at most its limit); more are closed.
 const MAX_IDLE: usize = 256;
 /// An idle connection older than this is closed rather than reused.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -367,11 +366,12 @@ impl Pool {
         let (sender, conn) = hyper::client::conn::http1::Builder::new()
             .handshake(io)
             .await?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.with_upgrades().await {
+        // `map`: an `async move` block would hold the 2.4 KB future twice.
+        tokio::spawn(conn.with_upgrades().map(|ended| {
+            if let Err(e) = ended {
                 tracing::debug!(error = %e, "upstream connection ended with an error");
             }
-        });
+        }));
         Ok(Conn {
             sender,
             // Armed (and so registered) only when a request first waits.
