@@ -29,9 +29,10 @@ import threading
 import time
 
 TOKEN = "bench-static-token-0123456789abcdef"
-# seconds, the whole run.sh including build (BENCH_LIMIT overrides); 18 min
-# since the base and close rows carry nginx and HAProxy with access logs too.
-TOTAL_LIMIT = float(os.environ.get("BENCH_LIMIT") or 1080.0)
+# seconds, the whole run.sh including build (BENCH_LIMIT overrides); 20 min
+# since the base and close rows carry nginx and HAProxy with access logs and
+# the hyper floor too.
+TOTAL_LIMIT = float(os.environ.get("BENCH_LIMIT") or 1200.0)
 RESERVE = 40.0  # report, shutdown
 REPS = 3
 RUN_SECONDS = 5
@@ -284,6 +285,10 @@ class Sys:
 
 
 NGX_LOG = "nginx, 1 worker, access log + request id"
+# bench/hyper_floor.rs with FLOOR_DUTIES=all: hyper's server and client plus
+# the per-request work SPEC.md asks of every route, each in its cheapest
+# form; what no proxy on this stack that keeps the contract can undercut.
+FLOOR = "hyper floor + duties (one thread)"
 HAP_LOG = "haproxy, nbthread 1, access log + request id"
 
 
@@ -688,7 +693,7 @@ backend be
             k: free_port()
             for k in ("up", "up_tls", "sink", "token", "ap1", "ap", "apq", "nginx", "nginx_tls", "haproxy",
                       "haproxy_tls", "ap_routes", "nginx_routes", "haproxy_routes", "ap_fp", "nginx_term",
-                      "haproxy_term", "nginx_log", "nginx_log_tls", "haproxy_log", "haproxy_log_tls")
+                      "haproxy_term", "nginx_log", "nginx_log_tls", "haproxy_log", "haproxy_log_tls", "floor")
         }
         P = self.port
 
@@ -752,6 +757,15 @@ backend be
             p = self.spawn(f"authproxy-{key}", [self.binary, "run", "--config", conf], env=self.ap_env(threads, rust_log))
             wait_port(P[key], p)
             self.ap[key] = p
+
+        # The floor: authproxy-ap1's config (it reads the first route, /s/,
+        # and its static header), one thread, every duty on.
+        conf = self.write("floor.toml", self.authproxy_text(P["floor"]))
+        env = self.ap_env(None, None)
+        env["FLOOR_DUTIES"] = "all"
+        floor = os.path.join(os.path.dirname(self.binary), "examples", "hyper_floor")
+        self.floor = self.spawn("hyper-floor", [floor, "run", "--config", conf], env=env)
+        wait_port(P["floor"], self.floor)
 
         self.fp = None
         if term:
@@ -899,6 +913,7 @@ backend be
             hap: Sys(P["haproxy"], "", self.haproxy, auth=bearer),
             NGX_LOG: Sys(P["nginx_log"], "", self.nginx_log, auth=bearer),
             HAP_LOG: Sys(P["haproxy_log"], "", self.haproxy_log, auth=bearer),
+            FLOOR: Sys(P["floor"], "/s", self.floor, auth=bearer),
         }
         oauth = Sys(P["ap"], "/o", A["ap"], auth="Bearer at-", auth_is_prefix=True)
         quiet = Sys(P["apq"], "/s", A["apq"], auth=bearer)
@@ -920,7 +935,7 @@ backend be
             Scenario("tls_small64", "tls", "HTTPS upstream: small GET (100 B), 64 connections", "/small", 64, tls),
             Scenario("tls_large64", "tls", "HTTPS upstream: 64 KiB GET, 64 connections", "/large", 64, dict(tls)),
         ]
-        close = {k: base[k] for k in ("direct (nginx upstream)", ap1, ngx, hap, NGX_LOG, HAP_LOG)}
+        close = {k: base[k] for k in ("direct (nginx upstream)", ap1, ngx, hap, NGX_LOG, HAP_LOG, FLOOR)}
         out.append(Scenario("close64", "close", "Connection: close (a connection per request): small GET, 64 connections",
                             "/small", 64, close, headers=["Connection: close"]))
         if self.routes:
@@ -1256,6 +1271,10 @@ backend be
             "- proxies inject `Authorization: Bearer …`: authproxy static provider (`[store] kind = \"memory\"`, default logging = "
             "one access-log line per request on stderr, redirected to a file); nginx 1 worker, keep-alive upstream pool 64; "
             "HAProxy `nbthread 1`, `http-reuse always`.",
+            f"- {FLOOR}: bench/hyper_floor.rs with `FLOOR_DUTIES=all` (hyper's server and client, a current-thread "
+            "runtime, plus the per-request work SPEC.md asks of every route, each in its cheapest form: request id, "
+            "hop-by-hop headers, access-log line, metrics, upstream timeout, shared keep-alive pool), authproxy-ap1's "
+            "config; the cost no proxy on this stack that keeps the contract can undercut.",
             "- HTTPS upstream: authproxy route `upstream = \"https://127.0.0.1:…/\"` with `ca_file`; nginx `proxy_ssl_verify on`, "
             "`proxy_ssl_trusted_certificate`, `proxy_ssl_name localhost`, keep-alive pool 64; HAProxy "
             "`ssl verify required ca-file … verifyhost localhost`. Connection per request: wrk `-H 'Connection: close'`. "
@@ -1294,6 +1313,7 @@ backend be
                     f"{fmt(cpu)} | {up:.1f} | {mib(rss) if rss is not None else '-'} | {errs} |"
                 )
             lines.append("")
+            lines += self.floor_lines(sc, results)
             for name, (other_sid, other) in sc.baseline.items():
                 a, b = results.get((sc.sid, name)), results.get((other_sid, other))
                 if a and b:
@@ -1320,6 +1340,23 @@ backend be
         if self.notes:
             lines += ["## Notes", ""] + [f"- {n}" for n in self.notes] + [""]
         return "\n".join(lines)
+
+    def floor_lines(self, sc, results):
+        """CPU per request of the floor against the others in the same
+        row: whether a target set against nginx or HAProxy is within
+        reach of any proxy on this stack that keeps the contract."""
+        def cpu(name):
+            rs = results.get((sc.sid, name))
+            return statistics.median(r["cpu_us"] for r in rs) if rs and rs[0]["cpu_us"] is not None else None
+
+        f = cpu(FLOOR)
+        if not f:
+            return []
+        parts = [f"{name} {f / c:.2f}×" for name in ("nginx, 1 worker", NGX_LOG, "haproxy, nbthread 1", HAP_LOG)
+                 if (c := cpu(name))]
+        a = cpu("authproxy, 1 worker thread")
+        return [f"- The floor's proxy CPU per request against: {', '.join(parts)}."
+                + (f" authproxy (1 worker thread) against the floor: {a / f:.2f}×." if a else ""), ""]
 
     def footprint_lines(self):
         procs = {

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Proxy comparison benchmark: authproxy vs nginx vs HAProxy, all on 127.0.0.1.
 #
-#   bench/run.sh                  # from anywhere; about 16 minutes, bounded at 18
+#   bench/run.sh                  # from anywhere; about 18 minutes, bounded at 20
 #   BENCH_QUICK=1 bench/run.sh    # 1 repetition of 1 s runs: checks the script, measures nothing
 #   BENCH_ROWS=tls,close BENCH_SECONDS=2 BENCH_REPS=1 bench/run.sh   # some rows only
 #
@@ -26,7 +26,9 @@
 #      endpoint (client_credentials); authproxy three times (TOKIO_WORKER_THREADS=1, default
 #      runtime, default runtime with RUST_LOG=warn); a front nginx (1 worker,
 #      keep-alive pool) and HAProxy (nbthread 1, http-reuse always), all
-#      injecting `Authorization: Bearer …`.
+#      injecting `Authorization: Bearer …`; on the base and close rows also
+#      bench/hyper_floor.rs with every duty (FLOOR_DUTIES=all), the floor
+#      of the stack.
 #      The upstream nginx also serves the same files over TLS (a CA and a
 #      certificate made with the openssl CLI); authproxy (`ca_file`), nginx
 #      (`proxy_ssl_verify on`, keep-alive pool) and HAProxy (`ssl verify
@@ -97,7 +99,7 @@ echo "building authproxy (release)…"
 # The examples first, then the proxy on its own: built together, the
 # examples' dev-dependency features (tokio's test-util among them) would be
 # unified into the proxy as well, which the shipped binary does not have.
-(cd "$ROOT" && timeout 300 cargo build --release --quiet --example mock_provider --example tunnel_load \
+(cd "$ROOT" && timeout 300 cargo build --release --quiet --example mock_provider --example tunnel_load --example hyper_floor \
     && timeout 300 cargo build --release --quiet --bin authproxy)
 BIN="$ROOT/target/release/authproxy"
 
