@@ -287,7 +287,8 @@ class Sys:
 NGX_LOG = "nginx, 1 worker, access log + request id"
 # bench/hyper_floor.rs with FLOOR_DUTIES=all: hyper's server and client plus
 # the per-request work SPEC.md asks of every route, each in its cheapest
-# form; what no proxy on this stack that keeps the contract can undercut.
+# form. The floor in user instructions (bench/callgrind.sh); in CPU time
+# the nearest thing to one, within a single run's noise.
 FLOOR = "hyper floor + duties (one thread)"
 HAP_LOG = "haproxy, nbthread 1, access log + request id"
 
@@ -1274,7 +1275,7 @@ backend be
             f"- {FLOOR}: bench/hyper_floor.rs with `FLOOR_DUTIES=all` (hyper's server and client, a current-thread "
             "runtime, plus the per-request work SPEC.md asks of every route, each in its cheapest form: request id, "
             "hop-by-hop headers, access-log line, metrics, upstream timeout, shared keep-alive pool), authproxy-ap1's "
-            "config; the cost no proxy on this stack that keeps the contract can undercut.",
+            "config; the floor of the stack in user instructions (callgrind), and in CPU time within a run's noise.",
             "- HTTPS upstream: authproxy route `upstream = \"https://127.0.0.1:…/\"` with `ca_file`; nginx `proxy_ssl_verify on`, "
             "`proxy_ssl_trusted_certificate`, `proxy_ssl_name localhost`, keep-alive pool 64; HAProxy "
             "`ssl verify required ca-file … verifyhost localhost`. Connection per request: wrk `-H 'Connection: close'`. "
