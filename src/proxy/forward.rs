@@ -61,38 +61,38 @@ pub(super) fn forward<'a>(
         Ok(prepared) => prepared,
         Err(e) => return Either::Left(std::future::ready(Err(e))),
     };
-    // Boxed: their state (replay buffer, renewal, signing) would otherwise
-    // size the future of every request, static routes included.
-    let boxed: BoxedForward<'a> = match credential {
-        None => return Either::Right(Either::Left(ctx.send_plain(headers, body, info))),
-        Some(Credential::Static(s)) => {
-            // Any client Authorization is dropped; injected names replaced.
-            headers.remove(header::AUTHORIZATION);
-            s.apply(&mut headers);
-            return Either::Right(Either::Left(ctx.send_plain(headers, body, info)));
-        }
-        Some(Credential::Basic(b)) => {
-            b.apply(&mut headers);
-            return Either::Right(Either::Left(ctx.send_plain(headers, body, info)));
-        }
-        Some(Credential::Query(_)) => {
-            // The credential went into the query (in `prepare`).
-            headers.remove(header::AUTHORIZATION);
-            return Either::Right(Either::Left(ctx.send_plain(headers, body, info)));
-        }
-        Some(Credential::AwsSigV4(a)) => {
-            let provider = ctx.route.provider.as_deref().unwrap_or("-");
-            Box::pin(ctx.send_aws(a, provider, headers, body, info))
-        }
-        Some(Credential::OAuth2(p)) => {
-            headers.remove(header::AUTHORIZATION);
-            headers.remove(p.header_name());
-            if grpc {
-                Box::pin(ctx.send_grpc_oauth(p, headers, body, info))
-            } else {
-                Box::pin(ctx.send_oauth(p, headers, body, info))
+    // The credentials that may renew, replay or sign leave this block as
+    // a boxed future: their state (replay buffer, renewal, signing) would
+    // otherwise size the future of every request, static routes included.
+    // The others are injected here and fall through to the one plain send.
+    let boxed: BoxedForward<'a> = 'special: {
+        match credential {
+            None => {}
+            Some(Credential::Static(s)) => {
+                // Any client Authorization is dropped; injected names replaced.
+                headers.remove(header::AUTHORIZATION);
+                s.apply(&mut headers);
+            }
+            Some(Credential::Basic(b)) => b.apply(&mut headers),
+            Some(Credential::Query(_)) => {
+                // The credential went into the query (in `prepare`).
+                headers.remove(header::AUTHORIZATION);
+            }
+            Some(Credential::AwsSigV4(a)) => {
+                let provider = ctx.route.provider.as_deref().unwrap_or("-");
+                break 'special Box::pin(ctx.send_aws(a, provider, headers, body, info));
+            }
+            Some(Credential::OAuth2(p)) => {
+                headers.remove(header::AUTHORIZATION);
+                headers.remove(p.header_name());
+                break 'special if grpc {
+                    Box::pin(ctx.send_grpc_oauth(p, headers, body, info))
+                } else {
+                    Box::pin(ctx.send_oauth(p, headers, body, info))
+                };
             }
         }
+        return Either::Right(Either::Left(ctx.send_plain(headers, body, info)));
     };
     Either::Right(Either::Right(boxed))
 }
