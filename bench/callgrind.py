@@ -40,7 +40,9 @@ every memcpy up to 16 MiB in the vector loop, counted as executed.
 Environment: N (requests in the short phase; default 1000), RUNS (separate
 valgrind processes per system, default 2, to show the spread), SYSTEMS
 (default "authproxy floor duties nginx nginx-log"; `duties` is the floor with
-FLOOR_DUTIES=all, or the subset FLOOR_DUTIES names), PATHS ("small large upload"; also "close", a connection per request), CONNS
+FLOOR_DUTIES=all, or the subset FLOOR_DUTIES names; `duties-read`, not run by default, is
+`duties` reading a client at most 16 KiB - 1 bytes at a time, as authproxy does while a body
+streams in: FLOOR_READ, see bench/hyper_floor.rs), PATHS ("small large upload"; also "close", a connection per request), CONNS
 ("1 64"), ROUTES (default 1: with e.g. 1000, authproxy and nginx get that
 many routes, each with its own credential, and the load goes to the last
 one; the floor has no route table and keeps its one route), KIND (authproxy's credential:
@@ -87,8 +89,11 @@ KINDS = {
                   'secret_access_key = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"\n'
                   'region = "us-east-1"\nservice = "execute-api"', None),
 }
-SYSTEM_LABELS = {"authproxy": "authproxy", "floor": "hyper floor", "duties": "floor + duties", "nginx": "nginx",
+SYSTEM_LABELS = {"authproxy": "authproxy", "floor": "hyper floor", "duties": "floor + duties",
+                 "duties-read": "floor + duties, reads of at most 16 KiB - 1", "nginx": "nginx",
                  "nginx-log": "nginx + log, request id"}
+# authproxy's BODY_READ (src/http/head_timeout.rs), for `duties-read`.
+BODY_READ = 16 * 1024 - 1
 # nginx doing what authproxy does by default on top of the proxying: an
 # access-log line per request (the fields SPEC.md lists, batched as
 # authproxy's writer does: 64 KiB or 50 ms) and the client's X-Request-Id
@@ -276,7 +281,7 @@ class Callgrind:
     def __init__(self, authproxy, floor, tmp, out):
         # `duties`: the floor doing the per-request work the contract asks
         # of every route (FLOOR_DUTIES=all; see bench/hyper_floor.rs).
-        self.bins = {"authproxy": authproxy, "floor": floor, "duties": floor}
+        self.bins = {"authproxy": authproxy, "floor": floor, "duties": floor, "duties-read": floor}
         self.tmp, self.out = tmp, out
         self.n = int(os.environ.get("N", "1000"))
         self.runs = int(os.environ.get("RUNS", "2"))
@@ -344,7 +349,7 @@ class Callgrind:
 
     def command(self, system, port):
         """(argv, env, URL prefix) of one system, listening on `port`."""
-        many = self.routes > 1 and system not in ("floor", "duties")
+        many = self.routes > 1 and system not in ("floor", "duties", "duties-read")
         last = f"/r{self.routes - 1:04d}"
         if system in ("nginx", "nginx-log"):
             if many:
@@ -407,10 +412,13 @@ class Callgrind:
         # and the floor; default logging: one access-log line per request on
         # stderr, which goes to a file here.
         env["TOKIO_WORKER_THREADS"] = "1"
-        if system == "duties":
+        env.pop("FLOOR_READ", None)
+        if system in ("duties", "duties-read"):
             env["FLOOR_DUTIES"] = os.environ.get("FLOOR_DUTIES", "all")
         else:
             env.pop("FLOOR_DUTIES", None)
+        if system == "duties-read":
+            env["FLOOR_READ"] = str(BODY_READ)
         return [self.bins[system], "run", "--config", conf], env, last if many else "/s"
 
     def control(self, pid, *args):
@@ -563,6 +571,8 @@ class Callgrind:
             ratios.append(("authproxy / floor", "authproxy", "floor"))
         if have.get("authproxy") and have.get("duties"):
             ratios.append(("authproxy / (floor + duties)", "authproxy", "duties"))
+        if have.get("authproxy") and have.get("duties-read"):
+            ratios.append(("authproxy / (floor + duties, reads of at most 16 KiB - 1)", "authproxy", "duties-read"))
         if have.get("duties") and have.get("floor"):
             ratios.append(("(floor + duties) / floor", "duties", "floor"))
         if have.get("authproxy") and have.get("nginx"):

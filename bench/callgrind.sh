@@ -10,6 +10,7 @@
 #   SYSTEMS="authproxy floor" OUT=/tmp/cg.md bash bench/callgrind.sh
 #   ROUTES=1000 PATHS=small SYSTEMS="authproxy nginx" bash bench/callgrind.sh
 #   KIND=aws_sigv4 SYSTEMS=authproxy bash bench/callgrind.sh  # static basic query allow aws_sigv4
+#   SYSTEMS="authproxy duties duties-read" PATHS=upload bash bench/callgrind.sh  # what BODY_READ costs the floor
 #   PROFILE_DIR=/tmp/prof bash bench/callgrind.sh   # keep the 10N dumps
 #                                                  # (callgrind_annotate --auto=yes)
 #

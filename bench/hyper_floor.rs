@@ -44,9 +44,18 @@
 //! the proxy): `FLOOR_WRITEV=true|false` (the write strategy: vectored
 //! writes or one flattened buffer; unset: hyper's default, which picks
 //! per connection), `FLOOR_MAX_BUF=BYTES` (the read buffer's limit).
+//!
+//! `FLOOR_READ=BYTES`: reads from a client at most that many bytes at a
+//! time, as authproxy does while a request body streams in (its
+//! `BODY_READ`, 16 KiB − 1: the bound on what a stalled upload holds of
+//! hyper's read buffer). The floor applies it to every read, head
+//! included; a head is far shorter than the bound.
 
+use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode, Uri};
@@ -54,6 +63,7 @@ use http_body_util::{combinators::BoxBody, BodyExt, Empty};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 
 // Beside this file rather than in bench/ (a crate root's modules would be).
@@ -121,10 +131,76 @@ fn main() {
     });
 }
 
+/// A client socket read at most `cap` bytes at a time (`FLOOR_READ`).
+struct CappedRead {
+    stream: TcpStream,
+    cap: usize,
+}
+
+impl AsyncRead for CappedRead {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let cap = self.cap;
+        if buf.remaining() <= cap {
+            return Pin::new(&mut self.stream).poll_read(cx, buf);
+        }
+        loop {
+            std::task::ready!(self.stream.poll_read_ready(cx))?;
+            match self
+                .stream
+                .try_read_buf(&mut bytes::BufMut::limit(&mut *buf, cap))
+            {
+                Ok(_) => return Poll::Ready(Ok(())),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+}
+
+impl AsyncWrite for CappedRead {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
 /// The upstream connection of one client connection (no duties).
 type Upstream = Arc<tokio::sync::Mutex<Option<SendRequest<Incoming>>>>;
 
 async fn serve_connection(stream: TcpStream, client: SocketAddr, route: Arc<Route>) {
+    match knob::<usize>("FLOOR_READ") {
+        Some(cap) => serve(TokioIo::new(CappedRead { stream, cap }), client, route).await,
+        None => serve(TokioIo::new(stream), client, route).await,
+    }
+}
+
+async fn serve<I>(io: TokioIo<I>, client: SocketAddr, route: Arc<Route>)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let mut builder = hyper::server::conn::http1::Builder::new();
     if let Some(w) = knob("FLOOR_WRITEV") {
         builder.writev(w);
@@ -132,7 +208,6 @@ async fn serve_connection(stream: TcpStream, client: SocketAddr, route: Arc<Rout
     if let Some(n) = knob("FLOOR_MAX_BUF") {
         builder.max_buf_size(n);
     }
-    let io = TokioIo::new(stream);
     if route.duties.any() {
         let slot = Slot::default();
         let service = hyper::service::service_fn(move |req| {

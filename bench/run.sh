@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Proxy comparison benchmark: authproxy vs nginx vs HAProxy, all on 127.0.0.1.
 #
-#   bench/run.sh                  # from anywhere; about 18 minutes, bounded at 20
+#   bench/run.sh                  # from anywhere; about 19 minutes, bounded at 22
 #   BENCH_QUICK=1 bench/run.sh    # 1 repetition of 1 s runs: checks the script, measures nothing
 #   BENCH_ROWS=tls,close BENCH_SECONDS=2 BENCH_REPS=1 bench/run.sh   # some rows only
 #
@@ -74,7 +74,7 @@ cleanup() {
             fi
         done < "$TMP/pids"
     fi
-    rm -rf "$TMP"
+    [[ -n "${BENCH_KEEP_TMP:-}" ]] || rm -rf "$TMP"
     exit "$rc"
 }
 trap cleanup EXIT
