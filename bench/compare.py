@@ -86,6 +86,17 @@ def wait_port(port, proc=None, timeout=15.0):
     raise RuntimeError(f"nothing listening on 127.0.0.1:{port} after {timeout}s")
 
 
+def git_state(folder):
+    """The checkout's commit, and whether files other than this script's
+    own output differ from it."""
+    head = subprocess.run(["git", "-C", folder, "rev-parse", "--short", "HEAD"],
+                          capture_output=True, text=True, timeout=30).stdout.strip() or "?"
+    status = subprocess.run(["git", "-C", folder, "status", "--porcelain", "--untracked-files=no"],
+                            capture_output=True, text=True, timeout=30).stdout.splitlines()
+    changed = [line[3:] for line in status if not line.endswith("bench/results.md")]
+    return f"{head} + uncommitted changes in {', '.join(changed)}" if changed else head
+
+
 def children(pid):
     out = []
     try:
@@ -1294,7 +1305,7 @@ backend be
             "",
             f"- date: {datetime.datetime.now().astimezone().isoformat(timespec='seconds')}",
             f"- machine: `nproc` = {os.cpu_count()}, {cpu_model}, kernel {os.uname().release}",
-            f"- authproxy: {version([self.binary, '--version'])} (release build, git {version(['git', '-C', os.path.dirname(self.binary), 'rev-parse', '--short', 'HEAD'])} + uncommitted changes)",
+            f"- authproxy: {version([self.binary, '--version'])} (release build, git {git_state(os.path.dirname(self.binary))})",
             f"- nginx {version(['nginx', '-v']).split('/')[-1]}; HAProxy {version(['haproxy', '-v']).split()[2]}; "
             f"wrk {version(['wrk', '-v']).split()[1]}; curl {version(['curl', '--version']).split()[1]}; "
             f"{version(['rustc', '--version'])}",
