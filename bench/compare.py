@@ -648,15 +648,19 @@ ca_file = "{self.ca}"
                          f'provider = "p{i:04d}"\n')
         return "\n".join(parts)
 
-    def nginx_routes_text(self, name, port, health=False):
+    def nginx_routes_text(self, name, port, health=False, log=False):
         health_loc = '    location = /health { return 200 "ok\\n"; }\n' if health else ""
         # proxy_set_header in a location replaces every inherited one, so each
-        # location repeats Connection; the rest is inherited from the server.
+        # location repeats Connection (and the request id); the rest is
+        # inherited from the server.
+        reqid = " proxy_set_header X-Request-Id $reqid;" if log else ""
         locs = "".join(
             f'    location /r{i:04d}/ {{ proxy_pass http://backend/; proxy_set_header Connection ""; '
-            f'proxy_set_header Authorization "{self.route_token(i)}"; }}\n'
+            f'proxy_set_header Authorization "{self.route_token(i)}";{reqid} }}\n'
             for i in range(ROUTES)
         )
+        logging = (f"    access_log {os.path.join(self.tmp, name)}/access.log spec buffer=64k flush=50ms;\n"
+                   "    add_header X-Request-Id $reqid always;\n") if log else ""
         return self.nginx_text(
             name,
             port,
@@ -666,14 +670,22 @@ ca_file = "{self.ca}"
     proxy_buffer_size 16k;
     proxy_buffers 8 16k;
     proxy_max_temp_file_size 0;
-{health_loc}{locs}""",
-            http_extra=f"  upstream backend {{ server 127.0.0.1:{self.port['up']}; keepalive 64; }}",
+{logging}{health_loc}{locs}""",
+            http_extra=f"  upstream backend {{ server 127.0.0.1:{self.port['up']}; keepalive 64; }}\n"
+            + (self.NGINX_LOG_HTTP if log else ""),
         )
 
-    def haproxy_routes_text(self, port):
+    def haproxy_routes_text(self, port, log=False):
         # The indexed way HAProxy does a large route table: an exact-match map
         # (a tree) on the first path segment, not 1,000 ACLs in a row.
         mapfile = self.write("haproxy-routes.map", "".join(f"r{i:04d} {self.route_token(i)}\n" for i in range(ROUTES)))
+        text = self.haproxy_routes_base(port, mapfile)
+        if log:
+            text = text.replace("global\n", "global\n  log stdout format raw local0 info\n", 1)
+            text = self.haproxy_log_frontend(text, f"frontend fe\n  bind 127.0.0.1:{port}\n")
+        return text
+
+    def haproxy_routes_base(self, port, mapfile):
         return f"""
 global
   nbthread 1
@@ -721,7 +733,7 @@ backend be
         self.port = {
             k: free_port()
             for k in ("up", "up_tls", "sink", "token", "ap1", "ap", "apq", "nginx", "nginx_tls", "haproxy",
-                      "haproxy_tls", "ap_routes", "nginx_routes", "haproxy_routes", "ap_fp", "nginx_term",
+                      "haproxy_tls", "floor_tls", "ap_routes", "nginx_routes", "haproxy_routes", "nginx_routes_log", "haproxy_routes_log", "ap_fp", "nginx_term",
                       "haproxy_term", "nginx_log", "nginx_log_tls", "haproxy_log", "haproxy_log_tls", "floor",
                       "floor_read")
         }
@@ -797,9 +809,15 @@ backend be
         self.floor = self.spawn("hyper-floor", [floor, "run", "--config", conf], env=env)
         wait_port(P["floor"], self.floor)
         conf = self.write("floor-read.toml", self.authproxy_text(P["floor_read"]))
-        env = dict(env, FLOOR_READ=str(BODY_READ))
-        self.floor_read = self.spawn("hyper-floor-read", [floor, "run", "--config", conf], env=env)
+        self.floor_read = self.spawn("hyper-floor-read", [floor, "run", "--config", conf],
+                                     env=dict(env, FLOOR_READ=str(BODY_READ)))
         wait_port(P["floor_read"], self.floor_read)
+        # And for the HTTPS-upstream rows: the /tls/ route (rustls to the
+        # upstream, trusting the bench CA, as authproxy does).
+        conf = self.write("floor-tls.toml", self.authproxy_text(P["floor_tls"]))
+        self.floor_tls = self.spawn("hyper-floor-tls", [floor, "run", "--config", conf],
+                                    env=dict(env, FLOOR_ROUTE="/tls/"))
+        wait_port(P["floor_tls"], self.floor_tls)
 
         self.fp = None
         if term:
@@ -826,6 +844,16 @@ backend be
             p = self.spawn("haproxy-routes", ["haproxy", "-db", "-f", conf])
             wait_port(P["haproxy_routes"], p)
             self.routes["haproxy"] = p
+            # And both as authproxy runs by default: access log, request id.
+            conf = self.write("nginx-routes-log.conf",
+                              self.nginx_routes_text("nginx-routes-log", P["nginx_routes_log"], log=True))
+            p = self.spawn("nginx-routes-log", ["nginx", "-e", f"{t}/nginx-routes-log/error.log", "-p", t, "-c", conf])
+            wait_port(P["nginx_routes_log"], p)
+            self.routes["nginx_log"] = p
+            conf = self.write("haproxy-routes-log.cfg", self.haproxy_routes_text(P["haproxy_routes_log"], log=True))
+            p = self.spawn("haproxy-routes-log", ["haproxy", "-db", "-f", conf])
+            wait_port(P["haproxy_routes_log"], p)
+            self.routes["haproxy_log"] = p
 
         # Idle RSS: each process tree 0.2 s after its port answered (for
         # nginx, master + worker).
@@ -967,6 +995,7 @@ backend be
             hap: Sys(P["haproxy_tls"], "", self.haproxy, auth=bearer),
             NGX_LOG: Sys(P["nginx_log_tls"], "", self.nginx_log, auth=bearer),
             HAP_LOG: Sys(P["haproxy_log_tls"], "", self.haproxy_log, auth=bearer),
+            FLOOR: Sys(P["floor_tls"], "/tls", self.floor_tls, auth=bearer),
         }
         out += [
             Scenario("tls_small64", "tls", "HTTPS upstream: small GET (100 B), 64 connections", "/small", 64, tls),
@@ -982,10 +1011,15 @@ backend be
                 f"{ap1}, {ROUTES:,} routes": Sys(P["ap_routes"], last, self.routes["ap"], auth=tok),
                 f"{ngx}, {ROUTES:,} locations": Sys(P["nginx_routes"], last, self.routes["nginx"], auth=tok),
                 f"{hap}, {ROUTES:,}-entry map": Sys(P["haproxy_routes"], last, self.routes["haproxy"], auth=tok),
+                f"{NGX_LOG}, {ROUTES:,} locations":
+                    Sys(P["nginx_routes_log"], last, self.routes["nginx_log"], auth=tok),
+                f"{HAP_LOG}, {ROUTES:,}-entry map":
+                    Sys(P["haproxy_routes_log"], last, self.routes["haproxy_log"], auth=tok),
             }
             out.append(Scenario("routes64", "routes", f"{ROUTES:,} routes, the last one: small GET (100 B), 64 connections",
                                 "/small", 64, many,
-                                baseline={name: ("small64", one) for name, one in zip(many, (ap1, ngx, hap))}))
+                                baseline={name: ("small64", one)
+                                          for name, one in zip(many, (ap1, ngx, hap, NGX_LOG, HAP_LOG))}))
         out += self.dpop_rows(oauth_name) + self.tunnel_rows()
         chosen = [s for s in out if s.group in ROWS]
         # A row compared with another one brings that one along.
@@ -1323,6 +1357,8 @@ backend be
             "runtime, plus the per-request work SPEC.md asks of every route, each in its cheapest form: request id, "
             "hop-by-hop headers, access-log line, metrics, upstream timeout, shared keep-alive pool), authproxy-ap1's "
             "config; the floor of the stack in user instructions (callgrind), and in CPU time within a run's noise. "
+            "On the HTTPS-upstream rows the floor takes the `/tls/` route (`FLOOR_ROUTE`): rustls to the upstream, "
+            "HTTP/1.1, trusting the bench CA. "
             f"{FLOOR_READ} (64 KiB POST row only): the same, reading a client at most {BODY_READ:,} bytes at a time "
             "(`FLOOR_READ`), as authproxy does while a request body streams in, so that a stalled upload never grows "
             "hyper's read buffer past 16 KiB: what that memory bound costs the floor.",
@@ -1330,8 +1366,9 @@ backend be
             "`proxy_ssl_trusted_certificate`, `proxy_ssl_name localhost`, keep-alive pool 64; HAProxy "
             "`ssl verify required ca-file … verifyhost localhost`. Connection per request: wrk `-H 'Connection: close'`. "
             f"{ROUTES:,} routes: authproxy {ROUTES:,} `[[routes]]` (`/r0000/`…) each with its own static provider; "
-            f"nginx {ROUTES:,} prefix locations; HAProxy a {ROUTES:,}-entry exact-match map on the first path segment; "
-            "requests go to the last route.",
+            f"nginx {ROUTES:,} prefix locations; HAProxy a {ROUTES:,}-entry exact-match map on the first path segment "
+            "(each also with the access log and request id); requests go to the last route. "
+            "The HTTPS-upstream and 1,000-routes rows carry nginx and HAProxy with the access log and request id too.",
             "- proxy CPU = utime+stime of the proxy process (for nginx master+worker) over the run / requests completed; "
             "upstream CPU likewise for the upstream nginx. p50/p99 = median over the repetitions. "
             "RSS = highest VmRSS sampled every 100 ms during the first repetition's run; the allocator keeps "

@@ -7,8 +7,11 @@
 //! ```
 //!
 //! It takes the same `run --config FILE` arguments as authproxy and reads
-//! only `server.listen` and the first route's `prefix`, `upstream` and
-//! static `Authorization` header. Everything authproxy does beyond hyper's
+//! only `server.listen` and the first route's `prefix`, `upstream`,
+//! `ca_file` and static `Authorization` header (`FLOOR_ROUTE=/tls/`: the
+//! route with that prefix instead of the first). An `https` upstream is
+//! reached over TLS (rustls, as authproxy; HTTP/1.1, trusting `ca_file`
+//! only). Everything authproxy does beyond hyper's
 //! own work is left out: no pool (each client connection gets its own
 //! upstream connection, opened on its first request), no route table, no
 //! security checks, no hop-by-hop header handling, no timeouts, no access
@@ -77,6 +80,8 @@ struct Route {
     upstream_path: String,
     authorization: HeaderValue,
     duties: Duties,
+    /// For an `https` upstream.
+    tls: Option<tokio_rustls::TlsConnector>,
     /// The shared pool (`pool` duty).
     pool: std::sync::Mutex<Vec<Conn>>,
     metrics: Metrics,
@@ -91,7 +96,14 @@ fn main() {
     let text = std::fs::read_to_string(config).expect("config readable");
     let value: toml::Table = text.parse().expect("config is TOML");
     let listen = value["server"]["listen"].as_str().expect("server.listen");
-    let route = &value["routes"][0];
+    let routes = value["routes"].as_array().expect("[[routes]]");
+    let route = match std::env::var("FLOOR_ROUTE") {
+        Ok(prefix) => routes
+            .iter()
+            .find(|r| r.get("prefix").and_then(|p| p.as_str()) == Some(prefix.as_str()))
+            .expect("FLOOR_ROUTE names a route's prefix"),
+        Err(_) => &routes[0],
+    };
     let upstream: Uri = route["upstream"]
         .as_str()
         .expect("routes[0].upstream")
@@ -104,6 +116,13 @@ fn main() {
     let route = Arc::new(Route {
         prefix: route["prefix"].as_str().expect("prefix").to_string(),
         upstream_host: upstream.authority().expect("upstream host").to_string(),
+        tls: (upstream.scheme_str() == Some("https")).then(|| {
+            tls_connector(
+                route["ca_file"]
+                    .as_str()
+                    .expect("an https upstream's ca_file"),
+            )
+        }),
         upstream_path: upstream.path().to_string(),
         authorization: HeaderValue::from_str(authorization).expect("header value"),
         duties: Duties::from_env(),
@@ -253,7 +272,7 @@ async fn forward(
 
     let mut guard = upstream.lock().await;
     if guard.as_ref().is_none_or(|s| s.is_closed()) {
-        *guard = connect(&route.upstream_host).await;
+        *guard = connect(route).await;
     }
     let Some(sender) = guard.as_mut() else {
         return bad_gateway();
@@ -270,9 +289,41 @@ async fn forward(
     }
 }
 
-async fn connect(host: &str) -> Option<SendRequest<Incoming>> {
-    let stream = TcpStream::connect(host).await.ok()?;
+/// TLS to an upstream that trusts only the certificates in `ca_file`.
+fn tls_connector(ca_file: &str) -> tokio_rustls::TlsConnector {
+    use rustls::pki_types::{pem::PemObject, CertificateDer};
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca_file).expect("ca_file readable") {
+        roots
+            .add(cert.expect("ca_file PEM"))
+            .expect("a CA certificate");
+    }
+    let config = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+}
+
+async fn connect(route: &Route) -> Option<SendRequest<Incoming>> {
+    let stream = TcpStream::connect(&route.upstream_host).await.ok()?;
     let _ = stream.set_nodelay(true);
+    match &route.tls {
+        None => handshake(TokioIo::new(stream)).await,
+        Some(tls) => {
+            let host = route
+                .upstream_host
+                .rsplit_once(':')
+                .map_or(route.upstream_host.as_str(), |(h, _)| h);
+            let name = rustls::pki_types::ServerName::try_from(host.to_string()).ok()?;
+            handshake(TokioIo::new(tls.connect(name, stream).await.ok()?)).await
+        }
+    }
+}
+
+async fn handshake<I>(io: TokioIo<I>) -> Option<SendRequest<Incoming>>
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let mut builder = hyper::client::conn::http1::Builder::new();
     if let Some(w) = knob("FLOOR_WRITEV") {
         builder.writev(w);
@@ -280,7 +331,7 @@ async fn connect(host: &str) -> Option<SendRequest<Incoming>> {
     if let Some(n) = knob("FLOOR_MAX_BUF") {
         builder.max_buf_size(n);
     }
-    let (sender, conn) = builder.handshake(TokioIo::new(stream)).await.ok()?;
+    let (sender, conn) = builder.handshake(io).await.ok()?;
     tokio::spawn(conn);
     Some(sender)
 }

@@ -179,7 +179,7 @@ pub(super) async fn forward_with_duties(
     };
     let mut conn = match taken {
         Some(c) if !c.sender.is_closed() => c,
-        _ => match connect(&route.upstream_host).await {
+        _ => match connect(route).await {
             Some(sender) => Conn {
                 sender,
                 timer: Box::pin(tokio::time::sleep(Duration::ZERO)),
