@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Proxy comparison benchmark: authproxy vs nginx vs HAProxy, all on 127.0.0.1.
 #
-#   bench/run.sh                  # from anywhere; about 19 minutes, bounded at 22
+#   bench/run.sh                  # from anywhere; about 23 minutes, bounded at 25
 #   BENCH_QUICK=1 bench/run.sh    # 1 repetition of 1 s runs: checks the script, measures nothing
 #   BENCH_ROWS=tls,close BENCH_SECONDS=2 BENCH_REPS=1 bench/run.sh   # some rows only
 #
