@@ -4,6 +4,7 @@
 #   bench/run.sh                  # from anywhere; about 23 minutes, bounded at 25
 #   BENCH_QUICK=1 bench/run.sh    # 1 repetition of 1 s runs: checks the script, measures nothing
 #   BENCH_ROWS=tls,close BENCH_SECONDS=2 BENCH_REPS=1 bench/run.sh   # some rows only
+#   BENCH_KEEP_TMP=1 bench/run.sh # keep the temp folder (configs, logs) for a look afterwards
 #
 # Row groups (BENCH_ROWS, comma-separated; default all): base (the four
 # scenarios below plus the oauth2 / RUST_LOG=warn rows and 1 GiB streaming),
