@@ -465,9 +465,14 @@ http {{
                   '$request_length $bytes_sent $upstream_response_time $request_time';
 """
 
+    def nginx_log_server(self, name):
+        """A server's lines that log each request (to `name`'s folder) and
+        answer with its request id (NGINX_LOG_HTTP in the http block)."""
+        return (f"    access_log {os.path.join(self.tmp, name)}/access.log spec buffer=64k flush=50ms;\n"
+                "    add_header X-Request-Id $reqid always;\n")
+
     def nginx_log_text(self, name, port, tls_port):
         text = self.nginx_front_text(name, port, tls_port)
-        d = os.path.join(self.tmp, name)
         text = text.replace("http {\n  access_log off;\n", "http {\n  access_log off;\n" + self.NGINX_LOG_HTTP, 1)
         # Both servers, plain and HTTPS upstream, log to the same file.
         for backend in ("http://backend", "https://tls_backend"):
@@ -475,37 +480,37 @@ http {{
             assert text.count(old) == 1, backend
             text = text.replace(
                 old,
-                f"    access_log {d}/access.log spec buffer=64k flush=50ms;\n"
-                "    add_header X-Request-Id $reqid always;\n"
-                f"    location / {{\n      proxy_pass {backend};\n      proxy_set_header X-Request-Id $reqid;\n",
+                self.nginx_log_server(name)
+                + f"    location / {{\n      proxy_pass {backend};\n      proxy_set_header X-Request-Id $reqid;\n",
             )
         return text
 
     def haproxy_log_text(self, port, tls_port):
-        text = self.haproxy_text(port, tls_port)
-        text = text.replace("global\n", "global\n  log stdout format raw local0 info\n", 1)
         # Both frontends, plain and HTTPS upstream.
-        for old in (f"frontend fe\n  bind 127.0.0.1:{port}\n", f"frontend fe_tls\n  bind 127.0.0.1:{tls_port}\n"):
-            assert text.count(old) == 1, old
-            text = self.haproxy_log_frontend(text, old)
-        return text
+        return self.haproxy_logging(self.haproxy_text(port, tls_port),
+                                    (f"frontend fe\n  bind 127.0.0.1:{port}\n",
+                                     f"frontend fe_tls\n  bind 127.0.0.1:{tls_port}\n"))
 
     @staticmethod
-    def haproxy_log_frontend(text, old):
-        """`text` with the frontend that starts with `old` logging each
-        request (SPEC.md's fields) and keeping or making its request id."""
-        return text.replace(
-            old,
-            old
-            + "  log global\n"
-            + "  log-format \"%t %[var(txn.reqid)] %ci:%cp %HM %HP %ST %U %B %Tr %Ta\"\n"
-            + "  unique-id-format %{+X}o%ci%cp%fi%fp%Ts%rt%pid\n"
-            + "  http-request set-var(txn.reqid) req.hdr(x-request-id)\n"
-            + "  http-request set-var(txn.reqid) unique-id unless { var(txn.reqid) -m found }\n"
-            + "  http-request set-header X-Request-Id %[var(txn.reqid)]\n"
-            + "  http-response set-header X-Request-Id %[var(txn.reqid)]\n",
-            1,
-        )
+    def haproxy_logging(text, frontends):
+        """`text` logging to stdout, and each frontend that starts with one
+        of `frontends` logging each request (SPEC.md's fields) and keeping
+        or making its request id."""
+        text = text.replace("global\n", "global\n  log stdout format raw local0 info\n", 1)
+        for old in frontends:
+            assert text.count(old) == 1, old
+            text = text.replace(
+                old,
+                old
+                + "  log global\n"
+                + "  log-format \"%t %[var(txn.reqid)] %ci:%cp %HM %HP %ST %U %B %Tr %Ta\"\n"
+                + "  unique-id-format %{+X}o%ci%cp%fi%fp%Ts%rt%pid\n"
+                + "  http-request set-var(txn.reqid) req.hdr(x-request-id)\n"
+                + "  http-request set-var(txn.reqid) unique-id unless { var(txn.reqid) -m found }\n"
+                + "  http-request set-header X-Request-Id %[var(txn.reqid)]\n"
+                + "  http-response set-header X-Request-Id %[var(txn.reqid)]\n",
+            )
+        return text
 
     def haproxy_text(self, port, tls_port, health=False, term_port=None):
         P = self.port
@@ -660,8 +665,7 @@ ca_file = "{self.ca}"
             f'proxy_set_header Authorization "{self.route_token(i)}";{reqid} }}\n'
             for i in range(ROUTES)
         )
-        logging = (f"    access_log {os.path.join(self.tmp, name)}/access.log spec buffer=64k flush=50ms;\n"
-                   "    add_header X-Request-Id $reqid always;\n") if log else ""
+        logging = self.nginx_log_server(name) if log else ""
         return self.nginx_text(
             name,
             port,
@@ -681,10 +685,7 @@ ca_file = "{self.ca}"
         # (a tree) on the first path segment, not 1,000 ACLs in a row.
         mapfile = self.write("haproxy-routes.map", "".join(f"r{i:04d} {self.route_token(i)}\n" for i in range(ROUTES)))
         text = self.haproxy_routes_base(port, mapfile)
-        if log:
-            text = text.replace("global\n", "global\n  log stdout format raw local0 info\n", 1)
-            text = self.haproxy_log_frontend(text, f"frontend fe\n  bind 127.0.0.1:{port}\n")
-        return text
+        return self.haproxy_logging(text, (f"frontend fe\n  bind 127.0.0.1:{port}\n",)) if log else text
 
     def haproxy_routes_base(self, port, mapfile):
         return f"""
