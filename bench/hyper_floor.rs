@@ -210,7 +210,7 @@ impl AsyncWrite for CappedRead {
 type Upstream = Arc<tokio::sync::Mutex<Option<SendRequest<Incoming>>>>;
 
 async fn serve_connection(stream: TcpStream, client: SocketAddr, route: Arc<Route>) {
-    match knob::<usize>("FLOOR_READ") {
+    match knobs().read {
         Some(cap) => serve(TokioIo::new(CappedRead { stream, cap }), client, route).await,
         None => serve(TokioIo::new(stream), client, route).await,
     }
@@ -221,10 +221,10 @@ where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let mut builder = hyper::server::conn::http1::Builder::new();
-    if let Some(w) = knob("FLOOR_WRITEV") {
+    if let Some(w) = knobs().writev {
         builder.writev(w);
     }
-    if let Some(n) = knob("FLOOR_MAX_BUF") {
+    if let Some(n) = knobs().max_buf {
         builder.max_buf_size(n);
     }
     if route.duties.any() {
@@ -325,15 +325,33 @@ where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let mut builder = hyper::client::conn::http1::Builder::new();
-    if let Some(w) = knob("FLOOR_WRITEV") {
+    if let Some(w) = knobs().writev {
         builder.writev(w);
     }
-    if let Some(n) = knob("FLOOR_MAX_BUF") {
+    if let Some(n) = knobs().max_buf {
         builder.max_buf_size(n);
     }
     let (sender, conn) = builder.handshake(io).await.ok()?;
     tokio::spawn(conn);
     Some(sender)
+}
+
+/// The environment knobs (see the top of this file), read once: a
+/// `getenv` per connection cost the floor about 1.4k instructions per
+/// request on the connection-per-request row.
+struct Knobs {
+    read: Option<usize>,
+    writev: Option<bool>,
+    max_buf: Option<usize>,
+}
+
+fn knobs() -> &'static Knobs {
+    static KNOBS: std::sync::OnceLock<Knobs> = std::sync::OnceLock::new();
+    KNOBS.get_or_init(|| Knobs {
+        read: knob("FLOOR_READ"),
+        writev: knob("FLOOR_WRITEV"),
+        max_buf: knob("FLOOR_MAX_BUF"),
+    })
 }
 
 /// An environment knob, parsed; unset (or unparsable): hyper's default.

@@ -176,6 +176,38 @@ async fn slow_loris_client_is_disconnected() {
     assert_eq!(echo.count(), 0);
 }
 
+/// The first request's head is due `header_read_timeout` after the
+/// connection was accepted, however long its first byte took: a client
+/// that sends a byte just before the deadline gets no second deadline
+/// from there. (Before the fix, the wait for the first byte and the wait
+/// for the rest of the head were timed apart, so a slow-loris client held
+/// each connection for twice the timeout.)
+///
+/// The waits below are the attack's own pacing: half the timeout to the
+/// first bytes, then the rest of the head half a timeout past the
+/// deadline, when a deadline restarted at the first bytes still has half
+/// a timeout left.
+#[tokio::test]
+async fn first_head_is_due_a_timeout_after_accept_not_after_its_first_byte() {
+    let echo = Echo::start().await;
+    let proxy = start_proxy(&config(&echo, "header_read_timeout = \"2s\"")).await;
+    let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    s.write_all(b"GET /ri/x HTTP/1.1\r\n").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // The proxy may have closed the connection already: the write may fail.
+    let _ = s.write_all(b"Host: 127.0.0.1\r\n\r\n").await;
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(20), s.read_to_end(&mut buf)).await;
+    assert!(read.is_ok(), "connection still open after 20 s");
+    let answer = String::from_utf8_lossy(&buf);
+    assert!(
+        answer.starts_with("HTTP/1.1 408 ") && answer.contains("request_timeout"),
+        "{answer}"
+    );
+    assert_eq!(echo.count(), 0, "the late head was forwarded");
+}
+
 /// Reads one answer with a `Content-Length` body from a kept-alive
 /// connection: its status and body.
 async fn read_answer(s: &mut TcpStream) -> (u16, String) {

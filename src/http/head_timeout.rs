@@ -246,7 +246,10 @@ pub struct HeadDeadline {
 impl HeadDeadline {
     /// `opening`: bytes already read from `stream` (to tell the protocol),
     /// handed out first; `unit`: the connection's share of `load`;
-    /// `drain`: the server's; `peer`: the client's address.
+    /// `drain`: the server's; `peer`: the client's address. `deadline`:
+    /// the timer set when the connection was accepted, which the first
+    /// head is held to (the opening read counted against it), and the
+    /// timeout each later head gets from the moment it is waited for.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         stream: TcpStream,
@@ -255,9 +258,10 @@ impl HeadDeadline {
         load: Load,
         opening: Bytes,
         http2: bool,
-        timeout: Duration,
+        deadline: (Pin<Box<Sleep>>, Duration),
         drain: Drain,
     ) -> (HeadDeadline, Arc<Activity>) {
+        let (timer, timeout) = deadline;
         let activity = Arc::new(Activity {
             in_flight: AtomicUsize::new(0),
             started: AtomicU64::new(0),
@@ -273,8 +277,7 @@ impl HeadDeadline {
             opening,
             activity: activity.clone(),
             timeout,
-            // Registered with the timer wheel on its first poll only.
-            timer: Box::pin(tokio::time::sleep_until(Instant::now() + timeout)),
+            timer,
             armed_for: None,
             partial_head: false,
             http2,
@@ -305,9 +308,12 @@ impl HeadDeadline {
         }
         let started = activity.started.load(Ordering::Relaxed);
         if self.armed_for != Some(started) {
+            // The first head keeps the deadline set at accept.
+            if self.armed_for.is_some() {
+                self.timer.as_mut().reset(Instant::now() + self.timeout);
+            }
             self.armed_for = Some(started);
             self.partial_head = false;
-            self.timer.as_mut().reset(Instant::now() + self.timeout);
             // The timer keeps this waker (the connection's task, which
             // owns this socket) until it fires; later checks read a flag.
             let _ = self.timer.as_mut().poll(cx);
