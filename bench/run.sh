@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Proxy comparison benchmark: authproxy vs nginx vs HAProxy, all on 127.0.0.1.
 #
-#   bench/run.sh                  # from anywhere; about 23 minutes, bounded at 25
+#   bench/run.sh                  # from anywhere; about 24 minutes, bounded at 26
 #   BENCH_QUICK=1 bench/run.sh    # 1 repetition of 1 s runs: checks the script, measures nothing
 #   BENCH_ROWS=tls,close BENCH_SECONDS=2 BENCH_REPS=1 bench/run.sh   # some rows only
 #   BENCH_KEEP_TMP=1 bench/run.sh # keep the temp folder (configs, logs) for a look afterwards
