@@ -201,6 +201,57 @@ async fn upstream_resets_before_and_during_the_response() {
     );
 }
 
+/// An upstream's response head may be up to 80 KiB (the proxy's largest
+/// read from an upstream; Envoy's default limit is 60 KiB): one of 60 KiB
+/// arrives whole, one of 100 KiB is a 502 that says why, and the proxy
+/// goes on serving.
+#[tokio::test]
+async fn upstream_response_head_limit() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 8192];
+                let mut got = Vec::new();
+                while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => got.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let size = if got.starts_with(b"GET /huge ") {
+                    100
+                } else {
+                    60
+                };
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\nX-Big: {}\r\nContent-Length: 2\r\n\r\nok",
+                    "b".repeat(size * 1024)
+                );
+                let _ = s.write_all(head.as_bytes()).await;
+                let _ = s.shutdown().await;
+            });
+        }
+    });
+    let proxy = start_proxy(&format!(
+        "[[routes]]\nprefix = \"/u/\"\nupstream = \"http://{addr}/\"\n"
+    ))
+    .await;
+    let r = client().get(proxy.url("/u/large")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-big"].len(), 60 * 1024);
+    assert_eq!(r.text().await.unwrap(), "ok");
+    let (status, body) = get(&proxy, "/u/huge").await;
+    assert_eq!(status, 502, "{body}");
+    assert_eq!(body["error"], "upstream_unreachable");
+    assert!(
+        body["message"].as_str().unwrap().contains("too large"),
+        "{body}"
+    );
+    assert_eq!(get(&proxy, "/u/large").await.0, 200);
+}
+
 /// Size of the response in the back-pressure test, and of its chunks.
 const BIG: usize = 64 << 20;
 const CHUNK: usize = 64 << 10;
