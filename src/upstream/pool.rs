@@ -34,10 +34,10 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// hyper doubles its read size while reads fill it, up to 408 KiB by
 /// default, and a connection keeps its buffer while it idles in the pool.
 /// With 64 KiB answers the reads settled at 128 KiB: at 64 connections,
-/// 8.6 of 16.7 MB of heap at the peak (massif), and a peak RSS of 33-36
-/// MiB against nginx's 22. At 80 KiB, a 64 KiB body and its head still
+/// 8.6 of 16.7 MB of heap at the peak (massif), and a peak RSS of 32-35
+/// MiB against nginx's 21. At 80 KiB, a 64 KiB body and its head still
 /// come in one read (the same 40.8k instructions and 2 writes per
-/// request) and the peak is 28 MiB; at 64 KiB the body is split in two,
+/// request) and the peak is 27-28 MiB; at 64 KiB the body is split in two,
 /// 46.3k instructions and 3 writes.
 const MAX_READ: usize = 80 * 1024;
 
