@@ -139,15 +139,37 @@ fn main() {
             tokio::spawn(duties::flush_log_periodically());
         }
         let listener = TcpListener::bind(listen).await.expect("listen");
-        loop {
-            let Ok((stream, client)) = listener.accept().await else {
-                continue;
-            };
-            let _ = stream.set_nodelay(true);
-            let route = route.clone();
-            tokio::spawn(serve_connection(stream, client, route));
+        let log = route.duties.log();
+        let accept = async move {
+            loop {
+                let Ok((stream, client)) = listener.accept().await else {
+                    continue;
+                };
+                let _ = stream.set_nodelay(true);
+                let route = route.clone();
+                tokio::spawn(serve_connection(stream, client, route));
+            }
+        };
+        // Stopped as the bench stops authproxy (SIGTERM) or by hand
+        // (SIGINT): the log lines still waiting are written first.
+        tokio::select! {
+            () = accept => {}
+            () = stop_signal() => {}
+        }
+        if log {
+            duties::flush_log();
         }
     });
+}
+
+async fn stop_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
 }
 
 /// A client socket read at most `cap` bytes at a time (`FLOOR_READ`).

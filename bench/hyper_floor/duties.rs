@@ -79,6 +79,12 @@ pub(super) async fn flush_log_periodically() {
     }
 }
 
+/// Writes what is waiting: at exit, so that the last 50 ms of lines are
+/// not lost with the process.
+pub(super) fn flush_log() {
+    write_log(&mut LOG.lock().expect("log lock"));
+}
+
 fn write_log(buf: &mut Vec<u8>) {
     if !buf.is_empty() {
         let _ = std::io::stderr().lock().write_all(buf);
