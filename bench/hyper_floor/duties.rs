@@ -75,12 +75,12 @@ pub(super) async fn flush_log_periodically() {
     let mut tick = tokio::time::interval(Duration::from_millis(50));
     loop {
         tick.tick().await;
-        write_log(&mut LOG.lock().expect("log lock"));
+        flush_log();
     }
 }
 
-/// Writes what is waiting: at exit, so that the last 50 ms of lines are
-/// not lost with the process.
+/// Writes what is waiting: every 50 ms, and at exit, so that the last
+/// lines are not lost with the process.
 pub(super) fn flush_log() {
     write_log(&mut LOG.lock().expect("log lock"));
 }
