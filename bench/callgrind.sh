@@ -11,6 +11,7 @@
 #   ROUTES=1000 PATHS=small SYSTEMS="authproxy nginx" bash bench/callgrind.sh
 #   KIND=aws_sigv4 SYSTEMS=authproxy bash bench/callgrind.sh  # static basic query allow aws_sigv4
 #   SYSTEMS="authproxy duties duties-read" PATHS=upload bash bench/callgrind.sh  # what BODY_READ costs the floor
+#   BASELINE=/tmp/authproxy-before SYSTEMS="authproxy baseline" bash bench/callgrind.sh  # a change vs the build before it
 #   PROFILE_DIR=/tmp/prof bash bench/callgrind.sh   # keep the 10N dumps
 #                                                  # (callgrind_annotate --auto=yes)
 #
@@ -24,7 +25,9 @@
 # the table shows the mean and the spread. N defaults to 1000 (10,000 in the
 # long phase; 64 connections carry 15 or 16 and 156 or 157 requests each).
 # Same binary, two runs: within 0.1% for small requests, within about 2% for
-# 64 KiB bodies (how the bytes split into reads depends on timing).
+# 64 KiB bodies (how the bytes split into reads depends on timing). Separate
+# invocations of the same binary differ more, by up to 1.3% on small GET:
+# measure a change against the build before it in one invocation (BASELINE).
 #
 # Needs valgrind, nginx, curl, python3 (nginx is apt-installed if missing).
 # Ports: free ones on 127.0.0.1. Processes started here are stopped on exit.
