@@ -256,9 +256,11 @@ async fn upstream_response_head_limit() {
 const BIG: usize = 64 << 20;
 const CHUNK: usize = 64 << 10;
 /// What the upstream's HTTP server and the proxy may hold in memory
-/// between them: hyper's read and write buffers (up to about 400 KiB each)
-/// and a chunk or two in passing; 388 KiB to 1.15 MiB measured over eight
-/// runs, where a proxy that reads ahead without bound holds 60 MiB.
+/// between them: hyper's read and write buffers (the upstream server's
+/// reads up to about 400 KiB; the proxy's upstream reads at most 80 KiB,
+/// `MAX_READ` in `src/upstream/pool.rs`) and a chunk or two in passing;
+/// 388 KiB to 1.15 MiB measured over eight runs, where a proxy that reads
+/// ahead without bound holds 60 MiB.
 const BUFFERED_MAX: usize = 4 << 20;
 
 /// Chunk `i` of the back-pressure test's response: a fixed pattern with
